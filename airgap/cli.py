@@ -1,0 +1,122 @@
+"""The ``airgap`` command line: parse, call one library function, render. No logic lives here.
+
+Imports stay light at module level (click and our error types only) so ``airgap --help`` starts fast;
+each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from airgap import __version__
+from airgap.errors import Error
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def registry_options(func: F) -> F:
+    """Flags every registry-touching command shares (names as cosign/crane spell them)."""
+    func = click.option(
+        "--insecure-registry", "insecure", multiple=True, metavar="HOST",
+        help="Allow plain HTTP and unverified TLS for HOST[:PORT] (loopback hosts may use HTTP anyway).",
+    )(func)
+    func = click.option(
+        "--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
+        help="PEM bundle of CA certificates to trust for registry TLS.",
+    )(func)
+    return func
+
+
+def _options(insecure: tuple[str, ...], ca_file: str | None, jobs: int | None = None) -> Any:
+    from dataclasses import replace
+
+    from airgap.config import Limits, RegistryOptions
+
+    limits = Limits() if not jobs else replace(Limits(), concurrency=jobs)
+    return RegistryOptions(limits=limits, insecure=frozenset(insecure), ca_file=ca_file)
+
+
+def _emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+class AirgapGroup(click.Group):
+    """Turns every airgap error into one line on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Error as exc:
+            click.echo(f"error: {exc}", err=True)
+            if (ctx.obj or {}).get("verbose"):
+                cause = exc.__cause__ or exc.__context__
+                while cause is not None:
+                    click.echo(f"  caused by: {type(cause).__name__}: {cause}", err=True)
+                    cause = cause.__cause__ or cause.__context__
+            ctx.exit(exc.exit_code)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=AirgapGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="airgap")
+@click.option("--verbose", "-v", is_flag=True, help="On errors, show the chain of causes.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """Move signed container images into disconnected networks and verify them offline.
+
+    Typical flow: sign (connected) -> pack a bundle -> carry it across -> load into the local
+    registry -> verify what runs there against the keys and policy in the bundle.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("destination")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Blobs moved at once [4].")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
+@registry_options
+def copy(source: str, destination: str, jobs: int | None, as_json: bool, insecure: tuple[str, ...],
+         ca_file: str | None) -> None:
+    """Copy an image, every platform, with its signatures, attestations and referrers.
+
+    SOURCE and DESTINATION are image references (registry/repo[:tag|@digest]) or OCI image layouts
+    (oci:PATH[:TAG]). Blobs the destination already has are skipped; the tag is written last.
+    """
+    from airgap.copy import copy_image
+    from airgap.progress import human_bytes
+
+    summary = copy_image(source, destination, options=_options(insecure, ca_file, jobs), jobs=jobs,
+                         progress=False if as_json else None)
+    if as_json:
+        _emit_json(summary.to_json())
+        return
+    extras = []
+    if summary.tags:
+        extras.append(f"{len(summary.tags)} signature/attestation tag(s)")
+    if summary.referrers:
+        extras.append(f"{len(summary.referrers)} referrer(s)")
+    click.echo(
+        f"copied {summary.source} -> {summary.destination}@{summary.digest}\n"
+        f"  {summary.manifests} manifest(s), {summary.blobs} blob(s) "
+        f"({summary.blobs_copied} sent, {human_bytes(summary.bytes_copied)}) in {summary.seconds:.2f}s"
+        + (f"; {', '.join(extras)}" if extras else "")
+        + (f"; platforms {', '.join(summary.platforms)}" if summary.platforms else "")
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="airgap")
+
+
+if __name__ == "__main__":
+    main()

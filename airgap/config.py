@@ -1,0 +1,56 @@
+"""Limits and knobs in one place, with the reasons for their defaults.
+
+Every number that bounds how much we read, how long we wait or how much we do at once lives here, so a
+reviewer can see the whole resource envelope at a glance and tests can shrink it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    # A manifest or index is held in memory to be parsed and hashed; real ones are a few KiB.
+    # containerd and distribution cap manifests at 4 MiB: anything larger is hostile or broken.
+    max_manifest_bytes: int = 4 * MiB
+    # JSON documents we parse from registries (tag lists, token responses, referrers indexes).
+    max_json_bytes: int = 16 * MiB
+    # Read size for streaming blobs: large enough to amortise per-call overhead, small enough that
+    # `concurrency` of them in flight stays far below the 120 MB RSS budget.
+    chunk_bytes: int = 1 * MiB
+    # Blobs up to this size are uploaded in one PUT; larger ones in PATCH chunks of `upload_chunk_bytes`.
+    monolithic_upload_max: int = 512 * MiB
+    upload_chunk_bytes: int = 128 * MiB
+    # Network: connect/read timeouts (seconds) for one request; a stalled read fails, it never hangs.
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    # Retries of one request on 429/5xx/connection reset; the whole transfer is bounded by
+    # attempts x (timeout + backoff), so a permanently failing registry fails in bounded time.
+    retries: int = 4
+    backoff_base: float = 0.2
+    backoff_max: float = 5.0
+    # Cap on a server's Retry-After we are willing to honour before giving up that attempt's wait.
+    retry_after_max: float = 10.0
+    # Blobs moved at once (`-j`). Four saturates a local registry's ingest on two cores.
+    concurrency: int = 4
+    # How deep we follow referrers of referrers (a signature on an SBOM on an image is depth 2).
+    max_referrer_depth: int = 3
+    # Pagination guard for tag lists.
+    max_tag_pages: int = 1000
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to reach registries: TLS trust, which hosts may be plain HTTP, credentials."""
+
+    limits: Limits = field(default_factory=Limits)
+    # Hosts (host[:port]) where plain HTTP and unverified TLS are allowed, like `--insecure-registry`.
+    insecure: frozenset[str] = frozenset()
+    # PEM file of extra CA certificates (a private registry CA).
+    ca_file: str | None = None
+    # Docker config files to read credentials from; the default config is always consulted.
+    auth_configs: tuple[str, ...] = ()
+    user_agent: str = "airgap/0.1"

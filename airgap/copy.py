@@ -1,0 +1,216 @@
+"""Copy an image with everything attached to it between registries and OCI layouts.
+
+What is copied: the manifest or index and every child (all platforms), every blob, cosign's
+``sha256-<hex>.sig/.att/.sbom`` tags of the image and of each child, and referrers (Referrers API or the
+``sha256-<hex>`` fallback tag), recursively up to ``Limits.max_referrer_depth``.
+
+Order, so a tag never points at something incomplete: all blobs first (concurrently, skipping what the
+target has, mounting across repos of one registry), then manifests children-before-parents by digest, then
+companion tags and referrers, and the requested tag last. Everything read is verified against its digest
+before it is written anywhere, so a registry that serves wrong bytes makes the copy fail before any tag moves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from airgap import refs
+from airgap.config import RegistryOptions
+from airgap.errors import ConfigError, IntegrityError
+from airgap.oci import mediatypes as mt
+from airgap.oci.layout import Layout
+from airgap.oci.manifest import Descriptor, Manifest
+from airgap.oci.registry import RegistryClient
+from airgap.oci.store import RegistryRepo, Store
+from airgap.progress import Progress
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where an image is: ``store`` plus the tag/digest asked for (``None``: not given)."""
+
+    store: Store
+    reference: str | None
+    text: str
+
+
+def open_location(text: str, client: RegistryClient, *, create: bool = False) -> Location:
+    """Parse ``oci:PATH[:TAG|@DIGEST]`` or an image reference into a store and a reference."""
+    if text.startswith("oci:"):
+        body = text[4:]
+        reference: str | None = None
+        if "@" in body:
+            body, reference = body.rsplit("@", 1)
+        else:
+            head, sep, tail = body.rpartition(":")
+            if sep and head and "/" not in tail:
+                body, reference = head, tail
+        if not body:
+            raise ConfigError(f"invalid location {text!r}: oci: needs a directory path")
+        if not create and not os.path.isdir(body):
+            raise ConfigError(f"invalid location {text!r}: {body} is not a directory")
+        return Location(Layout(body, create=create, max_manifest_bytes=client.limits.max_manifest_bytes),
+                        reference, text)
+    ref = refs.parse(text, default_tag=None)
+    return Location(RegistryRepo(client, refs.api_host(ref.registry), ref.repository),
+                    ref.digest or ref.tag, text)
+
+
+@dataclass
+class CopySummary:
+    source: str
+    destination: str
+    digest: str
+    media_type: str
+    platforms: list[str]
+    manifests: int
+    blobs: int
+    blobs_copied: int
+    bytes_copied: int
+    bytes_total: int
+    tags: list[str] = field(default_factory=list)
+    referrers: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Plan:
+    manifests: dict[str, Manifest] = field(default_factory=dict)  # post-order: children first
+    blobs: dict[str, Descriptor] = field(default_factory=dict)
+    companions: list[tuple[str, Manifest]] = field(default_factory=list)
+    referrers: list[Manifest] = field(default_factory=list)
+
+
+def _collect(src: Store, manifest: Manifest, plan: _Plan) -> None:
+    if manifest.digest in plan.manifests:
+        return
+    for child in manifest.manifests:
+        if child.digest not in plan.manifests:
+            if child.media_type not in mt.MANIFESTS:
+                raise IntegrityError(f"{src.name}@{manifest.digest}: child {child.digest} has media type "
+                                     f"{child.media_type!r}, not a manifest")
+            _collect(src, src.resolve(child.digest), plan)
+    for blob in manifest.blobs:
+        plan.blobs.setdefault(blob.digest, blob)
+    plan.manifests[manifest.digest] = manifest
+
+
+def _image_digests(root: Manifest, plan: _Plan) -> list[str]:
+    return [root.digest, *(c.digest for c in root.manifests if c.digest in plan.manifests)]
+
+
+def plan_copy(src: Store, root: Manifest, max_depth: int) -> _Plan:
+    """Everything to copy for ``root``: its graph, companion tags, and referrers (recursively)."""
+    plan = _Plan()
+    _collect(src, root, plan)
+    subjects = _image_digests(root, plan)
+    tags = set(src.list_tags())
+    for subject in subjects:
+        alg, hexpart = subject.split(":", 1)
+        for suffix in mt.COSIGN_TAG_SUFFIXES:
+            tag = f"{alg}-{hexpart}{suffix}"
+            if tag in tags:
+                companion = src.resolve(tag)
+                _collect(src, companion, plan)
+                plan.companions.append((tag, companion))
+    seen: set[str] = set()
+    frontier = [*subjects, *(m.digest for _, m in plan.companions)]
+    for _depth in range(max_depth):
+        nxt: list[str] = []
+        for subject in frontier:
+            for desc in src.referrers(subject):
+                if desc.digest in seen:
+                    continue
+                seen.add(desc.digest)
+                referrer = src.resolve(desc.digest)
+                if referrer.subject is None or referrer.subject.digest != subject:
+                    raise IntegrityError(f"{src.name}: referrer {desc.digest} does not name {subject} "
+                                         "as its subject")
+                for child in referrer.manifests:
+                    _collect(src, src.resolve(child.digest), plan)
+                plan.blobs.update({b.digest: b for b in referrer.blobs})
+                plan.referrers.append(referrer)
+                nxt.append(referrer.digest)
+        frontier = nxt
+    return plan
+
+
+def copy_image(
+    source: str, destination: str, *, options: RegistryOptions | None = None, jobs: int | None = None,
+    progress: bool | None = None,
+) -> CopySummary:
+    """Copy ``source`` to ``destination`` (image refs or ``oci:PATH[:TAG]``); see the module docstring."""
+    client = RegistryClient(options)
+    src = open_location(source, client)
+    dst = open_location(destination, client, create=True)
+    return copy_between(src, dst, client=client, jobs=jobs, progress=progress)
+
+
+def copy_between(src: Location, dst: Location, *, client: RegistryClient, jobs: int | None = None,
+                 progress: bool | None = None) -> CopySummary:
+    started = time.monotonic()
+    root = src.store.resolve(src.reference or "latest")
+    dst_tag: str | None = None
+    if dst.reference and dst.reference.startswith(("sha256:", "sha512:")):
+        if dst.reference != root.digest:
+            raise ConfigError(f"destination digest {dst.reference} does not match the source's {root.digest}")
+    else:
+        dst_tag = dst.reference or (
+            src.reference if src.reference and not src.reference.startswith("sha") else None
+        )
+    plan = plan_copy(src.store, root, client.limits.max_referrer_depth)
+    mount_from = None
+    if src.store.mount_key and dst.store.mount_key and src.store.mount_key[0] == dst.store.mount_key[0] \
+            and src.store.mount_key[1] != dst.store.mount_key[1]:
+        mount_from = src.store.mount_key[1]
+    total = sum(b.size for b in plan.blobs.values())
+    meter = Progress(f"copy {src.text}", total_bytes=total, total_items=len(plan.blobs), enabled=progress)
+    copied = 0
+
+    def transfer(desc: Descriptor) -> bool:
+        def opener() -> Any:
+            for chunk in src.store.open_blob(desc):
+                meter.add_bytes(len(chunk))
+                yield chunk
+
+        sent = dst.store.push_blob(desc, opener, mount_from)
+        meter.add_item()
+        return sent
+
+    with meter, ThreadPoolExecutor(max_workers=max(1, jobs or client.limits.concurrency)) as pool:
+        futures = {pool.submit(transfer, b): b for b in plan.blobs.values()}
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for fut in pending:
+            fut.cancel()
+        for fut in done:
+            if fut.exception() is not None:
+                raise fut.exception()  # type: ignore[misc]
+            if fut.result():
+                copied += 1
+    bytes_copied = sum(b.size for f, b in futures.items() if f.done() and f.result())
+
+    # Manifests children-first by digest, then what hangs off the image, then the tag last.
+    for manifest in plan.manifests.values():
+        if manifest.digest != root.digest:
+            dst.store.push_manifest(manifest)
+    dst.store.push_manifest(root)
+    for tag, companion in plan.companions:
+        dst.store.push_manifest(companion, tag)
+    for referrer in plan.referrers:
+        dst.store.add_referrer(referrer)
+    dst.store.push_manifest(root, dst_tag, root=True)
+
+    platforms = sorted({c.platform for c in root.manifests if c.platform})
+    return CopySummary(
+        source=src.text, destination=dst.text, digest=root.digest, media_type=root.media_type,
+        platforms=platforms, manifests=len(plan.manifests), blobs=len(plan.blobs), blobs_copied=copied,
+        bytes_copied=bytes_copied, bytes_total=total, tags=[t for t, _ in plan.companions],
+        referrers=[r.digest for r in plan.referrers], seconds=round(time.monotonic() - started, 3),
+    )

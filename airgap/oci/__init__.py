@@ -1,0 +1,1 @@
+"""OCI plumbing: media types, digests, manifests, the registry client and image layouts."""
