@@ -6,42 +6,13 @@ each command imports what it needs when it runs.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from airgap import __version__
+from airgap.commands.common import emit_json, make_options, registry_options
 from airgap.errors import Error
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def registry_options(func: F) -> F:
-    """Flags every registry-touching command shares (names as cosign/crane spell them)."""
-    func = click.option(
-        "--insecure-registry", "insecure", multiple=True, metavar="HOST",
-        help="Allow plain HTTP and unverified TLS for HOST[:PORT] (loopback hosts may use HTTP anyway).",
-    )(func)
-    func = click.option(
-        "--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
-        help="PEM bundle of CA certificates to trust for registry TLS.",
-    )(func)
-    return func
-
-
-def _options(insecure: tuple[str, ...], ca_file: str | None, jobs: int | None = None) -> Any:
-    from dataclasses import replace
-
-    from airgap.config import Limits, RegistryOptions
-
-    limits = Limits() if not jobs else replace(Limits(), concurrency=jobs)
-    return RegistryOptions(limits=limits, insecure=frozenset(insecure), ca_file=ca_file)
-
-
-def _emit_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True))
 
 
 class AirgapGroup(click.Group):
@@ -94,10 +65,10 @@ def copy(source: str, destination: str, jobs: int | None, as_json: bool, insecur
     from airgap.copy import copy_image
     from airgap.progress import human_bytes
 
-    summary = copy_image(source, destination, options=_options(insecure, ca_file, jobs), jobs=jobs,
+    summary = copy_image(source, destination, options=make_options(insecure, ca_file, jobs), jobs=jobs,
                          progress=False if as_json else None)
     if as_json:
-        _emit_json(summary.to_json())
+        emit_json(summary.to_json())
         return
     extras = []
     if summary.tags:
@@ -111,6 +82,22 @@ def copy(source: str, destination: str, jobs: int | None, as_json: bool, insecur
         + (f"; {', '.join(extras)}" if extras else "")
         + (f"; platforms {', '.join(summary.platforms)}" if summary.platforms else "")
     )
+
+
+# Command groups that live in airgap/commands/<name>.py, each with ``register(cli)``. Those modules
+# import only click at module level (heavy imports happen inside the commands), so --help stays fast.
+_COMMAND_MODULES: tuple[str, ...] = (
+)
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"airgap.commands.{name}").register(cli)
+
+
+_register_commands()
 
 
 def main() -> None:
