@@ -1,0 +1,143 @@
+"""`airgap key ...`: make, import and inspect cosign-compatible keys (files or PKCS#11 tokens)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from airgap.commands.common import emit_json
+from airgap.errors import ConfigError
+
+if TYPE_CHECKING:
+    from airgap.keys import PublicKey
+
+_PW_FILE_HELP = "File holding the key's password [env COSIGN_PASSWORD, else a prompt]."
+
+
+@click.group("key")
+def key() -> None:
+    """Generate, import and show signing keys (cosign's key file format)."""
+
+
+def _key_json(pub: PublicKey) -> dict[str, Any]:
+    from airgap.keys import algorithm, key_id, public_pem
+
+    return {"key_id": key_id(pub), "algorithm": algorithm(pub), "pem": public_pem(pub).decode()}
+
+
+def _check_free(paths: list[Path], force: bool) -> None:
+    taken = [str(p) for p in paths if p.exists()]
+    if taken and not force:
+        verb = "already exists" if len(taken) == 1 else "already exist"
+        raise ConfigError(f"{' and '.join(taken)} {verb}; pass --force to overwrite")
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Write via a temp file in the same directory, created with ``mode`` (never briefly world-readable),
+    then rename over ``path``: a crash leaves the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, mode)  # umask may have narrowed it; 0600 for a private key is what we promise
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _report(pub: PublicKey, written: dict[str, str], as_json: bool, extra: dict[str, str] | None = None) -> None:
+    from airgap.keys import key_id
+
+    if as_json:
+        emit_json({**_key_json(pub), **written, **(extra or {})})
+        return
+    for kind, path in written.items():
+        click.echo(f"{kind.replace('_', ' ').capitalize()} written to {path}")
+    for name, value in (extra or {}).items():
+        click.echo(f"{name}: {value}")
+    click.echo(f"key id: {key_id(pub)}")
+
+
+@key.command()
+@click.option("--output-prefix", default="cosign", show_default=True, metavar="PATH",
+              help="Write PATH.key and PATH.pub.")
+@click.option("--password-file", type=click.Path(dir_okay=False), default=None, help=_PW_FILE_HELP)
+@click.option("--pkcs11", "pkcs11_uri", default=None, metavar="URI",
+              help="Create the key pair ON this token (pkcs11:token=..;object=LABEL?module-path=..); "
+                   "writes only PATH.pub.")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@click.option("--json", "as_json", is_flag=True, help="Print key id, algorithm, public PEM and paths as JSON.")
+def generate(output_prefix: str, password_file: str | None, pkcs11_uri: str | None, force: bool,
+             as_json: bool) -> None:
+    """Generate an ECDSA P-256 key pair as cosign does (encrypted PATH.key, mode 0600; PATH.pub)."""
+    from airgap import keyrefs, keys
+
+    key_path, pub_path = Path(f"{output_prefix}.key"), Path(f"{output_prefix}.pub")
+    if pkcs11_uri:
+        _check_free([pub_path], force)
+        pub, uri = keyrefs.generate_pkcs11_keypair(keyrefs.Pkcs11URI.parse(pkcs11_uri))
+        _write(pub_path, keys.public_pem(pub), 0o644)
+        _report(pub, {"public_key": str(pub_path)}, as_json, {"uri": str(uri)})
+        return
+    _check_free([key_path, pub_path], force)
+    password = keyrefs.read_password(str(key_path), password_file=password_file, confirm=True)
+    private_pem, public_pem = keys.generate_keypair(password)
+    _write(key_path, private_pem, 0o600)
+    _write(pub_path, public_pem, 0o644)
+    _report(keys.load_public_key(public_pem), {"private_key": str(key_path), "public_key": str(pub_path)}, as_json)
+
+
+@key.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--output-prefix", default="import-cosign", show_default=True, metavar="PATH",
+              help="Write PATH.key and PATH.pub.")
+@click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the NEW password [env COSIGN_PASSWORD, else a prompt].")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@click.option("--json", "as_json", is_flag=True, help="Print key id, algorithm, public PEM and paths as JSON.")
+def import_(file: str, output_prefix: str, password_file: str | None, force: bool, as_json: bool) -> None:
+    """Encrypt a plain PEM private key (PKCS#8, EC or RSA) into cosign's format, like
+    `cosign import-key-pair`."""
+    from airgap import keyrefs, keys
+
+    key_path, pub_path = Path(f"{output_prefix}.key"), Path(f"{output_prefix}.pub")
+    data = keyrefs.read_secret_file(file, "key file", strip_newline=False)
+    if keys.is_encrypted_private_key(data):
+        raise ConfigError(f"{file} is already encrypted; import takes a plain PEM private key")
+    private = keys.decrypt_private_key(data, None, file)
+    _check_free([key_path, pub_path], force)
+    password = keyrefs.read_password(str(key_path), password_file=password_file, confirm=True)
+    _write(key_path, keys.encrypt_private_key(private, password), 0o600)
+    _write(pub_path, keys.public_pem(private.public_key()), 0o644)
+    _report(private.public_key(), {"private_key": str(key_path), "public_key": str(pub_path)}, as_json)
+
+
+@key.command()
+@click.argument("keyref")
+@click.option("--password-file", type=click.Path(dir_okay=False), default=None, help=_PW_FILE_HELP)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {key_id, algorithm, pem} (a list when KEYREF holds several keys).")
+def public(keyref: str, password_file: str | None, as_json: bool) -> None:
+    """Print the public key(s) KEYREF names (file, env://VAR, secret dir, pkcs11: URI, or a private key).
+
+    The PEM goes to stdout (so `> key.pub` works); `key id: sha256:...` lines go to stderr.
+    """
+    from airgap.keyrefs import load_public_keys
+    from airgap.keys import key_id, public_pem
+
+    pubs = load_public_keys(keyref, password_file=password_file)
+    if as_json:
+        emit_json(_key_json(pubs[0]) if len(pubs) == 1 else [_key_json(p) for p in pubs])
+        return
+    for pub in pubs:
+        click.echo(public_pem(pub).decode(), nl=False)
+        click.echo(f"key id: {key_id(pub)}", err=True)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(key)
