@@ -87,6 +87,9 @@ def copy(source: str, destination: str, jobs: int | None, as_json: bool, insecur
 # Command groups that live in airgap/commands/<name>.py, each with ``register(cli)``. Those modules
 # import only click at module level (heavy imports happen inside the commands), so --help stays fast.
 _COMMAND_MODULES: tuple[str, ...] = (
+    "verify",
+    "sign",
+    "keys",
 )
 
 

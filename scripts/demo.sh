@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job end to end on an embedded default, from nothing and safe to re-run:
-#   a "connected" registry with a demo multi-arch image -> airgap copy onto removable media (an OCI
-#   layout) -> airgap copy into the "disconnected" registry at 127.0.0.1:31999 -> same digest there.
-# Later stages (sign, pack, load, verify) join this script as they land.
+#   a "connected" registry with a demo multi-arch image -> a cosign-compatible key pair -> airgap sign
+#   (index and every platform) -> airgap copy onto removable media (an OCI layout) -> airgap copy into the
+#   "disconnected" registry at 127.0.0.1:31999 -> airgap verify there, offline, against the public key and a
+#   ClusterImagePolicy; an unsigned image is refused.
+# Bundles (pack/load) replace the two copies when they land.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ensure_python_env
@@ -46,6 +48,11 @@ say "pushing a demo multi-arch image (linux/amd64 + linux/arm64)"
 DIGEST="$("$PY" "$ROOT/scripts/demo_images.py" "$CONNECTED" demo/app:1.0)"
 echo "    $CONNECTED/demo/app:1.0 -> $DIGEST"
 
+say "airgap key generate + airgap sign (connected side; cosign-compatible key and signatures)"
+export COSIGN_PASSWORD="demo-password"
+"$AIRGAP" key generate --output-prefix "$WORK/release" >/dev/null
+"$AIRGAP" sign --key "$WORK/release.key" --recursive "$CONNECTED/demo/app:1.0"
+
 say "airgap copy: connected registry -> removable media (OCI layout)"
 "$AIRGAP" copy "$CONNECTED/demo/app:1.0" "oci:$WORK/media:1.0"
 say "airgap copy: removable media -> disconnected registry"
@@ -54,4 +61,27 @@ say "airgap copy: removable media -> disconnected registry"
 say "checking the disconnected registry serves the same digest"
 GOT="$("$AIRGAP" copy --json "$LOCAL/demo/app:1.0" "oci:$WORK/check:1.0" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["digest"])')"
 if [ "$GOT" != "$DIGEST" ]; then echo "demo: digest mismatch: $GOT != $DIGEST" >&2; exit 1; fi
-say "demo complete: $LOCAL/demo/app:1.0@$GOT is byte-identical to the source"
+say "airgap verify (disconnected side, offline): the key, then a trust directory with a policy"
+"$AIRGAP" verify --key "$WORK/release.pub" --insecure-ignore-tlog "$LOCAL/demo/app:1.0"
+mkdir -p "$WORK/trust/keys"
+cp "$WORK/release.pub" "$WORK/trust/keys/release.pub"
+cat > "$WORK/trust/policy.yaml" <<'YAML'
+apiVersion: policy.sigstore.dev/v1beta1
+kind: ClusterImagePolicy
+metadata: {name: demo}
+spec:
+  images: [{glob: "*/demo/**"}]
+  authorities: [{name: release, key: {name: release}, ctlog: {disabled: true}}]
+---
+apiVersion: airgap.dev/v1alpha1
+kind: AirgapPolicy
+metadata: {name: settings}
+spec: {noMatchPolicy: deny}
+YAML
+"$AIRGAP" verify --trust "$WORK/trust" "$LOCAL/demo/app:1.0"
+say "an unsigned image in the disconnected registry is refused"
+"$PY" "$ROOT/scripts/demo_images.py" "$LOCAL" demo/unsigned:1.0 >/dev/null
+if "$AIRGAP" verify --trust "$WORK/trust" "$LOCAL/demo/unsigned:1.0"; then
+  echo "demo: an unsigned image was allowed" >&2; exit 1
+fi
+say "demo complete: $LOCAL/demo/app:1.0@$GOT is byte-identical to the source and verified offline"

@@ -1,0 +1,122 @@
+"""`airgap verify`: decide offline whether images served by the local registry may run, and say why."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from airgap.commands.common import emit_json, make_options, registry_options
+
+if TYPE_CHECKING:
+    from airgap.verify import VerificationResult
+
+
+def _render(result: VerificationResult) -> str:
+    mark = {"allow": "OK  ", "warn": "WARN", "deny": "FAIL"}[result.decision]
+    lines = [f"{mark} {result.ref}" + (f"@{result.digest}" if result.digest and "@" not in result.ref else "")]
+    if result.upstream and result.upstream.split("@")[0].rsplit(":", 1)[0] not in result.ref:
+        lines.append(f"     upstream {result.upstream} ({result.upstream_source})")
+    for policy in result.policies:
+        lines.append(f"     policy {policy.name} [{policy.mode}]: {'passed' if policy.ok else 'FAILED'}")
+        for auth in policy.authorities:
+            winner = next((e for e in auth.evidence if e.ok), None)
+            if auth.ok and winner is not None:
+                who = f"key {winner.key_id}" if winner.key_id else f"identity {winner.identity} ({winner.issuer})"
+                lines.append(f"       authority {auth.name}: {winner.kind} signature at {winner.location} "
+                             f"verified with {who}")
+                for check in (c for c in winner.checks if c["ok"]):
+                    lines.append(f"         - {check['name']}: {check['detail']}")
+            elif auth.ok:
+                lines.append(f"       authority {auth.name}: passed (static)")
+            else:
+                lines.append(f"       authority {auth.name}: {auth.reason}")
+    lines += [f"     warning: {w}" for w in result.warnings]
+    lines += [f"     reason: {r}" for r in result.reasons]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, metavar="REF...")
+@click.option("--trust", "trust_dir", type=click.Path(file_okay=False), default=None,
+              help="Trust directory: keys/, trusted_root.json, policy.yaml, map.json.")
+@click.option("--key", "key_refs", multiple=True, metavar="KEYREF",
+              help="Public key (file, env://VAR, k8s secret dir, pkcs11:); repeat for any-of.")
+@click.option("--certificate-identity", default=None, help="Keyless: the certificate SAN to require.")
+@click.option("--certificate-identity-regexp", default=None, help="Keyless: SAN regexp (whole string).")
+@click.option("--certificate-oidc-issuer", default=None, help="Keyless: the OIDC issuer to require.")
+@click.option("--certificate-oidc-issuer-regexp", default=None, help="Keyless: issuer regexp (whole string).")
+@click.option("--trusted-root", "trusted_roots", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="Sigstore trusted_root.json for keyless checks [the public-good root shipped with airgap].")
+@click.option("--insecure-ignore-tlog", is_flag=True,
+              help="With --key/--certificate-*: accept signatures without a verified Rekor entry (as cosign).")
+@click.option("--registry-alias", "aliases", multiple=True, metavar="A=B",
+              help="Reach registry A at address B (e.g. 127.0.0.1:31999=registry.zarf.svc:5000).")
+@click.option("--signature-repo", "signature_repos", multiple=True, metavar="REPO",
+              help="Look for signatures in REPO [env COSIGN_REPOSITORY].")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=8, help="Images verified at once [8].")
+@click.option("--json", "as_json", is_flag=True, help="Print the evidence records as JSON.")
+@registry_options
+def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, ...],
+           certificate_identity: str | None, certificate_identity_regexp: str | None,
+           certificate_oidc_issuer: str | None, certificate_oidc_issuer_regexp: str | None,
+           trusted_roots: tuple[str, ...], insecure_ignore_tlog: bool, aliases: tuple[str, ...],
+           signature_repos: tuple[str, ...], jobs: int, as_json: bool, insecure: tuple[str, ...],
+           ca_file: str | None) -> None:
+    """Verify images in the local registry offline; exit 0 only when every one may run.
+
+    With --trust DIR the directory's policy decides (refs are translated back to their upstream names
+    through its map.json). With --key or --certificate-identity/--certificate-oidc-issuer, every image
+    must carry a signature from that key or identity. No network beyond the registry named in each REF.
+    """
+    from airgap.api import Verifier, policy_for_identity, policy_for_keys
+    from airgap.errors import ConfigError
+    from airgap.oci.registry import RegistryClient
+    from airgap.translate import Aliases
+    from airgap.trust import Trust
+
+    keyless = any((certificate_identity, certificate_identity_regexp, certificate_oidc_issuer,
+                   certificate_oidc_issuer_regexp))
+    if not trust_dir and not key_refs and not keyless:
+        raise ConfigError("nothing to verify against: give --trust DIR, --key KEYREF or "
+                          "--certificate-identity/--certificate-oidc-issuer")
+    roots = {f"root{i}" if i else "default": Path(p).read_bytes() for i, p in enumerate(trusted_roots)}
+    if trust_dir:
+        trust = Trust.load(trust_dir)
+        trust.roots.update(roots)
+    else:
+        from airgap.keys import load_public_keys, public_pem
+
+        pems = [(f"{ref}#{i}" if i else ref, public_pem(k)) for ref in key_refs
+                for i, k in enumerate(load_public_keys(ref))]
+        trust = Trust.from_keys(pems, roots=roots)
+    policy = None
+    if keyless:
+        policy = policy_for_identity(trust, identity=certificate_identity, identity_regexp=certificate_identity_regexp,
+                                     issuer=certificate_oidc_issuer, issuer_regexp=certificate_oidc_issuer_regexp,
+                                     require_tlog=not insecure_ignore_tlog)
+    elif key_refs:
+        policy = policy_for_keys(trust, require_tlog=not insecure_ignore_tlog)
+    repos = list(signature_repos) or ([os.environ["COSIGN_REPOSITORY"]] if os.environ.get("COSIGN_REPOSITORY")
+                                      else [])
+    verifier = Verifier(trust, policy, RegistryClient(make_options(insecure, ca_file)),
+                        Aliases.parse(list(aliases)), repos)
+    results = verifier.verify_many(list(images), jobs=jobs)
+    if as_json:
+        doc: Any = [r.evidence for r in results]
+        emit_json(doc if len(doc) > 1 else doc[0])
+    else:
+        for result in results:
+            click.echo(_render(result))
+    if not all(results):
+        denied = sum(1 for r in results if not r)
+        if not as_json:
+            click.echo(f"error: {denied} of {len(results)} image(s) failed verification", err=True)
+        sys.exit(1)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(verify)

@@ -1,0 +1,215 @@
+"""Decide whether an image may run: policies x authorities x signatures, with evidence. No I/O here.
+
+Inputs are already-fetched :class:`~airgap.discover.Artifacts` (lazy, but the fetching lives in
+:mod:`airgap.discover`), the upstream reference the image was translated back to, the policy set and the
+trust material. The same function serves the CLI, the Python API, the webhook and the audit.
+
+Rules, in order (policy-controller's, plus airgap's global settings):
+1. the allow-list passes an image outright; an image from a registry not in ``approvedRegistries`` fails;
+2. every policy whose globs match the upstream ref applies, and the image must satisfy each of them;
+   none matching -> ``noMatchPolicy`` (allow | warn | deny, default deny);
+3. a policy is satisfied when its authorities are (any one, unless the policy says otherwise);
+4. an authority is satisfied by one signature (or, with ``attestations``, one verified attestation per
+   entry whose condition holds) that verifies against its key or keyless identity and names the image's
+   digest; ``dockerReference: strict`` also requires the signed docker-reference to be the upstream repo;
+5. a failing policy in ``warn`` mode adds a warning instead of denying.
+Multi-arch: a digest needs its own signature (cosign's rule; ``airgap sign --recursive`` signs each child).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airgap.checks import Outcome
+    from airgap.discover import Artifacts, Candidate, Repo
+    from airgap.policy import Authority, ImagePolicy, PolicySet
+    from airgap.refs import Reference
+    from airgap.trust import Trust
+
+
+@dataclass
+class SignatureEvidence:
+    """One candidate checked against one authority: what was checked, with which key or identity."""
+
+    kind: str
+    location: str
+    layer_digest: str
+    ok: bool
+    reason: str
+    key_id: str | None = None
+    identity: str | None = None
+    issuer: str | None = None
+    docker_reference: str | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class AuthorityResult:
+    name: str
+    ok: bool
+    reason: str
+    evidence: list[SignatureEvidence] = field(default_factory=list)
+
+
+@dataclass
+class PolicyResult:
+    name: str
+    mode: str
+    ok: bool
+    authorities: list[AuthorityResult] = field(default_factory=list)
+
+
+@dataclass
+class VerificationResult:
+    """Truthy when the image may run. ``reasons`` say why (one line each); ``evidence`` is the JSON record
+    audits reuse: which policy, which authority, which signature, which key id or identity."""
+
+    ref: str
+    digest: str | None
+    upstream: str | None
+    upstream_source: str
+    allowed: bool
+    decision: str  # "allow", "warn" (allowed with warnings) or "deny"
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    policies: list[PolicyResult] = field(default_factory=list)
+    policy_digest: str | None = None
+    trust_digest: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+    @property
+    def evidence(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SourceResolver = Callable[[str], "Repo"]
+
+
+def _evidence(candidate: Candidate, outcome: Outcome) -> SignatureEvidence:
+    return SignatureEvidence(
+        kind=outcome.kind, location=candidate.location, layer_digest=candidate.layer_digest, ok=outcome.ok,
+        reason=outcome.reason, key_id=outcome.key_id, identity=outcome.identity, issuer=outcome.issuer,
+        docker_reference=outcome.docker_reference,
+        checks=[{"name": c.name, "ok": c.ok, "detail": c.detail} for c in outcome.checks],
+    )
+
+
+def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: Artifacts, upstream: Reference,
+                     trust: Trust, resolve_source: SourceResolver) -> AuthorityResult:
+    from airgap import checks
+
+    name = authority.name
+    if authority.static is not None:
+        ok = authority.static == "pass"
+        return AuthorityResult(name, ok, "" if ok else "static authority: fail")
+    repos = tuple(resolve_source(s) for s in authority.sources) or None
+    if authority.keys is not None:
+        check_as: checks.KeyAuthority | checks.KeylessAuthority = checks.KeyAuthority(tuple(authority.keys))
+        trusted_root = trust.trusted_root(None) if trust.has_roots else None
+    elif authority.keyless is not None:
+        trusted_root = trust.trusted_root(authority.keyless.trust_root_ref)
+        check_as = checks.KeylessAuthority(tuple(authority.keyless.identities), trusted_root)
+    else:
+        return AuthorityResult(name, False, "authority has neither key, keyless nor static")
+    require_tlog = not authority.ctlog_disabled
+    strict_ref = policy.docker_reference_strict
+    evidence: list[SignatureEvidence] = []
+
+    def accept(outcome: Outcome) -> bool:
+        if outcome.ok and strict_ref and outcome.docker_reference not in (upstream.name, str(upstream)):
+            outcome.ok = False
+            outcome.reason = (f"signed docker-reference {outcome.docker_reference!r} is not {upstream.name!r} "
+                              "(dockerReference: strict)")
+        return outcome.ok
+
+    if authority.attestations:
+        reasons = []
+        for spec in authority.attestations:
+            found = False
+            for cand in artifacts.attestations(repos):
+                outcome = checks.check_attestation(
+                    cand.data, cand.annotations, expected_digest=artifacts.digest, authority=check_as,
+                    trusted_root=trusted_root, require_tlog=require_tlog, predicate_type=spec.predicate_type)
+                if outcome.ok and outcome.statement is not None and not spec.evaluate(outcome.statement.predicate):
+                    outcome.ok = False
+                    outcome.reason = f"attestation {spec.name}: condition is false"
+                evidence.append(_evidence(cand, outcome))
+                if outcome.ok:
+                    found = True
+                    break
+            if not found:
+                reasons.append(f"no verified {spec.predicate_type} attestation satisfying {spec.name!r}")
+        return AuthorityResult(name, not reasons, "; ".join(reasons), evidence)
+
+    for cand in artifacts.signatures(repos):
+        outcome = checks.check_simple_signing(
+            cand.data, cand.annotations.get(_ann_signature(), ""), cand.annotations,
+            expected_digest=artifacts.digest, authority=check_as, trusted_root=trusted_root,
+            require_tlog=require_tlog)
+        evidence.append(_evidence(cand, outcome))
+        if accept(outcome):
+            return AuthorityResult(name, True, "", evidence)
+    for cand in artifacts.bundles(repos):
+        outcome = checks.check_sigstore_bundle(cand.data, expected_digest=artifacts.digest, authority=check_as,
+                                               require_tlog=require_tlog, trusted_root=trusted_root)
+        evidence.append(_evidence(cand, outcome))
+        if accept(outcome):
+            return AuthorityResult(name, True, "", evidence)
+    if not evidence:
+        return AuthorityResult(name, False, f"no signatures found for {artifacts.digest}", evidence)
+    last = "; ".join(sorted({e.reason for e in evidence if e.reason}))
+    return AuthorityResult(name, False, f"no signature verified ({last})", evidence)
+
+
+def _ann_signature() -> str:
+    from airgap.cosign import ANN_SIGNATURE
+
+    return ANN_SIGNATURE
+
+
+def evaluate(ref: str, artifacts: Artifacts, upstream: Reference | None, upstream_source: str,
+             policies: PolicySet, trust: Trust, *, resolve_source: SourceResolver) -> VerificationResult:
+    """Apply ``policies`` to the image; see the module docstring for the rules."""
+    result = VerificationResult(ref=ref, digest=artifacts.digest, upstream=str(upstream) if upstream else None,
+                                upstream_source=upstream_source, allowed=False, decision="deny",
+                                policy_digest=policies.digest, trust_digest=trust.digest)
+    if upstream is None:
+        result.reasons.append(f"cannot tell where {ref} came from: {upstream_source}")
+        return result
+    pre = policies.pre_decision(upstream)
+    if pre is not None:
+        result.allowed = pre.allowed
+        result.decision = "allow" if pre.allowed else "deny"
+        (result.warnings if pre.allowed else result.reasons).append(pre.reason)
+        return result
+    selected: Sequence[ImagePolicy] = policies.select(upstream)
+    if not selected:
+        action = policies.no_match
+        result.allowed = action in ("allow", "warn")
+        result.decision = {"allow": "allow", "warn": "warn"}.get(action, "deny")
+        message = f"no policy matches {upstream} (noMatchPolicy: {action})"
+        (result.warnings if result.allowed else result.reasons).append(message)
+        return result
+    denied = False
+    for policy in selected:
+        outcomes = [_check_authority(a, policy, artifacts, upstream, trust, resolve_source)
+                    for a in policy.authorities]
+        ok = policy.satisfied({a.name: a.ok for a in outcomes})
+        result.policies.append(PolicyResult(policy.name, policy.mode, ok, outcomes))
+        if ok:
+            continue
+        why = "; ".join(f"{a.name}: {a.reason}" for a in outcomes if not a.ok) or "authorities not satisfied"
+        message = f"policy {policy.name}: {why}"
+        if policy.mode == "warn":
+            result.warnings.append(message)
+        else:
+            denied = True
+            result.reasons.append(message)
+    result.allowed = not denied
+    result.decision = "deny" if denied else ("warn" if result.warnings else "allow")
+    return result

@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Benchmark offline verification against cosign v2 in the same run (ratios, not absolute seconds).
+
+Workload: key-signed single-platform images on Debian's docker-registry (loopback), signed by airgap in
+cosign's legacy format, verified with `--insecure-ignore-tlog` (offline: no transparency log).
+Measures, with targets from ../shared/TARGETS.md:
+  - in-process `verify_image` of one image, warm (pooled connections)       <= 3 ms
+  - `airgap verify --key PUB REF`, one image, cold CLI                        <= 0.15 s (cosign shown beside it)
+  - `airgap verify` of 100 refs in ONE call vs a loop of 100 `cosign verify`  <= 0.10x
+
+Exit status is non-zero when a target is missed. Usage: .venv/bin/python scripts/bench_verify.py [--refs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.images import Pusher, push_image  # noqa: E402
+from support.registries import find_tool, start_registry  # noqa: E402
+
+AIRGAP = str(Path(sys.executable).parent / "airgap")
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, env=env, check=False)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(argv[:4])}... failed: {proc.stderr.decode()[-400:]}")
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--refs", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=200, help="in-process warm verifications to time")
+    args = parser.parse_args()
+    cosign = find_tool("cosign")
+    if not find_tool("docker-registry") or not cosign:
+        raise SystemExit("bench: docker-registry and cosign are needed (scripts/install-peers.sh)")
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from airgap import Trust, verify_image
+    from airgap.api import policy_for_keys
+    from airgap.keys import KeySigner, public_pem
+    from airgap.oci.registry import RegistryClient
+    from airgap.sign import sign_image
+
+    work = Path(tempfile.mkdtemp(prefix="airgap-bench-verify-"))
+    reg = start_registry(work / "reg")
+    failures: list[str] = []
+    try:
+        signer = KeySigner(ec.generate_private_key(ec.SECP256R1()))
+        pub = work / "cosign.pub"
+        pub.write_bytes(public_pem(signer.public_key))
+        pusher, client = Pusher(reg.url), RegistryClient()
+        refs = []
+        for i in range(args.refs):
+            push_image(pusher, f"bench/app{i}", "1.0", layer_sizes=(1024,))
+            ref = f"{reg.host}/bench/app{i}:1.0"
+            sign_image(ref, signer, client=client)
+            refs.append(ref)
+
+        trust = Trust.from_keys([("cosign.pub", pub.read_bytes())])
+        policy = policy_for_keys(trust, require_tlog=False)
+        assert verify_image(refs[0], trust, policy=policy)
+        times = []
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            ok = verify_image(refs[0], trust, policy=policy)
+            times.append(time.perf_counter() - t)
+            assert ok
+        warm = statistics.median(times) * 1000
+        print(f"in-process verify_image, warm: median {warm:.2f} ms, best {min(times) * 1000:.2f} ms "
+              f"over {args.repeat} (target <= 3 ms)")
+        if warm > 3.0:
+            failures.append(f"warm verify_image {warm:.2f} ms > 3 ms")
+
+        env = dict(os.environ, HOME=str(work / "home"))
+        ours = min(timed([AIRGAP, "verify", "--key", str(pub), "--insecure-ignore-tlog", refs[0]]) for _ in range(7))
+        theirs = min(timed([cosign, "verify", "--key", str(pub), "--insecure-ignore-tlog", refs[0]], env)
+                     for _ in range(7))
+        print(f"cold CLI, one image: airgap {ours * 1000:.0f} ms vs cosign {theirs * 1000:.0f} ms "
+              f"(ratio {ours / theirs:.2f}x; target airgap <= 150 ms)")
+        if ours > 0.15:
+            failures.append(f"cold CLI verify {ours * 1000:.0f} ms > 150 ms")
+
+        many = timed([AIRGAP, "verify", "--key", str(pub), "--insecure-ignore-tlog", *refs])
+        loop = sum(timed([cosign, "verify", "--key", str(pub), "--insecure-ignore-tlog", r], env) for r in refs)
+        ratio = many / loop
+        print(f"{len(refs)} refs: airgap one call {many:.2f}s vs {len(refs)} cosign calls {loop:.2f}s "
+              f"-> ratio {ratio:.3f}x (target <= 0.10x)")
+        if ratio > 0.10:
+            failures.append(f"{len(refs)}-ref ratio {ratio:.3f}x > 0.10x")
+    finally:
+        reg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    for failure in failures:
+        print(f"MISSED: {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
