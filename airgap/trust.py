@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +91,17 @@ class Trust:
             from airgap.policy import PolicySet
 
             trust.policy = PolicySet.load(root / "policy.yaml", keys={n: e.key for n, e in trust.keys.items()})
+            trust._note_policies()
         return trust
+
+    def _note_policies(self) -> None:
+        """Record in each key entry which policies use it (by key id: named, secretRef or inline data)."""
+        if self.policy is None:
+            return
+        for name, entry in self.keys.items():
+            users = sorted({p.name for p in self.policy.policies for a in p.authorities
+                            if any(keymod.key_id(k) == entry.key_id for k in a.keys or ())})
+            self.keys[name] = replace(entry, policies=tuple(users))
 
     @classmethod
     def from_keys(cls, pems: list[tuple[str, bytes]], *, roots: dict[str, bytes] | None = None) -> Trust:

@@ -151,14 +151,16 @@ def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: Artif
             cand.data, cand.annotations.get(_ann_signature(), ""), cand.annotations,
             expected_digest=artifacts.digest, authority=check_as, trusted_root=trusted_root,
             require_tlog=require_tlog)
+        accepted = accept(outcome)
         evidence.append(_evidence(cand, outcome))
-        if accept(outcome):
+        if accepted:
             return AuthorityResult(name, True, "", evidence)
     for cand in artifacts.bundles(repos):
         outcome = checks.check_sigstore_bundle(cand.data, expected_digest=artifacts.digest, authority=check_as,
                                                require_tlog=require_tlog, trusted_root=trusted_root)
+        accepted = accept(outcome)
         evidence.append(_evidence(cand, outcome))
-        if accept(outcome):
+        if accepted:
             return AuthorityResult(name, True, "", evidence)
     if not evidence:
         return AuthorityResult(name, False, f"no signatures found for {artifacts.digest}", evidence)

@@ -148,3 +148,24 @@ def test_two_signers_on_one_token(softhsm: SoftHSM) -> None:
     assert isinstance(first, keyrefs.Pkcs11Signer) and keys.key_id(first.public_key) != keys.key_id(second.public_key)
     first.close()
     assert keys.verify_signature(second.public_key, second.sign(b"still here"), b"still here")
+
+
+def test_image_signed_on_the_token_verifies_with_cosign_and_airgap(softhsm: SoftHSM, registry: object,
+                                                                   make_image: object, tmp_path: Path) -> None:
+    """`airgap sign --key pkcs11:...` on an image; real cosign and airgap verify it with the exported key."""
+    token = softhsm.make_token()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["key", "generate", "--pkcs11", token.uri("image-signer"),
+                                 "--output-prefix", str(tmp_path / "hsm")])
+    assert result.exit_code == 0, result.output
+    image = make_image(registry, "hsm/app", "1")  # type: ignore[operator]
+    ref = f"{registry.host}/hsm/app@{image.digest}"  # type: ignore[attr-defined]
+    result = runner.invoke(cli, ["sign", "--key", token.uri("image-signer"), ref])
+    assert result.exit_code == 0, result.output
+    out = subprocess.run([require_tool("cosign"), "verify", "--key", "hsm.pub", "--insecure-ignore-tlog",
+                          "--allow-http-registry", ref], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={"HOME": str(tmp_path), "PATH": os.environ.get("PATH", ""),
+                              "TUF_ROOT": str(tmp_path / "tuf")})
+    assert out.returncode == 0, out.stderr
+    result = runner.invoke(cli, ["verify", "--key", str(tmp_path / "hsm.pub"), "--insecure-ignore-tlog", ref])
+    assert result.exit_code == 0, result.output
