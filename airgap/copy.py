@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -110,6 +110,12 @@ def plan_copy(src: Store, root: Manifest, max_depth: int) -> _Plan:
     """Everything to copy for ``root``: its graph, companion tags, and referrers (recursively)."""
     plan = _Plan()
     _collect(src, root, plan)
+    _plan_attachments(src, root, plan, max_depth)
+    return plan
+
+
+def _plan_attachments(src: Store, root: Manifest, plan: _Plan, max_depth: int) -> None:
+    """Add companion tags and referrers (recursively) of ``root``, whose graph is already in ``plan``."""
     subjects = _image_digests(root, plan)
     tags = set(src.list_tags())
     for subject in subjects:
@@ -139,7 +145,6 @@ def plan_copy(src: Store, root: Manifest, max_depth: int) -> _Plan:
                 plan.referrers.append(referrer)
                 nxt.append(referrer.digest)
         frontier = nxt
-    return plan
 
 
 def copy_image(
@@ -147,10 +152,16 @@ def copy_image(
     progress: bool | None = None,
 ) -> CopySummary:
     """Copy ``source`` to ``destination`` (image refs or ``oci:PATH[:TAG]``); see the module docstring."""
-    client = RegistryClient(options)
+    from airgap.oci.blobcache import BlobLocations
+
+    client = RegistryClient(options, locations=BlobLocations.default())
     src = open_location(source, client)
     dst = open_location(destination, client, create=True)
-    return copy_between(src, dst, client=client, jobs=jobs, progress=progress)
+    try:
+        return copy_between(src, dst, client=client, jobs=jobs, progress=progress)
+    finally:
+        if client.locations is not None:
+            client.locations.save()
 
 
 def copy_between(src: Location, dst: Location, *, client: RegistryClient, jobs: int | None = None,
@@ -165,14 +176,13 @@ def copy_between(src: Location, dst: Location, *, client: RegistryClient, jobs: 
         dst_tag = dst.reference or (
             src.reference if src.reference and not src.reference.startswith("sha") else None
         )
-    plan = plan_copy(src.store, root, client.limits.max_referrer_depth)
+    plan = _Plan()
+    _collect(src.store, root, plan)
     mount_from = None
     if src.store.mount_key and dst.store.mount_key and src.store.mount_key[0] == dst.store.mount_key[0] \
             and src.store.mount_key[1] != dst.store.mount_key[1]:
         mount_from = src.store.mount_key[1]
-    total = sum(b.size for b in plan.blobs.values())
-    meter = Progress(f"copy {src.text}", total_bytes=total, total_items=len(plan.blobs), enabled=progress)
-    copied = 0
+    meter = Progress(f"copy {src.text}", enabled=progress)
 
     def transfer(desc: Descriptor) -> bool:
         def opener() -> Any:
@@ -184,17 +194,37 @@ def copy_between(src: Location, dst: Location, *, client: RegistryClient, jobs: 
         meter.add_item()
         return sent
 
+    futures: dict[Future[bool], Descriptor] = {}
+
+    def submit(pool: ThreadPoolExecutor) -> None:
+        # Largest first: the biggest blob is the critical path; small ones fill in around it.
+        fresh = [b for d, b in plan.blobs.items() if d not in submitted]
+        for desc in sorted(fresh, key=lambda b: b.size, reverse=True):
+            submitted.add(desc.digest)
+            futures[pool.submit(transfer, desc)] = desc
+        meter.total_items = len(plan.blobs)
+        meter.total_bytes = sum(b.size for b in plan.blobs.values())
+
+    submitted: set[str] = set()
     with meter, ThreadPoolExecutor(max_workers=max(1, jobs or client.limits.concurrency)) as pool:
-        futures = {pool.submit(transfer, b): b for b in plan.blobs.values()}
+        try:
+            # The image's blobs start moving while companions and referrers are still being discovered.
+            submit(pool)
+            _plan_attachments(src.store, root, plan, client.limits.max_referrer_depth)
+            submit(pool)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for fut in pending:
             fut.cancel()
         for fut in done:
             if fut.exception() is not None:
                 raise fut.exception()  # type: ignore[misc]
-            if fut.result():
-                copied += 1
-    bytes_copied = sum(b.size for f, b in futures.items() if f.done() and f.result())
+    copied = sum(1 for f in futures if f.result())
+    bytes_copied = sum(b.size for f, b in futures.items() if f.result())
+    total = sum(b.size for b in plan.blobs.values())
 
     # Manifests children-first by digest, then what hangs off the image, then the tag last.
     for manifest in plan.manifests.values():

@@ -3,7 +3,8 @@
 
 Workload (PEERS.md): 10 two-platform images, a 40 MB base layer per arch shared by all, plus a 15 MB app layer
 per image and arch (~381 MB of blobs), served by Debian's docker-registry on loopback, copied into an EMPTY
-registry. Each tool gets fresh target registries every round; skopeo's blob-info cache is cleared first.
+registry. Each tool gets fresh target registries every round; skopeo's blob-info cache and airgap's
+blob-location cache are cleared first (within a round both reuse what they learnt: shared layers mount).
 Also: one 1 GB blob streamed registry -> registry (airgap's peak RSS), and `airgap --help` cold start.
 
 Exit status is non-zero when a target from ../shared/TARGETS.md is missed:
@@ -36,17 +37,50 @@ MB = 1_000_000
 AIRGAP = str(Path(sys.executable).parent / "airgap")
 
 
+# Peak RSS of the measured command alone. ru_maxrss from wait4 on our own child is wrong: the kernel seeds a
+# process's maxrss at exec with the high-water mark of the memory it had before (after fork, or shared through
+# vfork, that is THIS large benchmark process), so every tool would report our own peak. A tiny launcher
+# (bare interpreter, ~10 MB) starts the command instead and reports the grandchild's wait4 rusage: that child
+# inherits only the launcher's small footprint, so its maxrss is its own peak (exact above the launcher's
+# ~10 MB; checked against the child's own /proc/self/status VmHWM). GNU time does the same, but is optional.
+_LAUNCHER = (
+    "import os, sys\n"
+    "pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "os.write(int(sys.argv[1]), b'%d %d' % (os.waitstatus_to_exitcode(status), usage.ru_maxrss))\n"
+)
+
+
 def run_measured(argv: list[str]) -> tuple[float, int]:
     """Run a command; return (wall seconds, peak RSS in MB) of that process alone."""
+    read_fd, write_fd = os.pipe()
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.Popen([sys.executable, "-S", "-I", "-c", _LAUNCHER, str(write_fd), *argv],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(write_fd,))
+    os.close(write_fd)
+    _, err = proc.communicate()
     elapsed = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise SystemExit(f"bench: {' '.join(argv)} failed ({proc.returncode}): {err[-500:]}")
-    return elapsed, usage.ru_maxrss // 1024
+    with os.fdopen(read_fd, "rb") as f:
+        report = f.read().split()
+    code, maxrss_kb = (int(report[0]), int(report[1])) if len(report) == 2 else (proc.returncode or 1, 0)
+    if code != 0:
+        raise SystemExit(f"bench: {' '.join(argv)} failed ({code}): {err.decode()[-500:]}")
+    return elapsed, maxrss_kb // 1024
+
+
+def byte_compile() -> None:
+    """Compile airgap's modules as ``pip install`` does. This checkout is an editable install and the
+    environment may set PYTHONDONTWRITEBYTECODE, which would make every measured process recompile every
+    module it imports (~40 ms each) -- a cost no installed airgap pays."""
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "airgap"), quiet=1)
+
+
+def fresh_airgap_cache(directory: Path) -> None:
+    """Point airgap at an empty blob-location cache, as skopeo's blob-info cache is cleared for it."""
+    shutil.rmtree(directory, ignore_errors=True)
+    os.environ["AIRGAP_CACHE_DIR"] = str(directory)
 
 
 def clear_skopeo_cache() -> None:
@@ -124,6 +158,7 @@ def main() -> int:
     for tool in ("docker-registry", "skopeo"):
         if not find_tool(tool):
             raise SystemExit(f"bench: {tool} is not installed (scripts/install-peers.sh)")
+    byte_compile()
     work = Path(tempfile.mkdtemp(prefix="airgap-bench-"))
     regs: list[Registry] = []
     failures: list[str] = []
@@ -142,6 +177,8 @@ def main() -> int:
                 regs.append(dst)
                 if tool == "skopeo":
                     clear_skopeo_cache()
+                else:
+                    fresh_airgap_cache(work / f"airgap-cache-{rnd}")
                 results[tool].append(copy_all(tool, src, dst, refs))
                 dst.stop()
                 shutil.rmtree(work / f"dst-{tool}-{rnd}", ignore_errors=True)
@@ -158,6 +195,7 @@ def main() -> int:
             failures.append(f"copy ratio {ratio:.2f}x > 0.80x")
 
         if not args.skip_big:
+            fresh_airgap_cache(work / "airgap-cache-big")
             secs, rss, size = big_blob(work, src)
             print(f"1 GB blob: airgap copy {secs:.2f}s ({size / MB / secs:.0f} MB/s), peak RSS {rss} MB "
                   "(target <= 100 MB)")

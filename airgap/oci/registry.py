@@ -30,6 +30,7 @@ from airgap.errors import (
 from airgap.oci import digest as digests
 from airgap.oci import mediatypes as mt
 from airgap.oci.auth import Authenticator
+from airgap.oci.blobcache import BlobLocations
 from airgap.oci.manifest import Descriptor, Manifest, build_index, referrers_tag
 from airgap.refs import is_loopback_host
 
@@ -58,28 +59,19 @@ def _guard_source(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 class _StreamBody:
-    """A file-like view of a chunk iterator with a known length, so requests sends Content-Length
-    (not chunked encoding) and reads it piecewise instead of buffering the whole blob."""
+    """An iterable of chunks with a known length: requests then sends Content-Length (not chunked
+    encoding) and urllib3 hands each chunk to ``sendall`` whole. Deliberately no ``read()``: a file-like
+    body would be re-sliced into 16 KiB blocks, copying every chunk over and over."""
 
     def __init__(self, chunks: Iterable[bytes], length: int) -> None:
-        self._it = iter(chunks)
-        self._buf = b""
+        self._chunks = chunks
         self.len = length
 
     def __len__(self) -> int:
         return self.len
 
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buf) < size:
-            try:
-                self._buf += next(self._it)
-            except StopIteration:
-                break
-        if size < 0:
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:size], self._buf[size:]
-        return out
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._chunks)
 
 
 def _take(chunks: Iterator[bytes], limit: int, carry: list[bytes]) -> Iterator[bytes]:
@@ -103,8 +95,12 @@ def _take(chunks: Iterator[bytes], limit: int, carry: list[bytes]) -> Iterator[b
 class RegistryClient:
     """HTTP client for the OCI distribution API with verified streaming, retries and auth."""
 
-    def __init__(self, options: RegistryOptions | None = None) -> None:
+    def __init__(self, options: RegistryOptions | None = None, *,
+                 locations: BlobLocations | None = None) -> None:
+        """``locations``: remember where blobs were seen and mount from there instead of uploading
+        (see :mod:`airgap.oci.blobcache`); None disables that."""
         self.options = options or RegistryOptions()
+        self.locations = locations
         self.limits = self.options.limits
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -140,31 +136,36 @@ class RegistryClient:
         """``https`` unless the host is loopback or ``--insecure-registry`` and does not speak TLS.
 
         Like crane and cosign: loopback and insecure hosts are probed over HTTPS first and fall back to
-        plain HTTP only when the server answers the TLS handshake with non-TLS bytes.
+        plain HTTP only when the server answers the TLS handshake with non-TLS bytes (or not at all).
+        The probe is a bare handshake that checks nothing; the certificate is verified on every real
+        request (an untrusted one fails there, with a hint to pass ``--ca-file``).
         """
         with self._lock:
             if host in self._schemes:
                 return self._schemes[host]
         scheme = "https"
-        if is_loopback_host(host) or host in self.options.insecure:
-            import requests
-
-            try:
-                self._session().get(
-                    f"https://{host}/v2/", verify=self._verify(host), timeout=self._timeout()
-                ).close()
-            except requests.exceptions.SSLError as exc:
-                if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                    raise TransportError(
-                        f"TLS certificate of {host} is not trusted (pass --ca-file with its CA, or "
-                        f"--insecure-registry {host})"
-                    ) from None
-                scheme = "http"
-            except requests.RequestException:
-                scheme = "http"
+        if (is_loopback_host(host) or host in self.options.insecure) and not self._speaks_tls(host):
+            scheme = "http"
         with self._lock:
             self._schemes[host] = scheme
         return scheme
+
+    def _speaks_tls(self, host: str) -> bool:
+        # A raw handshake costs a millisecond; a requests probe built a verifying SSL context (tens of ms).
+        import socket
+        import ssl
+
+        parts = urlsplit(f"//{host}")
+        name, port = parts.hostname or host, parts.port or 443
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # probe only: no data is exchanged on this connection
+        try:
+            with socket.create_connection((name, port), timeout=self.limits.connect_timeout) as sock, \
+                    context.wrap_socket(sock, server_hostname=name):
+                return True
+        except OSError:  # ssl.SSLError (plain HTTP bytes), reset, refused, timeout
+            return False
 
     def url(self, host: str, path: str) -> str:
         return f"{self.scheme(host)}://{host}{path}"
@@ -215,6 +216,11 @@ class RegistryClient:
                     timeout=self._timeout(), verify=self._verify(host), allow_redirects=True,
                 )
             except requests.exceptions.SSLError as exc:
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                    raise TransportError(
+                        f"TLS certificate of {host} is not trusted (pass --ca-file with its CA, or "
+                        f"--insecure-registry {host})"
+                    ) from None
                 raise TransportError(f"TLS error talking to {host}: {exc}") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 attempt += 1
@@ -403,9 +409,15 @@ class RegistryClient:
 
     def open_blob(self, host: str, repo: str, desc: Descriptor) -> Iterator[bytes]:
         """Stream a blob, verified: raises IntegrityError (before the last chunk) on a mismatch."""
-        return digests.verified_stream(
+        stream = digests.verified_stream(
             self._raw_blob(host, repo, desc), desc.digest, desc.size, f"blob {desc.digest} from {host}/{repo}"
         )
+        return stream if self.locations is None else self._recorded(stream, host, repo, desc.digest)
+
+    def _recorded(self, stream: Iterator[bytes], host: str, repo: str, digest: str) -> Iterator[bytes]:
+        yield from stream
+        if self.locations is not None:
+            self.locations.record(host, repo, digest)
 
     def mount_blob(self, host: str, repo: str, digest: str, from_repo: str) -> str | None:
         """Try a cross-repository mount; None when mounted, else the upload URL the registry opened."""
@@ -468,6 +480,22 @@ class RegistryClient:
         if resp.status_code != 201:
             raise self._fail(resp, what)
 
+    def _open_upload(self, host: str, repo: str, digest: str, mount_from: str | None, hint: str | None,
+                     check_exists: bool) -> str | None:
+        """Mount (from ``mount_from``, else from ``hint``, where ``locations`` last saw the blob on this
+        host) or open a plain upload; None when the blob is in place. A failed mount answers with an upload
+        session, so a stale hint costs nothing; and a mount answers 201 when ``repo`` already has the blob,
+        so with a hint the HEAD probe is skipped."""
+        if mount_from:
+            return self.mount_blob(host, repo, digest, mount_from)
+        if hint:
+            try:
+                return self.mount_blob(host, repo, digest, hint)
+            except AuthError:  # no pull access to the hinted repository: upload instead
+                if check_exists and self.blob_exists(host, repo, digest):
+                    return None
+        return self._start_upload(host, repo)
+
     def push_blob(
         self, host: str, repo: str, desc: Descriptor, opener: BlobOpener, *, mount_from: str | None = None,
         check_exists: bool = True,
@@ -477,17 +505,21 @@ class RegistryClient:
         ``opener`` returns a fresh (verified) chunk stream; it is called again when a transport fault
         forces the upload to restart, so retries never resend a half-consumed stream.
         """
-        if check_exists and self.blob_exists(host, repo, desc.digest):
+        hints = self.locations.candidates(host, desc.digest, exclude=repo) if self.locations else []
+        hint = None if mount_from or not hints else hints[0]
+        if check_exists and hint is None and self.blob_exists(host, repo, desc.digest):
+            if self.locations is not None:
+                self.locations.record(host, repo, desc.digest)
             return False
         failures = 0
         while True:
             try:
-                location = (self.mount_blob(host, repo, desc.digest, mount_from) if mount_from
-                            else self._start_upload(host, repo))
-                if location is None:
-                    return False
-                self._upload_once(host, repo, desc, _guard_source(opener()), location)
-                return True
+                location = self._open_upload(host, repo, desc.digest, mount_from, hint, check_exists)
+                if location is not None:
+                    self._upload_once(host, repo, desc, _guard_source(opener()), location)
+                if self.locations is not None:
+                    self.locations.record(host, repo, desc.digest)
+                return location is not None
             except _SourceFailed as failed:
                 raise failed.error from None
             except TransportError:

@@ -23,6 +23,14 @@ from support.registries import Registry
 from airgap.cli import cli
 
 
+@pytest.fixture(autouse=True)
+def blob_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own blob-location cache (never the user's)."""
+    monkeypatch.setenv("AIRGAP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("AIRGAP_BLOB_CACHE", raising=False)
+    return tmp_path / "cache" / "blob-locations.json"
+
+
 def run(*args: str, env: dict[str, str] | None = None) -> Any:
     result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
     return result
@@ -86,6 +94,45 @@ def test_copy_within_a_registry_mounts_blobs(registry: Registry, make_image: Cal
     summary = copy_json(f"{registry.host}/src/app:1", f"{registry.host}/dst/app:1")
     assert summary["blobs_copied"] == 0  # mounted, not uploaded
     assert pusher_for(registry).get_manifest("dst/app", "1")[0] == img.manifest
+
+
+def test_shared_layers_are_mounted_from_where_an_earlier_copy_put_them(
+    registry: Registry, registry2: Registry, make_image: Callable[..., Image], blob_cache: Path
+) -> None:
+    plats = ("linux/amd64", "linux/arm64")
+    one = make_image(registry, "app/one", "1", platforms=plats, layer_sizes=(20_000,), base_sizes=(300_000,))
+    two = make_image(registry, "app/two", "1", platforms=plats, layer_sizes=(20_000,), base_sizes=(300_000,))
+    shared = set(one.blobs) & set(two.blobs)
+    assert len(shared) == 2  # one base layer per platform
+    first = copy_json(f"{registry.host}/app/one:1", f"{registry2.host}/mirror/one:1")
+    assert first["blobs_copied"] == first["blobs"]
+    # A separate process (the cache is on disk) copying into another repository of the same target.
+    second = copy_json(f"{registry.host}/app/two:1", f"{registry2.host}/mirror/two:1")
+    assert second["blobs_copied"] == second["blobs"] - len(shared)
+    assert second["bytes_copied"] == second["bytes_total"] - 2 * 300_000
+    p2 = pusher_for(registry2)
+    assert p2.get_manifest("mirror/two", "1")[0] == two.manifest
+    for digest in shared:  # really linked into the new repository, not just skipped
+        assert p2.session.head(f"{registry2.url}/v2/mirror/two/blobs/{digest}").status_code == 200
+    cached = json.loads(blob_cache.read_text())
+    assert [registry2.host, sorted(shared)[0], ["mirror/one", "mirror/two"]] in cached["entries"]
+
+
+@pytest.mark.parametrize("cache", ["stale", "garbage"])
+def test_a_stale_or_broken_cache_only_costs_speed(
+    registry: Registry, registry2: Registry, make_image: Callable[..., Image], blob_cache: Path, cache: str
+) -> None:
+    img = make_image(registry, "c/app", "1", layer_sizes=(50_000,))
+    blob_cache.parent.mkdir(parents=True)
+    if cache == "stale":  # the target is a fresh registry: every hinted repository is empty
+        rows = [[registry2.host, d, ["gone/repo"]] for d in img.blobs]
+        blob_cache.write_text(json.dumps({"version": 1, "entries": rows}))
+    else:
+        blob_cache.write_text('{"version": 1, "entries": [["h", "sha256:zz", 7]]')
+    summary = copy_json(f"{registry.host}/c/app:1", f"{registry2.host}/c/app:1")
+    assert summary["blobs_copied"] == summary["blobs"] == len(img.blobs)
+    assert pusher_for(registry2).get_manifest("c/app", "1")[0] == img.manifest
+    assert {row[1] for row in json.loads(blob_cache.read_text())["entries"]} >= set(img.blobs)
 
 
 def test_referrers_via_fallback_tag_on_distribution2(registry: Registry, registry2: Registry,
