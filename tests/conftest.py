@@ -96,8 +96,7 @@ def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 # ---- registries ----------------------------------------------------------------------------------
 
-@pytest.fixture
-def registry_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Registry]]:
+def _registries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Registry]]:
     started: list[Registry] = []
 
     def start(kind: str = "distribution2", **kwargs: Any) -> Registry:
@@ -109,6 +108,18 @@ def registry_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Calla
     yield start
     for reg in started:
         reg.stop()
+
+
+@pytest.fixture
+def registry_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Registry]]:
+    """``registry_factory(kind="distribution2"|"distribution3"|"referrers", tls=..., auth=...)``: one per test."""
+    yield from _registries(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def module_registry_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Registry]]:
+    """Like ``registry_factory``, shared by a module's tests (they must use distinct repositories)."""
+    yield from _registries(tmp_path_factory)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from support.faultproxy import FaultProxy
 from support.images import Image, Pusher, push_image, sha256
-from support.registries import Registry, find_tool, start_registry
+from support.registries import Registry
 from support.signing import KeyPair, SignedImage, keypair, sign_pushed, signed_image, write_keypair
 
 from airgap import cosign
@@ -43,13 +43,9 @@ SIMPLE = "application/vnd.dev.cosign.simplesigning.v1+json"
 # ---- fixtures ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+def reg(module_registry_factory: Callable[..., Registry]) -> Registry:
     """One distribution 2.8 registry for the module (no Referrers API); tests use distinct repos."""
-    if find_tool("docker-registry") is None:
-        pytest.skip("docker-registry is not installed")
-    registry = start_registry(tmp_path_factory.mktemp("sign-reg"))
-    yield registry
-    registry.stop()
+    return module_registry_factory()
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ import base64
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import require_tool
 from support.images import Image, Pusher, push_image
-from support.registries import Registry, find_tool, start_registry
+from support.registries import Registry
 from support.signing import KeyPair, write_keypair
 
 from airgap import cosign
@@ -29,21 +29,13 @@ pytestmark = pytest.mark.peer("cosign")
 
 
 @pytest.fixture(scope="module")
-def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    if find_tool("docker-registry") is None:
-        pytest.skip("docker-registry is not installed")
-    registry = start_registry(tmp_path_factory.mktemp("interop-sign"))
-    yield registry
-    registry.stop()
+def reg(module_registry_factory: Callable[..., Registry]) -> Registry:
+    return module_registry_factory()
 
 
 @pytest.fixture(scope="module")
-def refreg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    if find_tool("referrers-registry") is None:
-        pytest.skip("referrers-registry is not installed")
-    registry = start_registry(tmp_path_factory.mktemp("interop-referrers"), kind="referrers")
-    yield registry
-    registry.stop()
+def refreg(module_registry_factory: Callable[..., Registry]) -> Registry:
+    return module_registry_factory(kind="referrers")
 
 
 @pytest.fixture(scope="module")
