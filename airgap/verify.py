@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airgap.cosign import ANN_SIGNATURE
+
 if TYPE_CHECKING:
     from airgap.checks import Outcome
     from airgap.discover import Artifacts, Candidate, Repo
@@ -148,7 +150,7 @@ def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: Artif
 
     for cand in artifacts.signatures(repos):
         outcome = checks.check_simple_signing(
-            cand.data, cand.annotations.get(_ann_signature(), ""), cand.annotations,
+            cand.data, cand.annotations.get(ANN_SIGNATURE, ""), cand.annotations,
             expected_digest=artifacts.digest, authority=check_as, trusted_root=trusted_root,
             require_tlog=require_tlog)
         accepted = accept(outcome)
@@ -166,12 +168,6 @@ def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: Artif
         return AuthorityResult(name, False, f"no signatures found for {artifacts.digest}", evidence)
     last = "; ".join(sorted({e.reason for e in evidence if e.reason}))
     return AuthorityResult(name, False, f"no signature verified ({last})", evidence)
-
-
-def _ann_signature() -> str:
-    from airgap.cosign import ANN_SIGNATURE
-
-    return ANN_SIGNATURE
 
 
 def evaluate(ref: str, artifacts: Artifacts, upstream: Reference | None, upstream_source: str,
