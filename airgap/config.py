@@ -40,6 +40,10 @@ class Limits:
     max_referrer_depth: int = 3
     # Pagination guard for tag lists.
     max_tag_pages: int = 1000
+    # Bundles: the manifest and the small non-blob entries (trust files, oci-layout, index.json) are read
+    # into memory to be hashed and parsed; blobs always stream. Real manifests are KiBs to a few MiB.
+    max_bundle_manifest_bytes: int = 32 * MiB
+    max_bundle_file_bytes: int = 32 * MiB
 
 
 @dataclass(frozen=True)

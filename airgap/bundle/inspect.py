@@ -1,0 +1,232 @@
+"""Look inside a bundle without loading it: what it holds (``inspect``) and its trust directory (``trust_export``).
+
+Both read only the manifest, its signature and the small entries before the blobs (a bundle of many GB is
+inspected in milliseconds), with the same checks as ``load``: every entry read is pinned by the manifest.
+``inspect`` reports whether the bundle is signed and, given a key or a pinned digest, whether that holds;
+without either it still answers (it loads nothing) but says the content is unverified. ``trust_export``
+writes files other tools will trust, so it fails closed like ``load``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from airgap.bundle.manifest import SIGNATURE_NAME, BundleManifest
+from airgap.bundle.reader import BundleReader
+from airgap.config import Limits
+from airgap.errors import BundleError, ConfigError
+
+if TYPE_CHECKING:
+    from airgap.keys import PublicKey
+
+TRUST_PREFIX = "trust/"
+
+
+def open_bundle(path: str | os.PathLike[str]) -> IO[bytes]:
+    """Open a bundle file for reading, or stdin for ``-``; a missing file is a ConfigError."""
+    if str(path) == "-":
+        import sys
+
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")  # noqa: SIM115 -- the caller closes it
+    except OSError as exc:
+        raise ConfigError(f"cannot open bundle {path}: {exc.strerror or exc}") from None
+
+
+def read_bundle(path: str | os.PathLike[str], *, key: PublicKey | Sequence[PublicKey] | None = None,
+                bundle_digest: str | None = None, allow_unsigned: bool = False, check_blobs: bool = False,
+                limits: Limits | None = None) -> BundleReader:
+    """Read a bundle's manifest and small entries (and, with ``check_blobs``, verify every blob too)."""
+    f = open_bundle(path)
+    try:
+        reader = BundleReader(f, key=key, bundle_digest=bundle_digest, allow_unsigned=allow_unsigned,
+                              limits=limits)
+        if check_blobs:
+            reader.finish()
+        return reader
+    finally:
+        if str(path) != "-":
+            f.close()
+
+
+def inspect(path: str | os.PathLike[str], *, key: PublicKey | Sequence[PublicKey] | None = None,
+            bundle_digest: str | None = None, check_blobs: bool = False,
+            limits: Limits | None = None) -> dict[str, Any]:
+    """A JSON-able description of the bundle: digest, signature, images, keys, policies, roots, sizes."""
+    reader = read_bundle(path, key=key, bundle_digest=bundle_digest, allow_unsigned=True,
+                         check_blobs=check_blobs, limits=limits)
+    return describe(reader, str(path), verified=bool(key) or bundle_digest is not None,
+                    blobs_checked=check_blobs)
+
+
+def describe(reader: BundleReader, where: str = "", *, verified: bool = False,
+             blobs_checked: bool = False) -> dict[str, Any]:
+    """:func:`inspect`'s report for a reader that has read the bundle's header entries."""
+    m = reader.manifest
+    return {
+        "bundle": where,
+        "digest": reader.digest,
+        "name": m.name,
+        "version": m.version,
+        "created": m.created,
+        "schema": m.schema,
+        "signed": reader.signature is not None,
+        "signedBy": reader.signed_by,
+        "trusted": verified,
+        "blobsVerified": blobs_checked,
+        "images": [_image(m, i) for i in range(len(m.images))],
+        "keys": [{"name": k.get("name"), "id": k.get("id"), "algorithm": k.get("algorithm"),
+                  "policies": k.get("policies", [])} for k in m.keys.get("keys", [])],
+        "policies": _policies(reader.files.get("trust/policy.yaml", b"")),
+        "trustedRoots": sorted(_root_name(n) for n in reader.files
+                               if n == "trust/trusted_root.json" or n.startswith("trust/trusted_roots/")),
+        "files": {n: {"digest": f.digest, "size": f.size} for n, f in m.files.items()},
+        "blobCount": m.blob_count,
+        "blobBytes": m.blob_bytes,
+        "bytes": reader.bytes_read if blobs_checked else None,
+    }
+
+
+def _root_name(name: str) -> str:
+    return "default" if name == "trust/trusted_root.json" else Path(name).stem
+
+
+def _image(m: BundleManifest, index: int) -> dict[str, Any]:
+    img = m.images[index]
+    digests = {img.digest, *img.manifests, *img.blobs, *(a.digest for a in img.attachments)}
+
+    def count(kind: str) -> int:
+        return sum(1 for a in img.attachments if a.kind == kind)
+
+    return {
+        "ref": img.upstream, "digest": img.digest, "mediaType": img.media_type,
+        "platforms": [{"platform": p.platform, "digest": p.digest} for p in img.platforms],
+        "signatures": count("signature"), "attestations": count("attestation"), "sboms": count("sbom"),
+        "referrers": count("referrer"), "signatureRepo": img.signature_repo,
+        "bytes": sum(m.blobs.get(d, 0) for d in digests),
+    }
+
+
+def _policies(text: bytes) -> dict[str, Any]:
+    """Policy names, globs and authority kinds, read without resolving keys (inspect verifies nothing)."""
+    if not text:
+        return {"policies": [], "settings": {}}
+    import yaml
+
+    try:
+        docs = [d for d in yaml.safe_load_all(text.decode("utf-8")) if isinstance(d, dict)]
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise BundleError(f"trust/policy.yaml: invalid YAML ({str(exc).splitlines()[0]})") from None
+    out: list[dict[str, Any]] = []
+    settings: dict[str, Any] = {}
+    for doc in docs:
+        raw_spec = doc.get("spec")
+        spec: dict[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
+        if doc.get("kind") == "AirgapPolicy":
+            settings = dict(spec)
+            continue
+        raw_auths = spec.get("authorities")
+        auths: list[Any] = raw_auths if isinstance(raw_auths, list) else []
+        out.append({
+            "name": (doc.get("metadata") or {}).get("name"),
+            "images": [g.get("glob") for g in spec.get("images") or [] if isinstance(g, dict)],
+            "authorities": [next((k for k in ("key", "keyless", "static") if isinstance(a, dict) and k in a), "?")
+                            for a in auths],
+        })
+    return {"policies": out, "settings": settings}
+
+
+def render(info: Mapping[str, Any]) -> str:
+    """The human-readable form of :func:`inspect`'s report."""
+    if info["signedBy"]:
+        sig = f"signed, verified with key {info['signedBy']}"
+    elif info["signed"]:
+        sig = f"signed ({SIGNATURE_NAME}), signature NOT checked (pass --key)"
+    else:
+        sig = "unsigned"
+    lines = [
+        f"bundle   {info['name']} {info['version']}  ({info['bundle']})",
+        f"digest   {info['digest']}" + ("  (pinned digest matched)" if info["trusted"] and not info["signedBy"]
+                                         else ""),
+        f"trust    {sig}",
+        f"created  {info['created']}",
+        f"content  {len(info['images'])} image(s), {info['blobCount']} blobs, {_size(info['blobBytes'])}",
+        "images:",
+    ]
+    for img in info["images"]:
+        plats = ", ".join(p["platform"] for p in img["platforms"]) or "single manifest"
+        lines.append(f"  {img['ref']}")
+        lines.append(f"    {img['digest']}  {_size(img['bytes'])}  [{plats}]")
+        extras = [f"{img[k]} {k}" for k in ("signatures", "attestations", "sboms", "referrers") if img[k]]
+        lines.append("    " + (", ".join(extras) if extras else "no signatures or attestations"))
+        if img["signatureRepo"]:
+            lines.append(f"    signatures from {img['signatureRepo']}")
+    lines.append("keys:" if info["keys"] else "keys: none")
+    for k in info["keys"]:
+        used = f"  (policies: {', '.join(k['policies'])})" if k["policies"] else ""
+        lines.append(f"  {k['name']}  {k['id']}  {k['algorithm']}{used}")
+    pol = info["policies"]
+    lines.append("policies:" if pol["policies"] else "policies: none")
+    for p in pol["policies"]:
+        lines.append(f"  {p['name']}: {', '.join(str(g) for g in p['images'])} <- {', '.join(p['authorities'])}")
+    if pol["settings"]:
+        lines.append("  settings: " + ", ".join(f"{k}={v}" for k, v in sorted(pol["settings"].items())))
+    lines.append("trusted roots: " + (", ".join(info["trustedRoots"]) or "none (Sigstore public-good built in)"))
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def trust_export(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+                 key: PublicKey | Sequence[PublicKey] | None = None, bundle_digest: str | None = None,
+                 allow_unsigned: bool = False, limits: Limits | None = None) -> list[str]:
+    """Write the bundle's trust directory (keys/, keys.json, trusted roots, policy.yaml) to ``out_dir``."""
+    reader = read_bundle(path, key=key, bundle_digest=bundle_digest, allow_unsigned=allow_unsigned,
+                         limits=limits)
+    return write_trust(reader.files, out_dir)
+
+
+def write_trust(files: Mapping[str, bytes], out_dir: str | os.PathLike[str], *,
+                extra: Mapping[str, bytes] | None = None) -> list[str]:
+    """Write the ``trust/...`` entries of a read bundle (plus ``extra``, e.g. ``{"map.json": ...}``) into
+    ``out_dir`` as a trust directory :meth:`airgap.trust.Trust.load` reads. Each file is replaced atomically.
+    A directory holding other files is refused: a stale key there would be trusted too."""
+    out = Path(out_dir)
+    wanted = {n[len(TRUST_PREFIX):]: data for n, data in files.items() if n.startswith(TRUST_PREFIX)}
+    wanted.update(extra or {})
+    for rel in wanted:
+        if rel.startswith("/") or any(p in ("", ".", "..") for p in rel.split("/")):
+            raise BundleError(f"refusing to write trust file {rel!r}")
+    if out.exists():
+        if not out.is_dir():
+            raise ConfigError(f"{out} exists and is not a directory")
+        stray = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                       if p.is_file() and str(p.relative_to(out)) not in wanted)
+        if stray:
+            raise ConfigError(f"trust directory {out} holds files not from this bundle ({', '.join(stray[:3])}); "
+                              "use an empty directory")
+    for rel, data in sorted(wanted.items()):
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return sorted(wanted)

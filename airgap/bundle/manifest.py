@@ -1,0 +1,326 @@
+"""The bundle manifest (``airgap-bundle.json``): what a bundle holds, pinned by digest, in canonical JSON.
+
+The manifest is the first tar entry and the only thing a bundle signature covers, so it must pin everything
+that follows: ``files`` gives the digest and size of every non-blob entry (trust files, ``oci-layout``,
+``index.json``; never the manifest itself or its signature), ``blobs`` the size of every blob by digest.
+A reader trusts the manifest first (signature, pinned digest, or an explicit opt-out) and then checks every
+later entry against it, so nothing in the tar is used unless the trusted manifest vouches for it.
+
+Canonical JSON: sorted keys, no insignificant whitespace, UTF-8, integers only. ``from_bytes`` refuses any
+other serialisation, so one manifest has exactly one digest. Wire shape (``schema`` first for humans only)::
+
+    {"blobBytes":N,"blobCount":N,"blobs":{"sha256:..":SIZE},"created":EPOCH,
+     "files":{"index.json":{"digest":"sha256:..","size":N},...},
+     "images":[{"ref":UPSTREAM,"digest":D,"mediaType":M,"platforms":[{"platform":"linux/amd64","digest":D}],
+                "manifests":[D,...],"blobs":[D,...],"signatureRepo":REPO|null,
+                "attachments":[{"kind":"signature","tag":"sha256-..sig"|null,"digest":D,"subject":D}]}],
+     "keys":{KEY MANIFEST},"name":NAME,"schema":"airgap.dev/bundle/v1","version":VERSION}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airgap.errors import BundleError
+
+SCHEMA = "airgap.dev/bundle/v1"
+MANIFEST_NAME = "airgap-bundle.json"
+SIGNATURE_NAME = "airgap-bundle.json.sig"
+OCI_LAYOUT_NAME = "oci-layout"
+INDEX_NAME = "index.json"
+BLOB_PREFIX = "blobs/sha256/"
+OCI_LAYOUT_BYTES = b'{"imageLayoutVersion":"1.0.0"}'
+ATTACHMENT_KINDS = ("signature", "attestation", "sbom", "referrer")
+
+_SHA256 = re.compile(r"^sha256:[a-f0-9]{64}$")
+_TRUST_NAME = re.compile(
+    r"^trust/(?:keys/[A-Za-z0-9][A-Za-z0-9._-]*\.pub|keys\.json|trusted_root\.json"
+    r"|trusted_roots/[A-Za-z0-9][A-Za-z0-9._-]*\.json|policy\.yaml)$"
+)
+_PLATFORM = re.compile(r"^[a-z0-9._-]+/[a-z0-9._-]+(?:/[A-Za-z0-9._-]+)?$")
+MAX_NAME = 99  # ustar's name field, without the prefix split
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the one serialisation a digest or signature may cover."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def blob_name(digest: str) -> str:
+    """The tar entry name of a blob: ``blobs/sha256/<hex>``."""
+    if not _SHA256.match(digest):
+        raise BundleError(f"bundle blobs must be sha256 digests, got {digest!r}")
+    return BLOB_PREFIX + digest.split(":", 1)[1]
+
+
+def is_file_name(name: str) -> bool:
+    """True for the names a bundle's ``files`` may list: trust files, ``oci-layout``, ``index.json``."""
+    return name in (OCI_LAYOUT_NAME, INDEX_NAME) or (len(name) <= MAX_NAME and bool(_TRUST_NAME.match(name)))
+
+
+def file_order(names: Iterable[str]) -> list[str]:
+    """The order non-blob entries are written in after the manifest (and its signature): ``trust/`` files
+    sorted by name, then ``oci-layout``, then ``index.json``."""
+    names = list(names)
+    rank = {OCI_LAYOUT_NAME: 1, INDEX_NAME: 2}
+    return sorted(names, key=lambda n: (rank.get(n, 0), n))
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    digest: str
+    size: int
+
+    @classmethod
+    def of(cls, data: bytes) -> FileEntry:
+        return cls("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+
+
+@dataclass(frozen=True)
+class PlatformEntry:
+    platform: str  # os/arch[/variant]
+    digest: str
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A manifest attached to an image: a ``.sig``/``.att``/``.sbom`` tag (``tag`` set) or a referrer."""
+
+    kind: str  # one of ATTACHMENT_KINDS
+    tag: str | None
+    digest: str
+    subject: str  # the digest it is attached to (the image, a platform child, or another attachment)
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of the bundle. ``manifests`` are in push order (children first, root last); ``blobs`` are
+    the non-manifest blobs (layers, configs) its repository needs; ``attachments`` in push order too."""
+
+    upstream: str
+    digest: str
+    media_type: str
+    platforms: tuple[PlatformEntry, ...] = ()
+    manifests: tuple[str, ...] = ()
+    blobs: tuple[str, ...] = ()
+    attachments: tuple[Attachment, ...] = ()
+    signature_repo: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.upstream, "digest": self.digest, "mediaType": self.media_type,
+            "platforms": [{"platform": p.platform, "digest": p.digest} for p in self.platforms],
+            "manifests": list(self.manifests), "blobs": list(self.blobs),
+            "attachments": [{"kind": a.kind, "tag": a.tag, "digest": a.digest, "subject": a.subject}
+                            for a in self.attachments],
+            "signatureRepo": self.signature_repo,
+        }
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    name: str
+    version: str
+    created: int
+    images: tuple[ImageEntry, ...] = ()
+    keys: Mapping[str, Any] = field(default_factory=dict)  # the key manifest (trust/keys.json's content)
+    files: Mapping[str, FileEntry] = field(default_factory=dict)
+    blobs: Mapping[str, int] = field(default_factory=dict)
+    schema: str = SCHEMA
+
+    @property
+    def blob_count(self) -> int:
+        return len(self.blobs)
+
+    @property
+    def blob_bytes(self) -> int:
+        return sum(self.blobs.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema, "name": self.name, "version": self.version, "created": self.created,
+            "images": [i.to_json() for i in self.images], "keys": dict(self.keys),
+            "files": {n: {"digest": f.digest, "size": f.size} for n, f in self.files.items()},
+            "blobs": dict(self.blobs), "blobCount": self.blob_count, "blobBytes": self.blob_bytes,
+        }
+
+    def to_bytes(self) -> bytes:
+        """The canonical bytes; validated with :meth:`from_bytes` so a writer cannot emit what a reader refuses."""
+        data = canonical_json(self.to_json())
+        BundleManifest.from_bytes(data)
+        return data
+
+    @property
+    def digest(self) -> str:
+        """``sha256:`` of :meth:`to_bytes`: what ``--bundle-digest`` pins."""
+        return "sha256:" + hashlib.sha256(self.to_bytes()).hexdigest()
+
+    def entry_names(self) -> list[str]:
+        """Every entry after the manifest and its optional signature, in the order they must appear
+        (blobs last, in any order the writer chose)."""
+        return file_order(self.files) + [blob_name(d) for d in self.blobs]
+
+    @classmethod
+    def from_bytes(cls, data: bytes, what: str = MANIFEST_NAME) -> BundleManifest:
+        """Parse and validate strictly; every error is a one-line BundleError naming the field."""
+        try:
+            doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                             parse_float=_no_float, parse_constant=_no_float)
+        except UnicodeDecodeError:
+            raise BundleError(f"{what}: not UTF-8") from None
+        except ValueError as exc:
+            raise BundleError(f"{what}: not valid JSON ({str(exc).splitlines()[0]})") from None
+        v = _Validator(what)
+        d = v.mapping(doc, "", ("schema", "name", "version", "created", "images", "keys", "files", "blobs",
+                                "blobCount", "blobBytes"))
+        if d["schema"] != SCHEMA:
+            raise v.err("schema", f"unsupported bundle schema {d['schema']!r} (expected {SCHEMA})")
+        blobs: dict[str, int] = {}
+        for digest, size in v.mapping(d["blobs"], "blobs").items():
+            if not _SHA256.match(digest):
+                raise v.err(f"blobs[{digest!r}]", "expected a sha256 digest")
+            blobs[digest] = v.int_(size, f"blobs[{digest}]")
+        files: dict[str, FileEntry] = {}
+        for name, entry in v.mapping(d["files"], "files").items():
+            if not is_file_name(name):
+                raise v.err(f"files[{name!r}]", "not an allowed bundle entry name")
+            e = v.mapping(entry, f"files[{name}]", ("digest", "size"))
+            files[name] = FileEntry(v.digest(e["digest"], f"files[{name}].digest"),
+                                    v.int_(e["size"], f"files[{name}].size"))
+        for required in (OCI_LAYOUT_NAME, INDEX_NAME):
+            if required not in files:
+                raise v.err("files", f"{required} is not listed")
+        if v.int_(d["blobCount"], "blobCount") != len(blobs):
+            raise v.err("blobCount", f"says {d['blobCount']}, blobs lists {len(blobs)}")
+        if v.int_(d["blobBytes"], "blobBytes") != sum(blobs.values()):
+            raise v.err("blobBytes", f"says {d['blobBytes']}, blobs add up to {sum(blobs.values())}")
+        keys = v.mapping(d["keys"], "keys")
+        if keys:
+            for i, k in enumerate(v.list_(keys.get("keys"), "keys.keys")):
+                v.str_(v.mapping(k, f"keys.keys[{i}]").get("name"), f"keys.keys[{i}].name")
+        images = tuple(_image(v, item, f"images[{i}]", blobs) for i, item in enumerate(v.list_(d["images"], "images")))
+        refs = [i.upstream for i in images]
+        dupes = sorted({r for r in refs if refs.count(r) > 1})
+        if dupes:
+            raise v.err("images", f"image {dupes[0]!r} is listed twice")
+        manifest = cls(name=v.str_(d["name"], "name"), version=v.str_(d["version"], "version"),
+                       created=v.int_(d["created"], "created"), images=images, keys=keys, files=files,
+                       blobs=blobs)
+        if canonical_json(manifest.to_json()) != data:
+            raise BundleError(f"{what}: not in canonical form (sorted keys, no whitespace, UTF-8)")
+        return manifest
+
+
+def _image(v: _Validator, obj: Any, path: str, blobs: Mapping[str, int]) -> ImageEntry:
+    m = v.mapping(obj, path, ("ref", "digest", "mediaType", "platforms", "manifests", "blobs", "attachments",
+                              "signatureRepo"))
+    ref = v.str_(m["ref"], f"{path}.ref")
+    from airgap.errors import ConfigError
+    from airgap.refs import parse
+
+    try:
+        parse(ref)
+    except ConfigError as exc:
+        raise v.err(f"{path}.ref", exc.message) from None
+
+    def listed(obj: Any, where: str) -> str:
+        digest = v.digest(obj, where)
+        if digest not in blobs:
+            raise v.err(where, f"{digest} is not among the bundle's blobs")
+        return digest
+
+    platforms = []
+    for j, p in enumerate(v.list_(m["platforms"], f"{path}.platforms")):
+        pm = v.mapping(p, f"{path}.platforms[{j}]", ("platform", "digest"))
+        plat = v.str_(pm["platform"], f"{path}.platforms[{j}].platform")
+        if not _PLATFORM.match(plat):
+            raise v.err(f"{path}.platforms[{j}].platform", f"expected os/arch[/variant], got {plat!r}")
+        platforms.append(PlatformEntry(plat, listed(pm["digest"], f"{path}.platforms[{j}].digest")))
+    attachments = []
+    for j, a in enumerate(v.list_(m["attachments"], f"{path}.attachments")):
+        apath = f"{path}.attachments[{j}]"
+        am = v.mapping(a, apath, ("kind", "tag", "digest", "subject"))
+        kind = v.str_(am["kind"], f"{apath}.kind")
+        if kind not in ATTACHMENT_KINDS:
+            raise v.err(f"{apath}.kind", f"expected one of {', '.join(ATTACHMENT_KINDS)}, got {kind!r}")
+        tag = None if am["tag"] is None else v.str_(am["tag"], f"{apath}.tag")
+        if tag is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+            raise v.err(f"{apath}.tag", f"invalid tag {tag!r}")
+        attachments.append(Attachment(kind, tag, listed(am["digest"], f"{apath}.digest"),
+                                      v.digest(am["subject"], f"{apath}.subject")))
+    sig_repo = m["signatureRepo"]
+    return ImageEntry(
+        upstream=ref,
+        digest=listed(m["digest"], f"{path}.digest"),
+        media_type=v.str_(m["mediaType"], f"{path}.mediaType"),
+        platforms=tuple(platforms),
+        manifests=tuple(listed(x, f"{path}.manifests[{j}]") for j, x in enumerate(v.list_(m["manifests"],
+                                                                                            f"{path}.manifests"))),
+        blobs=tuple(listed(x, f"{path}.blobs[{j}]") for j, x in enumerate(v.list_(m["blobs"], f"{path}.blobs"))),
+        attachments=tuple(attachments),
+        signature_repo=None if sig_repo is None else v.str_(sig_repo, f"{path}.signatureRepo"),
+    )
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, val in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = val
+    return out
+
+
+def _no_float(text: str) -> Any:
+    raise ValueError(f"non-integer number {text}")
+
+
+class _Validator:
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def err(self, path: str, msg: str) -> BundleError:
+        return BundleError(f"{self.what}: {path}: {msg}" if path else f"{self.what}: {msg}")
+
+    def mapping(self, obj: Any, path: str, required: tuple[str, ...] | None = None) -> dict[str, Any]:
+        if not isinstance(obj, dict):
+            raise self.err(path, f"expected an object, got {_type(obj)}")
+        if required is not None:
+            for key in obj:
+                if key not in required:
+                    raise self.err(f"{path}.{key}" if path else key, "unknown field")
+            for key in required:
+                if key not in obj:
+                    raise self.err(f"{path}.{key}" if path else key, "required field missing")
+        return obj
+
+    def list_(self, obj: Any, path: str) -> list[Any]:
+        if not isinstance(obj, list):
+            raise self.err(path, f"expected a list, got {_type(obj)}")
+        return obj
+
+    def str_(self, obj: Any, path: str) -> str:
+        if not isinstance(obj, str) or not obj:
+            raise self.err(path, f"expected a non-empty string, got {_type(obj)}")
+        return obj
+
+    def int_(self, obj: Any, path: str) -> int:
+        if not isinstance(obj, int) or isinstance(obj, bool) or obj < 0:
+            raise self.err(path, f"expected a non-negative integer, got {obj!r}")
+        return obj
+
+    def digest(self, obj: Any, path: str) -> str:
+        if not isinstance(obj, str) or not _SHA256.match(obj):
+            raise self.err(path, f"expected a sha256 digest, got {obj!r}")
+        return str(obj)
+
+
+def _type(obj: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            type(None): "null"}.get(type(obj), type(obj).__name__)

@@ -1,0 +1,231 @@
+"""`airgap pack`, `load`, `inspect`, `verify-bundle` and `trust export`: bundles across the air gap."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import click
+
+from airgap.commands.common import emit_json, make_options, registry_options
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from airgap.keys import PublicKey
+
+
+def _bundle_trust_options(func: Any) -> Any:
+    """How the operator vouches for a bundle: a key they hold, a pinned digest, or an explicit opt-out."""
+    func = click.option("--allow-unsigned-bundle", is_flag=True,
+                        help="Accept a bundle whose manifest is neither signed by --key nor pinned.")(func)
+    func = click.option("--bundle-digest", default=None, metavar="sha256:HEX",
+                        help="Accept the bundle whose manifest has this digest (printed by pack and inspect).")(func)
+    func = click.option("--key", "key_refs", multiple=True, metavar="KEYREF",
+                        help="Public key the bundle manifest must be signed with (repeat for any-of).")(func)
+    return func
+
+
+def _public_keys(key_refs: tuple[str, ...]) -> list[PublicKey] | None:
+    if not key_refs:
+        return None
+    from airgap.keys import load_public_keys
+
+    return [k for ref in key_refs for k in load_public_keys(ref)]
+
+
+@contextmanager
+def _open_bundle(path: str) -> Iterator[BinaryIO]:
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        from airgap.errors import ConfigError
+
+        raise ConfigError(f"cannot open bundle {path}: {exc.strerror or exc}") from None
+    with f:
+        yield f
+
+
+@click.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, metavar="OUT|-", help="Bundle file to write, or - for stdout.")
+@click.option("--key", "key_ref", default=None, metavar="KEYREF",
+              help="Sign the bundle manifest with this private key (file, env://, pkcs11:; COSIGN_PASSWORD).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Blobs downloaded at once [4].")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+              help="Keep downloaded blobs in DIR and reuse them next time (re-hashed on use).")
+@click.option("--no-verify", is_flag=True, help="Do not verify the images against the policy before packing.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
+@registry_options
+def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cache_dir: str | None,
+         no_verify: bool, as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
+    """Pack the images of SPEC, their signatures and the trust to verify them into one bundle file.
+
+    Every image is verified against the spec's policy at its source first (all failures are reported
+    at once). The output is reproducible: same inputs and SOURCE_DATE_EPOCH, byte-identical file.
+    """
+    from airgap.bundle.pack import pack as do_pack
+    from airgap.bundle.spec import BundleSpec
+    from airgap.oci.blobcache import BlobLocations
+    from airgap.oci.registry import RegistryClient
+    from airgap.progress import human_bytes
+
+    spec = BundleSpec.load(spec_path)
+    signer = None
+    if key_ref:
+        from airgap.keys import load_signer
+
+        signer = load_signer(key_ref)
+    options = make_options(insecure, ca_file, jobs)
+    client = RegistryClient(options, locations=BlobLocations.default())
+    summary = do_pack(spec, output, client=client, key=signer, jobs=options.limits.concurrency, cache_dir=cache_dir,
+                      verify=not no_verify, progress=False if as_json else None)
+    if client.locations is not None:
+        client.locations.save()
+    to_stderr = output == "-"
+    if as_json:
+        click.echo(__import__("json").dumps(summary.to_json(), indent=2, sort_keys=True), err=to_stderr)
+        return
+    click.echo(f"packed {len(summary.images)} image(s), {summary.blobs} blob(s) "
+               f"({human_bytes(summary.blob_bytes)}) -> {output} in {summary.seconds:.2f}s", err=to_stderr)
+    for image in summary.images:
+        click.echo(f"  {image['ref']}@{image['digest']}", err=to_stderr)
+    click.echo(f"bundle digest: {summary.bundle_digest}" + (f" (signed by {summary.signed_by})"
+                                                            if summary.signed_by else " (unsigned)"), err=to_stderr)
+
+
+@click.command()
+@click.argument("bundle", metavar="BUNDLE|-")
+@click.option("--registry", "target", required=True, metavar="HOST[/PREFIX]", help="The registry to load into.")
+@click.option("--translate", "mode", type=click.Choice(["zarf", "prefix", "none"]), default="zarf",
+              show_default=True, help="How upstream refs become local refs.")
+@click.option("--rule", "rules", multiple=True, metavar="FROM=TO",
+              help="With --translate prefix: a prefix rule (default: every registry R under HOST/PREFIX/R).")
+@_bundle_trust_options
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Blobs pushed at once [4].")
+@click.option("--map-out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the translation map (map.json) to this file.")
+@click.option("--trust-out", type=click.Path(file_okay=False), default=None,
+              help="Write the bundle's trust directory (with map.json) for `airgap verify --trust`.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
+@registry_options
+def load(bundle: str, target: str, mode: str, rules: tuple[str, ...], key_refs: tuple[str, ...],
+         bundle_digest: str | None, allow_unsigned_bundle: bool, jobs: int | None, map_out: str | None,
+         trust_out: str | None, as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
+    """Load a bundle (a file, or - for stdin) into the local registry, verifying every byte on the way.
+
+    The bundle must be signed with --key, pinned with --bundle-digest, or explicitly allowed unsigned.
+    Blobs the registry has are skipped; tags are written last; loading twice changes nothing.
+    """
+    from airgap.bundle.load import load as do_load
+    from airgap.oci.blobcache import BlobLocations
+    from airgap.oci.registry import RegistryClient
+    from airgap.progress import human_bytes
+
+    keys = _public_keys(key_refs)
+    options = make_options(insecure, ca_file, jobs)
+    client = RegistryClient(options, locations=BlobLocations.default())
+    with _open_bundle(bundle) as source:
+        summary = do_load(source, target, translate_mode=mode, rules=rules, key=keys, bundle_digest=bundle_digest,
+                          allow_unsigned=allow_unsigned_bundle, client=client, jobs=options.limits.concurrency,
+                          map_out=map_out, trust_out=trust_out, progress=False if as_json else None)
+    if client.locations is not None:
+        client.locations.save()
+    if as_json:
+        emit_json(summary.to_json())
+        return
+    state = "already loaded, nothing pushed" if summary.already_loaded else (
+        f"{summary.blobs_pushed} blob(s) pushed ({human_bytes(summary.bytes_pushed)}), "
+        f"{summary.manifests_pushed} manifest(s)")
+    click.echo(f"loaded {len(summary.images)} image(s) into {summary.registry}: {state} in {summary.seconds:.2f}s")
+    for image in summary.images:
+        click.echo(f"  {image['upstream']} -> {', '.join(image['local'])}")
+    click.echo(f"translation map: {summary.map_ref}" + (f", {map_out}" if map_out else "")
+               + (f"; trust directory: {trust_out}" if trust_out else ""))
+
+
+@click.command()
+@click.argument("bundle", metavar="BUNDLE|-")
+@click.option("--key", "key_refs", multiple=True, metavar="KEYREF", help="Check the bundle signature with this key.")
+@click.option("--bundle-digest", default=None, metavar="sha256:HEX", help="Check the bundle digest.")
+@click.option("--json", "as_json", is_flag=True, help="Print the bundle's contents as JSON.")
+def inspect(bundle: str, key_refs: tuple[str, ...], bundle_digest: str | None, as_json: bool) -> None:
+    """Show what a bundle holds: images, platforms, signatures, keys, policies, sizes, its digest.
+
+    Reads only the manifest and the trust files (no blob is read); use verify-bundle to check every byte.
+    """
+    from airgap.bundle import inspect as inspect_mod
+
+    info = inspect_mod.inspect(bundle, key=_public_keys(key_refs), bundle_digest=bundle_digest)
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(inspect_mod.render(info))
+
+
+@click.command("verify-bundle")
+@click.argument("bundle", metavar="BUNDLE|-")
+@_bundle_trust_options
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts and evidence as JSON.")
+def verify_bundle(bundle: str, key_refs: tuple[str, ...], bundle_digest: str | None, allow_unsigned_bundle: bool,
+                  as_json: bool) -> None:
+    """Check a bundle offline: its signature, every entry's digest, nothing unlisted or missing, then every
+    image against the bundled policy. Exit 0 only when everything passes."""
+    from airgap.bundle.artifacts import verify_bundle as do_verify
+    from airgap.commands.verify import _render
+
+    with _open_bundle(bundle) as source:
+        outcome = do_verify(source, key=_public_keys(key_refs), bundle_digest=bundle_digest,
+                            allow_unsigned=allow_unsigned_bundle)
+    if as_json:
+        emit_json({"bundle_digest": outcome.bundle_digest, "signed_by": outcome.signed_by, "name": outcome.name,
+                   "version": outcome.version, "ok": outcome.ok, "images": [r.evidence for r in outcome.results]})
+    else:
+        how = f"signed by {outcome.signed_by}" if outcome.signed_by else "pinned or explicitly allowed unsigned"
+        click.echo(f"bundle {outcome.name} {outcome.version} {outcome.bundle_digest}: every entry verified ({how})")
+        for result in outcome.results:
+            click.echo(_render(result))
+    if not outcome.ok:
+        failed = sum(1 for r in outcome.results if not r)
+        if not as_json:
+            click.echo(f"error: {failed} of {len(outcome.results)} image(s) failed verification", err=True)
+        sys.exit(1)
+
+
+@click.command("export")
+@click.argument("bundle", metavar="BUNDLE|-")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory to write the trust files into.")
+@_bundle_trust_options
+@click.option("--map", "map_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Include this translation map (from load --map-out) as map.json.")
+def trust_export(bundle: str, out_dir: str, key_refs: tuple[str, ...], bundle_digest: str | None,
+                 allow_unsigned_bundle: bool, map_file: str | None) -> None:
+    """Export a bundle's trust directory (keys, key manifest, trusted roots, policy) for `airgap verify`."""
+    from pathlib import Path
+
+    from airgap.bundle.inspect import read_bundle, write_trust
+
+    reader = read_bundle(bundle, key=_public_keys(key_refs), bundle_digest=bundle_digest,
+                         allow_unsigned=allow_unsigned_bundle)
+    written = write_trust(reader.files, out_dir, extra={"map.json": Path(map_file).read_bytes()} if map_file else None)
+    click.echo(f"wrote {len(written)} trust file(s) to {out_dir}: {', '.join(written)}")
+
+
+@click.group("trust")
+def trust_group() -> None:
+    """Trust directories: export them from bundles."""
+
+
+def register(cli: click.Group) -> None:
+    for command in (pack, load, inspect, verify_bundle):
+        cli.add_command(command)
+    existing = cli.commands.get("trust")
+    group = existing if isinstance(existing, click.Group) else trust_group
+    group.add_command(trust_export)
+    if existing is None:
+        cli.add_command(group)

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Benchmark `airgap pack` / `airgap load` against their peers in the same run (ratios, not absolute seconds).
+
+Workload (PEERS.md): 10 two-platform images, a 40 MB base layer per arch shared by all plus a 15 MB app layer
+per image and arch (~381 MB of blobs), every image and child key-signed, on Debian's docker-registry (loopback).
+
+- pack: `airgap pack SPEC -o B.tar` vs `crane pull --format oci <10 refs> DIR` + `tar cf` (target <= 0.75x);
+- load: `airgap load B.tar` into an EMPTY registry vs `skopeo copy --all oci:LAYOUT:<ref>` of the same layout
+  (the bundle, extracted) into another empty registry (target <= 0.8x); skopeo's blob-info cache and airgap's
+  blob-location cache are cleared first;
+- re-load of the loaded bundle (target <= 0.5 s);
+- peak RSS of pack and load of a ~2 GB bundle (two 1 GB layers; target <= 120 MB). ``--skip-big`` skips it.
+
+Exit status is non-zero when a target from ../shared/TARGETS.md is missed.
+Usage: .venv/bin/python scripts/bench_bundle.py [--images N] [--skip-big]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_copy import (  # noqa: E402
+    AIRGAP,
+    byte_compile,
+    clear_skopeo_cache,
+    fresh_airgap_cache,
+    populate,
+    run_measured,
+)
+from support.registries import Registry, find_tool, start_registry  # noqa: E402
+from support.signing import write_keypair  # noqa: E402
+
+MB = 1_000_000
+
+
+def write_spec(path: Path, host: str, refs: list[str], name: str) -> None:
+    images = "\n".join(f"  - {host}/{r}" for r in refs)
+    path.write_text(f"""apiVersion: airgap/v1
+kind: Bundle
+metadata: {{name: {name}, version: 1.0.0}}
+created: 1700000000
+images:
+{images}
+keys: [{{name: release, path: release.pub}}]
+policies:
+  - name: bench
+    images: [{{glob: "{host}/bench/**"}}]
+    authorities: [{{key: {{name: release}}, ctlog: {{disabled: true}}}}]
+""")
+
+
+def sign_all(host: str, refs: list[str], key: object) -> None:
+    from airgap.oci.registry import RegistryClient
+    from airgap.sign import sign_image
+
+    client = RegistryClient()
+    for ref in refs:
+        sign_image(f"{host}/{ref}", key, client=client, recursive=True)  # type: ignore[arg-type]
+
+
+def big_image(src: Registry) -> str:
+    """A two-layer 2 GB image pushed by streaming deterministic bytes (never held in memory)."""
+    import json
+
+    from airgap.oci import mediatypes as mt
+    from airgap.oci.manifest import Descriptor, Manifest
+    from airgap.oci.registry import RegistryClient
+
+    size, chunk = 1024 * 1024 * 1024, 4 * 1024 * 1024
+    client = RegistryClient()
+    layers = []
+    for seed in (11, 12):
+        def chunks(seed: int = seed):  # type: ignore[no-untyped-def]
+            rng = random.Random(seed)
+            for _ in range(size // chunk):
+                yield rng.randbytes(chunk)
+
+        h = hashlib.sha256()
+        for c in chunks():
+            h.update(c)
+        layer = Descriptor(mt.OCI_LAYER, f"sha256:{h.hexdigest()}", size)
+        client.push_blob(src.host, "bench/big", layer, chunks)
+        layers.append(layer)
+    cfg = b'{"architecture":"amd64","os":"linux"}'
+    config = Descriptor(mt.OCI_CONFIG, "sha256:" + hashlib.sha256(cfg).hexdigest(), len(cfg))
+    client.push_blob(src.host, "bench/big", config, lambda: [cfg])
+    data = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config.to_json(),
+                       "layers": [la.to_json() for la in layers]}).encode()
+    client.put_manifest(src.host, "bench/big", "1", Manifest.from_bytes(data, mt.OCI_MANIFEST))
+    return "bench/big:1"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=10)
+    parser.add_argument("--skip-big", action="store_true")
+    args = parser.parse_args()
+    for tool in ("docker-registry", "crane", "skopeo"):
+        if find_tool(tool) is None:
+            raise SystemExit(f"bench: {tool} not found (run scripts/install-peers.sh)")
+    os.environ["PATH"] = f"{Path.home() / '.cache/airgap/peers/bin'}:{os.environ['PATH']}"
+    byte_compile()
+    work = Path(tempfile.mkdtemp(prefix="bench-bundle-"))
+    regs: list[Registry] = []
+    failures: list[str] = []
+
+    def registry(name: str) -> Registry:
+        reg = start_registry(work / name)
+        regs.append(reg)
+        return reg
+
+    try:
+        src = registry("src")
+        refs = populate(src, args.images)
+        key = write_keypair(work / "keys", "release")
+        sign_all(src.host, refs, key.signer)
+        (work / "release.pub").write_bytes(key.public_pem)
+        spec = work / "bench.yaml"
+        write_spec(spec, src.host, refs, "bench")
+        fresh_airgap_cache(work / "airgap-cache")
+
+        # ---- pack vs crane pull + tar -------------------------------------------------------------
+        bundle = work / "bench.tar"
+        pack_s, pack_rss = run_measured([AIRGAP, "pack", str(spec), "-o", str(bundle), "--json"])
+        layout = work / "crane-layout"
+        t0 = time.perf_counter()
+        crane_s, _ = run_measured(["crane", "pull", "--insecure", "--format", "oci",
+                                   *(f"{src.host}/{r}" for r in refs), str(layout)])
+        tar_s, _ = run_measured(["tar", "cf", str(work / "crane.tar"), "-C", str(layout), "."])
+        peer_pack = time.perf_counter() - t0
+        size = bundle.stat().st_size
+        crane_size = (work / "crane.tar").stat().st_size
+        print(f"pack:    airgap {pack_s:.2f}s ({size / MB:.0f} MB, RSS {pack_rss} MB)  "
+              f"crane pull + tar {peer_pack:.2f}s ({crane_s:.2f} + {tar_s:.2f}; {crane_size / MB:.0f} MB)  "
+              f"ratio {pack_s / peer_pack:.2f} (target <= 0.75)")
+        if pack_s / peer_pack > 0.75:
+            failures.append(f"pack ratio {pack_s / peer_pack:.2f} > 0.75")
+
+        # ---- load vs skopeo copy from the same layout ------------------------------------------------
+        extracted = work / "layout"
+        with tarfile.open(bundle) as tf:
+            tf.extractall(extracted, filter="data")
+        clear_skopeo_cache()
+        dst_skopeo = registry("dst-skopeo")
+        t0 = time.perf_counter()
+        for ref in refs:
+            run_measured(["skopeo", "copy", "--all", "--quiet", "--dest-tls-verify=false",
+                          f"oci:{extracted}:{src.host}/{ref}", f"docker://{dst_skopeo.host}/{ref}"])
+        skopeo_s = time.perf_counter() - t0
+        fresh_airgap_cache(work / "airgap-cache-load")
+        dst = registry("dst")
+        load_argv = [AIRGAP, "load", str(bundle), "--registry", dst.host, "--bundle-digest", _digest(bundle),
+                     "--json"]
+        load_s, load_rss = run_measured(load_argv)
+        print(f"load:    airgap {load_s:.2f}s (RSS {load_rss} MB)  skopeo copy x{len(refs)} {skopeo_s:.2f}s  "
+              f"ratio {load_s / skopeo_s:.2f} (target <= 0.8)")
+        if load_s / skopeo_s > 0.8:
+            failures.append(f"load ratio {load_s / skopeo_s:.2f} > 0.8")
+        reload_s, _ = run_measured(load_argv)
+        print(f"re-load: airgap {reload_s:.2f}s (target <= 0.5)")
+        if reload_s > 0.5:
+            failures.append(f"re-load {reload_s:.2f}s > 0.5")
+
+        # ---- peak RSS on a 2 GB bundle ---------------------------------------------------------------
+        if not args.skip_big:
+            big_ref = big_image(src)
+            big_spec = work / "big.yaml"
+            write_spec(big_spec, src.host, [big_ref], "big")
+            big_bundle = work / "big.tar"
+            secs, rss = run_measured([AIRGAP, "pack", str(big_spec), "-o", str(big_bundle), "--no-verify", "--json"])
+            print(f"big pack: {big_bundle.stat().st_size / MB:.0f} MB in {secs:.2f}s, peak RSS {rss} MB "
+                  "(target <= 120)")
+            if rss > 120:
+                failures.append(f"pack peak RSS {rss} MB > 120")
+            big_dst = registry("big-dst")
+            secs, rss = run_measured([AIRGAP, "load", str(big_bundle), "--registry", big_dst.host,
+                                      "--allow-unsigned-bundle", "--json"])
+            print(f"big load: {secs:.2f}s, peak RSS {rss} MB (target <= 120)")
+            if rss > 120:
+                failures.append(f"load peak RSS {rss} MB > 120")
+    finally:
+        for reg in regs:
+            reg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    for failure in failures:
+        print(f"MISSED: {failure}")
+    return 1 if failures else 0
+
+
+def _digest(bundle: Path) -> str:
+    """The bundle digest (sha256 of its first entry, the manifest), as `airgap inspect` prints it."""
+    with tarfile.open(bundle) as tf:
+        member = tf.next()
+        assert member is not None and member.name == "airgap-bundle.json"
+        data = tf.extractfile(member).read()  # type: ignore[union-attr]
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The bundle manifest: canonical bytes, strict parsing, and errors that name the field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from airgap.bundle.manifest import (
+    OCI_LAYOUT_BYTES,
+    Attachment,
+    BundleManifest,
+    FileEntry,
+    ImageEntry,
+    PlatformEntry,
+    blob_name,
+    file_order,
+    is_file_name,
+)
+from airgap.errors import BundleError
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+L, C, M, I, S = (sha(x) for x in (b"layer", b"config", b"manifest", b"index", b"sig"))  # noqa: E741
+
+
+def sample() -> BundleManifest:
+    image = ImageEntry(
+        upstream="quay.io/keycloak/keycloak:21.1.2", digest=I, media_type="application/vnd.oci.image.index.v1+json",
+        platforms=(PlatformEntry("linux/amd64", M),), manifests=(M, I), blobs=(L, C),
+        attachments=(Attachment("signature", "sha256-" + I[7:] + ".sig", S, I), Attachment("referrer", None, S, I)),
+        signature_repo="quay.io/sigs/keycloak")
+    return BundleManifest(
+        name="demo", version="1.0.0", created=1700000000, images=(image,),
+        keys={"schemaVersion": 1, "keys": [{"name": "release", "id": "sha256:" + "a" * 64}]},
+        files={"oci-layout": FileEntry.of(OCI_LAYOUT_BYTES), "index.json": FileEntry.of(b"{}"),
+               "trust/policy.yaml": FileEntry.of(b"")},
+        blobs={L: 5, C: 6, M: 8, I: 5, S: 3})
+
+
+def test_round_trip_and_digest() -> None:
+    m = sample()
+    data = m.to_bytes()
+    assert BundleManifest.from_bytes(data) == m
+    assert m.digest == sha(data)
+    doc = json.loads(data)
+    assert (doc["schema"], doc["blobCount"], doc["blobBytes"]) == ("airgap.dev/bundle/v1", 5, 27)
+    assert data == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    assert m.entry_names()[:3] == ["trust/policy.yaml", "oci-layout", "index.json"]
+    assert m.entry_names()[3] == blob_name(L)
+
+
+def test_non_canonical_refused() -> None:
+    doc = json.loads(sample().to_bytes())
+    with pytest.raises(BundleError, match="canonical"):
+        BundleManifest.from_bytes(json.dumps(doc, sort_keys=True, indent=1).encode())
+    with pytest.raises(BundleError, match="canonical"):
+        BundleManifest.from_bytes(json.dumps(dict(reversed(doc.items())), separators=(",", ":")).encode())
+
+
+def _mutate(fn: Callable[[dict[str, Any]], Any]) -> bytes:
+    doc = json.loads(sample().to_bytes())
+    fn(doc)
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+Mut = Callable[[dict[str, Any]], Any]
+BAD: list[tuple[Mut, str]] = [
+    (lambda d: d.update(schema="airgap.dev/bundle/v9"), "schema: unsupported bundle schema"),
+    (lambda d: d.pop("name"), "name: required field missing"),
+    (lambda d: d.update(extra=1), "extra: unknown field"),
+    (lambda d: d.update(created=-1), "created: expected a non-negative integer"),
+    (lambda d: d.update(created=True), "created: expected a non-negative integer"),
+    (lambda d: d.update(blobCount=4), "blobCount: says 4"),
+    (lambda d: d.update(blobBytes=1), "blobBytes: says 1"),
+    (lambda d: d["blobs"].update({"sha256:zz": 1}), "expected a sha256 digest"),
+    (lambda d: d["files"].update({"../etc/passwd": {"digest": L, "size": 1}}), "not an allowed bundle entry name"),
+    (lambda d: d["files"].update({"trust/run.sh": {"digest": L, "size": 1}}), "not an allowed bundle entry name"),
+    (lambda d: d["files"].update({"airgap-bundle.json": {"digest": L, "size": 1}}), "not an allowed bundle entry"),
+    (lambda d: d["files"].pop("index.json"), "files: index.json is not listed"),
+    (lambda d: d["files"]["oci-layout"].update(size="1"), r"files\[oci-layout\].size: expected a non-negative int"),
+    (lambda d: d["images"][0].update(digest=sha(b"x")), r"images\[0\].digest: sha256:\w+ is not among the bundle"),
+    (lambda d: d["images"][0].update(ref="Not A Ref"), r"images\[0\].ref: invalid image reference"),
+    (lambda d: d["images"][0]["platforms"][0].update(platform="linux"), r"images\[0\].platforms\[0\].platform: "),
+    (lambda d: d["images"][0]["attachments"][0].update(kind="magic"), r"images\[0\].attachments\[0\].kind: "),
+    (lambda d: d["images"][0]["attachments"][0].update(tag="../x"), r"images\[0\].attachments\[0\].tag: invalid"),
+    (lambda d: d["images"][0]["manifests"].append("sha256:1"), r"images\[0\].manifests\[2\]: expected a sha256"),
+    (lambda d: d["images"][0].update(signatureRepo=3), r"images\[0\].signatureRepo: expected a non-empty string"),
+    (lambda d: d["images"].append(None), r"images\[1\]: expected an object"),
+    (lambda d: d["keys"].update(keys="x"), "keys.keys: expected a list"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "message"), BAD, ids=[m for _f, m in BAD])
+def test_invalid_manifests_name_the_field(mutate: Mut, message: str) -> None:
+    doc = json.loads(sample().to_bytes())
+    mutate(doc)
+    with pytest.raises(BundleError, match=message) as info:
+        BundleManifest.from_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+    assert str(info.value).startswith("airgap-bundle.json: ") and "\n" not in str(info.value)
+
+
+def test_duplicate_image_and_json_traps() -> None:
+    with pytest.raises(BundleError, match="listed twice"):
+        BundleManifest.from_bytes(_mutate(lambda d: d["images"].append(d["images"][0])))
+    data = sample().to_bytes()
+    with pytest.raises(BundleError, match="duplicate key"):
+        BundleManifest.from_bytes(data.replace(b'{"blobBytes"', b'{"blobBytes":1,"blobBytes"', 1))
+    with pytest.raises(BundleError, match="non-integer"):
+        BundleManifest.from_bytes(data.replace(b'"created":1700000000', b'"created":1.5'))
+    with pytest.raises(BundleError, match="not UTF-8"):
+        BundleManifest.from_bytes(b"\xff" + data)
+    with pytest.raises(BundleError, match="not valid JSON"):
+        BundleManifest.from_bytes(data[:-1])
+
+
+def test_names_and_order() -> None:
+    assert file_order(["index.json", "trust/policy.yaml", "oci-layout", "trust/keys/a.pub", "trust/keys.json"]) == [
+        "trust/keys.json", "trust/keys/a.pub", "trust/policy.yaml", "oci-layout", "index.json"]
+    assert is_file_name("trust/trusted_roots/public-good.json")
+    assert not is_file_name("trust/keys/../x.pub") and not is_file_name("/trust/policy.yaml")
+    assert not is_file_name("trust/keys/" + "a" * 100 + ".pub")
+    with pytest.raises(BundleError):
+        blob_name("sha512:" + "a" * 128)
