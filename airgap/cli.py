@@ -90,6 +90,9 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "verify",
     "sign",
     "keys",
+    "audit",
+    "bundle",
+    "webhook",
 )
 
 

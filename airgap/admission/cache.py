@@ -1,0 +1,130 @@
+"""A bounded, expiring cache of per-image decisions, safe to share between request threads.
+
+Keys are ``(image ref as written, image digest, policy digest, trust digest)``. The digest is always the
+one the tag resolves to *now* (the webhook re-resolves every tag on every request), so a re-tagged image
+misses the cache and is verified afresh; a new policy or trust directory changes the key, so a reload
+never serves a decision made under the old trust. The ref is part of the key because the same digest
+under another repository may match other policies (globs match the name, not the content).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+V = TypeVar("V")
+CacheKey = tuple[str, str, str, str]
+
+
+class DecisionCache(Generic[V]):
+    """LRU with a TTL: at most ``max_entries`` entries, each valid for ``ttl`` seconds after it was stored."""
+
+    def __init__(self, ttl: float = 60.0, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if ttl < 0 or max_entries < 0:
+            raise ValueError("cache ttl and size must not be negative")
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._items: OrderedDict[CacheKey, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    @staticmethod
+    def key(ref: str, digest: str, policy_digest: str, trust_digest: str) -> CacheKey:
+        return (ref, digest, policy_digest, trust_digest)
+
+    def get(self, key: CacheKey) -> V | None:
+        now = self._clock()
+        with self._lock:
+            item = self._items.get(key)
+            if item is None or item[0] <= now:
+                if item is not None:
+                    del self._items[key]
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return item[1]
+
+    def put(self, key: CacheKey, value: V) -> None:
+        if self.max_entries == 0 or self.ttl == 0:
+            return
+        expires = self._clock() + self.ttl
+        with self._lock:
+            self._items[key] = (expires, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+                self.evictions += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+class _Flight(Generic[V]):
+    def __init__(self) -> None:
+        self.started = False
+        self.done = threading.Event()
+        self.value: V | None = None
+        self.error: BaseException | None = None
+
+
+class FreshLookup(Generic[V]):
+    """Coalesce concurrent look-ups of one key (tag -> digest) without ever answering with a stale one.
+
+    A caller never reuses a look-up that was sent before it arrived: while one is in flight, callers that
+    arrive queue for the *next* one, which starts when the current one ends and answers all of them. So
+    every answer was fetched after its caller asked (a re-tag is always seen), yet a tag asked for by many
+    requests at once costs one registry round trip per round trip time, not one per request.
+    """
+
+    def __init__(self, fetch: Callable[[Any], V]) -> None:
+        self._fetch = fetch
+        self._lock = threading.Lock()
+        self._current: dict[Any, _Flight[V]] = {}
+        self._next: dict[Any, _Flight[V]] = {}
+
+    def get(self, key: Any) -> V:
+        with self._lock:
+            current = self._current.get(key)
+            if current is None:
+                flight: _Flight[V] = _Flight()
+                flight.started = lead = True
+                self._current[key] = flight
+            else:
+                flight = self._next.setdefault(key, _Flight())
+                lead = False
+        if current is not None:
+            current.done.wait()  # it ends by promoting our flight to current; one of us runs it
+            with self._lock:
+                if not flight.started:
+                    flight.started = lead = True
+        if not lead:
+            flight.done.wait()
+        else:
+            try:
+                flight.value = self._fetch(key)
+            except BaseException as exc:  # noqa: B036 - handed to every caller of this flight, re-raised there
+                flight.error = exc
+            finally:
+                with self._lock:
+                    if self._current.get(key) is flight:
+                        del self._current[key]
+                        promoted = self._next.pop(key, None)
+                        if promoted is not None:
+                            self._current[key] = promoted
+                flight.done.set()
+        if flight.error is not None:
+            raise flight.error
+        return flight.value  # type: ignore[return-value]

@@ -1,0 +1,97 @@
+"""`airgap webhook serve|certs|manifests`: the Kubernetes validating admission webhook and its deployment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from airgap.commands.common import make_options, registry_options
+
+MODES = ("enforce", "warn", "audit")
+
+
+@click.group()
+def webhook() -> None:
+    """Kubernetes admission webhook: block images that fail verification (enforce), or warn, or audit."""
+
+
+@webhook.command()
+@click.option("--trust", "trust_dir", required=True, type=click.Path(file_okay=False),
+              help="Trust directory (keys/, trusted_root.json, policy.yaml, map.json); reloaded when it changes.")
+@click.option("--tls-cert", required=True, type=click.Path(exists=True, dir_okay=False), help="Serving cert (PEM).")
+@click.option("--tls-key", required=True, type=click.Path(exists=True, dir_okay=False), help="Its private key (PEM).")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # noqa: S104
+@click.option("--port", type=click.IntRange(1, 65535), default=8443, show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default="enforce", show_default=True,
+              help="What a failed image does: deny; allow with warnings; allow with audit annotations.")
+@click.option("--deadline", type=click.FloatRange(0.1, 29), default=8.0, show_default=True,
+              help="Seconds to decide a review; keep below the webhook's timeoutSeconds.")
+@click.option("--cache-ttl", type=click.FloatRange(0), default=60.0, show_default=True,
+              help="Seconds a per-digest decision is reused (0: no cache).")
+@click.option("--cache-size", type=click.IntRange(0), default=10_000, show_default=True)
+@click.option("--max-body-bytes", type=click.IntRange(1024), default=4 * 1024 * 1024, show_default=True)
+@click.option("--reload-interval", type=click.FloatRange(0.1), default=2.0, show_default=True,
+              help="Seconds between checks of the trust directory for changes.")
+@click.option("--registry-alias", "aliases", multiple=True, metavar="A=B",
+              help="Reach registry A at address B (e.g. 127.0.0.1:31999=zarf-docker-registry.zarf.svc:5000).")
+@registry_options
+def serve(trust_dir: str, tls_cert: str, tls_key: str, host: str, port: int, mode: str, deadline: float,
+          cache_ttl: float, cache_size: int, max_body_bytes: int, reload_interval: float, aliases: tuple[str, ...],
+          insecure: tuple[str, ...], ca_file: str | None) -> None:
+    """Serve POST /validate (AdmissionReview v1) over HTTPS, with /healthz, /readyz and /metrics."""
+    from airgap.admission.server import WebhookConfig
+    from airgap.admission.server import serve as run
+    from airgap.translate import Aliases
+
+    Aliases.parse(aliases)  # a bad alias is a usage error before we listen
+    config = WebhookConfig(trust_dir=trust_dir, mode=mode, deadline=deadline,  # type: ignore[arg-type]
+                           cache_ttl=cache_ttl, cache_size=cache_size, max_body=max_body_bytes,
+                           reload_interval=reload_interval, aliases=aliases, registry=make_options(insecure, ca_file))
+    run(config, tls_cert, tls_key, host=host, port=port)
+
+
+@webhook.command()
+@click.option("--service", required=True, help="The webhook's Service name.")
+@click.option("--namespace", required=True, help="Its namespace.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
+              help="Directory for ca.crt, tls.crt, tls.key.")
+@click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True)
+def certs(service: str, namespace: str, out: str, days: int) -> None:
+    """Make a CA and a serving certificate for the Service's DNS names."""
+    from airgap.admission.manifests import make_certs, service_names
+
+    files = make_certs(service, namespace, out, days=days)
+    click.echo(f"wrote {files.ca}, {files.cert}, {files.key} for {', '.join(service_names(service, namespace))}")
+
+
+@webhook.command()
+@click.option("--image", required=True, help="The airgap container image to run (from the local registry).")
+@click.option("--trust", "trust_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Trust directory to ship as a ConfigMap.")
+@click.option("--certs", "certs_dir", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Directory written by `airgap webhook certs`.")
+@click.option("--name", default="airgap-webhook", show_default=True)
+@click.option("--namespace", default="airgap-system", show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default="enforce", show_default=True)
+@click.option("--timeout-seconds", type=click.IntRange(1, 30), default=10, show_default=True,
+              help="The API server's timeout; the webhook's deadline is 2 s shorter.")
+@click.option("--replicas", type=click.IntRange(1, 20), default=2, show_default=True)
+@click.option("--registry-alias", "aliases", multiple=True, metavar="A=B")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="Write here [stdout].")
+def manifests(image: str, trust_dir: str, certs_dir: str, name: str, namespace: str, mode: str,
+              timeout_seconds: int, replicas: int, aliases: tuple[str, ...], out: str | None) -> None:
+    """Print Namespace, ConfigMap, Secret, Deployment, Service, PDB and ValidatingWebhookConfiguration."""
+    from airgap.admission.manifests import Settings, render_yaml
+
+    text = render_yaml(Settings(image=image, trust_dir=Path(trust_dir), certs_dir=Path(certs_dir), name=name,
+                                namespace=namespace, mode=mode, timeout_seconds=timeout_seconds, replicas=replicas,
+                                aliases=aliases))
+    if out:
+        Path(out).write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(webhook)

@@ -1,0 +1,100 @@
+"""`airgap webhook certs` and `manifests`: certificates that chain and name the Service, and YAML that the
+Kubernetes schemas accept (validated offline with kubernetes-validate's bundled schemas)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from airgap.admission.manifests import Settings, make_certs, render
+from airgap.cli import cli
+from airgap.errors import ConfigError
+
+K8S_VERSION = "1.30.0"
+
+
+@pytest.fixture
+def trust(tmp_path: Path) -> Path:
+    root = tmp_path / "trust"
+    (root / "keys").mkdir(parents=True)
+    (root / "keys" / "release.pub").write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    (root / "policy.yaml").write_text("apiVersion: airgap.dev/v1alpha1\nkind: AirgapPolicy\n")
+    return root
+
+
+def test_certs_chain_and_name_the_service(tmp_path: Path) -> None:
+    out = CliRunner().invoke(cli, ["webhook", "certs", "--service", "gate", "--namespace", "sec", "-o",
+                                   str(tmp_path / "c")])
+    assert out.exit_code == 0, out.output
+    ca = x509.load_pem_x509_certificate((tmp_path / "c" / "ca.crt").read_bytes())
+    cert = x509.load_pem_x509_certificate((tmp_path / "c" / "tls.crt").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert sans == ["gate", "gate.sec", "gate.sec.svc", "gate.sec.svc.cluster.local"]
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert (tmp_path / "c" / "tls.key").stat().st_mode & 0o077 == 0
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+    bad = CliRunner().invoke(cli, ["webhook", "certs", "--service", "Bad_Name", "--namespace", "x", "-o",
+                                   str(tmp_path / "d")])
+    assert bad.exit_code == 2 and "not a valid Kubernetes name" in bad.output
+
+
+def docs_for(tmp_path: Path, trust: Path, **kwargs: Any) -> list[dict[str, Any]]:
+    make_certs("airgap-webhook", "airgap-system", tmp_path / "certs")
+    out = CliRunner().invoke(cli, ["webhook", "manifests", "--image", "127.0.0.1:31999/airgap:0.1", "--trust",
+                                   str(trust), "--certs", str(tmp_path / "certs"), *kwargs.get("args", [])])
+    assert out.exit_code == 0, out.output
+    return list(yaml.safe_load_all(out.stdout))
+
+
+def test_manifests_validate_against_kubernetes_schemas(tmp_path: Path, trust: Path) -> None:
+    import kubernetes_validate  # a dev dependency: the schemas ship inside it (no network)
+
+    docs = docs_for(tmp_path, trust)
+    assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "ConfigMap", "Secret", "Deployment",
+                                         "Service", "PodDisruptionBudget", "ValidatingWebhookConfiguration"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    broken = dict(docs[4], spec={**docs[4]["spec"], "replicas": "two"})
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_manifests_say_what_the_issue_asks(tmp_path: Path, trust: Path) -> None:
+    docs = {d["kind"]: d for d in docs_for(tmp_path, trust, args=["--mode", "warn", "--timeout-seconds", "12"])}
+    deploy = docs["Deployment"]["spec"]
+    container = deploy["template"]["spec"]["containers"][0]
+    assert deploy["replicas"] == 2
+    assert container["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    assert container["args"][container["args"].index("--mode") + 1] == "warn"
+    assert container["args"][container["args"].index("--deadline") + 1] == "10"
+    items = {i["path"] for i in deploy["template"]["spec"]["volumes"][0]["configMap"]["items"]}
+    assert items == {"keys/release.pub", "policy.yaml"}
+    assert set(docs["ConfigMap"]["data"]) == {"keys.release.pub", "policy.yaml"}
+    hook = docs["ValidatingWebhookConfiguration"]["webhooks"][0]
+    assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+    assert hook["admissionReviewVersions"] == ["v1"] and hook["timeoutSeconds"] == 12
+    assert hook["namespaceSelector"]["matchExpressions"][0] == {
+        "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["airgap-system", "kube-system"]}
+    assert base64.b64decode(hook["clientConfig"]["caBundle"]) == (tmp_path / "certs" / "ca.crt").read_bytes()
+    resources = {r for rule in hook["rules"] for r in rule["resources"]}
+    assert {"pods", "deployments", "replicasets", "statefulsets", "daemonsets", "jobs", "cronjobs"} <= resources
+    assert docs["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+
+
+def test_manifests_refuse_missing_inputs(tmp_path: Path, trust: Path) -> None:
+    (tmp_path / "nocerts").mkdir()
+    with pytest.raises(ConfigError, match="run `airgap webhook certs` first"):
+        render(Settings(image="x", trust_dir=trust, certs_dir=tmp_path / "nocerts"))
+    make_certs("airgap-webhook", "airgap-system", tmp_path / "certs")
+    (trust / "policy.yaml").unlink()
+    with pytest.raises(ConfigError, match="no policy.yaml"):
+        render(Settings(image="x", trust_dir=trust, certs_dir=tmp_path / "certs"))
