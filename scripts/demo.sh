@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The main job end to end on an embedded default, from nothing and safe to re-run:
-#   a "connected" registry with a demo multi-arch image -> a cosign-compatible key pair -> airgap sign
-#   (index and every platform) -> airgap copy onto removable media (an OCI layout) -> airgap copy into the
-#   "disconnected" registry at 127.0.0.1:31999 -> airgap verify there, offline, against the public key and a
-#   ClusterImagePolicy; an unsigned image is refused.
-# Bundles (pack/load) replace the two copies when they land.
+#   a "connected" registry with two demo multi-arch images -> a cosign-compatible key pair -> airgap sign
+#   (index and every platform) -> airgap pack (checks each image against its policy, signs the bundle) onto
+#   "removable media" -> inspect + verify-bundle -> airgap load into the "disconnected" registry at
+#   127.0.0.1:31999 (Zarf-style refs, translation map, trust directory) -> airgap verify there, offline;
+#   a re-load pushes nothing; an unsigned image is refused; an audit report is written.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ensure_python_env
@@ -44,44 +44,54 @@ start_registry connected "${CONNECTED##*:}"
 start_registry disconnected "${LOCAL##*:}"
 say "connected registry $CONNECTED, disconnected registry $LOCAL"
 
-say "pushing a demo multi-arch image (linux/amd64 + linux/arm64)"
+say "pushing two demo multi-arch images (linux/amd64 + linux/arm64)"
 DIGEST="$("$PY" "$ROOT/scripts/demo_images.py" "$CONNECTED" demo/app:1.0)"
 echo "    $CONNECTED/demo/app:1.0 -> $DIGEST"
+echo "    $CONNECTED/demo/api:2.1 -> $("$PY" "$ROOT/scripts/demo_images.py" "$CONNECTED" demo/api:2.1)"
 
 say "airgap key generate + airgap sign (connected side; cosign-compatible key and signatures)"
 export COSIGN_PASSWORD="demo-password"
 "$AIRGAP" key generate --output-prefix "$WORK/release" >/dev/null
-"$AIRGAP" sign --key "$WORK/release.key" --recursive "$CONNECTED/demo/app:1.0"
+"$AIRGAP" sign --key "$WORK/release.key" --recursive "$CONNECTED/demo/app:1.0" "$CONNECTED/demo/api:2.1"
 
-say "airgap copy: connected registry -> removable media (OCI layout)"
-"$AIRGAP" copy "$CONNECTED/demo/app:1.0" "oci:$WORK/media:1.0"
-say "airgap copy: removable media -> disconnected registry"
-"$AIRGAP" copy "oci:$WORK/media:1.0" "$LOCAL/demo/app:1.0"
-
-say "checking the disconnected registry serves the same digest"
-GOT="$("$AIRGAP" copy --json "$LOCAL/demo/app:1.0" "oci:$WORK/check:1.0" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["digest"])')"
-if [ "$GOT" != "$DIGEST" ]; then echo "demo: digest mismatch: $GOT != $DIGEST" >&2; exit 1; fi
-say "airgap verify (disconnected side, offline): the key, then a trust directory with a policy"
-"$AIRGAP" verify --key "$WORK/release.pub" --insecure-ignore-tlog "$LOCAL/demo/app:1.0"
-mkdir -p "$WORK/trust/keys"
-cp "$WORK/release.pub" "$WORK/trust/keys/release.pub"
-cat > "$WORK/trust/policy.yaml" <<'YAML'
-apiVersion: policy.sigstore.dev/v1beta1
-kind: ClusterImagePolicy
-metadata: {name: demo}
-spec:
-  images: [{glob: "*/demo/**"}]
-  authorities: [{name: release, key: {name: release}, ctlog: {disabled: true}}]
----
-apiVersion: airgap.dev/v1alpha1
-kind: AirgapPolicy
-metadata: {name: settings}
-spec: {noMatchPolicy: deny}
+say "airgap pack: images, signatures, keys and policy into one signed bundle on removable media"
+mkdir -p "$WORK/media"
+cat > "$WORK/demo.yaml" <<YAML
+apiVersion: airgap/v1
+kind: Bundle
+metadata: {name: demo, version: 1.0.0}
+images:
+  - $CONNECTED/demo/app:1.0
+  - $CONNECTED/demo/api:2.1
+keys:
+  - {name: release, path: release.pub}
+policies:
+  - name: demo
+    images: [{glob: "$CONNECTED/demo/**"}]
+    authorities: [{name: release, key: {name: release}, ctlog: {disabled: true}}]
+noMatchPolicy: deny
 YAML
-"$AIRGAP" verify --trust "$WORK/trust" "$LOCAL/demo/app:1.0"
+"$AIRGAP" pack "$WORK/demo.yaml" -o "$WORK/media/demo.tar" --key "$WORK/release.key"
+"$AIRGAP" inspect "$WORK/media/demo.tar" --key "$WORK/release.pub"
+
+say "disconnected side: verify the bundle offline, load it (Zarf-style refs), record the translation"
+"$AIRGAP" verify-bundle "$WORK/media/demo.tar" --key "$WORK/release.pub"
+"$AIRGAP" load "$WORK/media/demo.tar" --registry "$LOCAL" --key "$WORK/release.pub" --trust-out "$WORK/trust"
+say "loading again pushes nothing"
+"$AIRGAP" load "$WORK/media/demo.tar" --registry "$LOCAL" --key "$WORK/release.pub"
+
+say "airgap verify at the disconnected registry, offline, with the bundle's keys and policy"
+ZARF_REF="$("$PY" -c 'import json,sys; print(next(e["local"] for e in json.load(open(sys.argv[1])) if "demo/app" in e["upstream"] and "-zarf-" in e["local"]))' "$WORK/trust/map.json")"
+"$AIRGAP" verify --trust "$WORK/trust" "$ZARF_REF" "$LOCAL/demo/app:1.0"
+GOT="$("$AIRGAP" verify --trust "$WORK/trust" --json "$ZARF_REF" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["digest"])')"
+if [ "$GOT" != "$DIGEST" ]; then echo "demo: digest mismatch: $GOT != $DIGEST" >&2; exit 1; fi
+
 say "an unsigned image in the disconnected registry is refused"
 "$PY" "$ROOT/scripts/demo_images.py" "$LOCAL" demo/unsigned:1.0 >/dev/null
 if "$AIRGAP" verify --trust "$WORK/trust" "$LOCAL/demo/unsigned:1.0"; then
   echo "demo: an unsigned image was allowed" >&2; exit 1
 fi
-say "demo complete: $LOCAL/demo/app:1.0@$GOT is byte-identical to the source and verified offline"
+
+say "audit evidence of the disconnected registry: $WORK/audit/audit.{json,md,html}, policyreports.yaml"
+"$AIRGAP" audit --registry "$LOCAL" --trust "$WORK/trust" -o "$WORK/audit" --exit-zero >/dev/null
+say "demo complete: $ZARF_REF ($GOT) came across the gap in a signed bundle and verified offline"
