@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -110,6 +109,8 @@ class Verifier:
         """Verify several refs concurrently over one connection pool; results in input order."""
         if len(images) <= 1:
             return [self.verify(r) for r in images]
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(images)))) as pool:
             return list(pool.map(self.verify, images))
 

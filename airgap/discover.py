@@ -92,14 +92,16 @@ class Artifacts:
 
 
 def resolve(client: RegistryClient, repo: Repo, reference: str) -> Artifacts:
-    """Fetch the manifest ``reference`` (tag or digest) names; its bytes are checked against the digest."""
-    return Artifacts(client, repo, client.get_manifest(repo.host, repo.repository, reference))
+    """Fetch the manifest ``reference`` (tag or digest) names; its bytes are checked against the digest.
+    A digest reference may be answered from the client's cache of verified content: it cannot change."""
+    return Artifacts(client, repo, client.get_manifest(repo.host, repo.repository, reference, cached=True))
 
 
 def _blob(client: RegistryClient, repo: Repo, desc: Descriptor) -> bytes:
     if desc.size > MAX_SIGNATURE_BLOB:
         raise IntegrityError(f"{repo}@{desc.digest}: signature layer of {desc.size} bytes is over the limit")
-    return b"".join(client.open_blob(repo.host, repo.repository, desc))
+    # Content-addressed and verified: a repeat verification of the same signature skips the round trip.
+    return client.read_blob(repo.host, repo.repository, desc, cached=True)
 
 
 def _layers(client: RegistryClient, repo: Repo, manifest: Manifest, location: str, kind: str,
@@ -133,7 +135,7 @@ def _fetch(client: RegistryClient, repo: Repo, digest: str, kind: str) -> list[C
         # skip only what is clearly something else; the manifest's own artifactType decides.
         if desc.artifact_type not in (None, mt.OCI_EMPTY) and not desc.artifact_type.startswith(_BUNDLE_PREFIX):
             continue
-        manifest = client.get_manifest(repo.host, repo.repository, desc.digest)
+        manifest = client.get_manifest(repo.host, repo.repository, desc.digest, cached=True)
         if manifest.subject is None or manifest.subject.digest != digest:
             continue  # a referrers index may not list what it does not refer to: ignore, never trust
         if not (manifest.artifact_type or "").startswith(_BUNDLE_PREFIX):

@@ -324,7 +324,6 @@ def decrypt_private_key(pem: bytes, password: bytes | None = None, what: str = "
 
 def load_public_keys_pem(data: bytes, what: str = "public key") -> list[PublicKey]:
     """Every public key in ``data``: ``PUBLIC KEY`` blocks and the keys of ``CERTIFICATE`` blocks."""
-    from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
     keys: list[PublicKey] = []
@@ -333,6 +332,8 @@ def load_public_keys_pem(data: bytes, what: str = "public key") -> list[PublicKe
             if pem_type == "PUBLIC KEY":
                 keys.append(check_public_key(serialization.load_der_public_key(der), what))
             elif pem_type == "CERTIFICATE":
+                from cryptography import x509  # ~20 ms: only when a certificate is given
+
                 keys.append(check_public_key(x509.load_der_x509_certificate(der).public_key(), what))
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{what}: cannot parse {pem_type} ({_first_line(exc)})") from None

@@ -2,23 +2,32 @@
 
 Credentials come from explicit options or Docker config files (``$DOCKER_CONFIG/config.json`` or
 ``~/.docker/config.json``, inline ``auths``, ``credHelpers`` and ``credsStore``); oras-py reads those files
-and runs the credential helpers. What oras-py's single-token backends lack, and this module adds, is a
-token cache keyed by (host, scope) that is safe to share between threads.
+and runs the credential helpers (imported only when a registry asks for credentials: oras-py pulls in
+requests). What oras-py's single-token backends lack, and this module adds, is a token cache keyed by
+(host, scope) that is safe to share between threads. Tokens are fetched over the registry client's own
+:class:`~airgap.oci.transport.Transport`.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
-from airgap.errors import AuthError
+from airgap.errors import AuthError, TransportError
 
 if TYPE_CHECKING:
-    import requests
+    from airgap.oci.transport import Transport
+
+# auth-param = token "=" ( token / quoted-string ), RFC 7235 section 2.1
+_PARAM = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("((?:[^"\\]|\\.)*)"|[^,\s]*)\s*,?')
+_MAX_TOKEN_RESPONSE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -31,11 +40,13 @@ class Challenge:
 
 def parse_challenge(header: str) -> Challenge:
     """Parse a ``WWW-Authenticate`` header (``Bearer realm="..",service="..",scope=".."``)."""
-    from oras.auth.utils import parse_auth_header
-
-    scheme = header.split(" ", 1)[0].strip().lower()
-    parsed = parse_auth_header(header)
-    return Challenge(scheme, parsed.realm or "", parsed.service, parsed.scope)
+    scheme, _, rest = header.strip().partition(" ")
+    params: dict[str, str] = {}
+    for match in _PARAM.finditer(rest):
+        quoted = match.group(3)
+        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else match.group(2)
+        params.setdefault(match.group(1).lower(), value)
+    return Challenge(scheme.lower(), params.get("realm", ""), params.get("service"), params.get("scope"))
 
 
 def _docker_configs(extra: tuple[str, ...]) -> list[str]:
@@ -96,11 +107,10 @@ class Authenticator:
                     return str(backend._basic_auth)
         return None
 
-    def authorize(
-        self, session: requests.Session, host: str, scope: str, header: str, verify: bool | str,
-        timeout: tuple[float, float],
-    ) -> str:
-        """Answer a challenge for ``scope`` on ``host``; return the Authorization header value."""
+    def authorize(self, transport: Transport, host: str, scope: str, header: str, insecure: bool) -> str:
+        """Answer a challenge for ``scope`` on ``host``; return the Authorization header value.
+
+        ``insecure``: ``host`` is an ``--insecure-registry``, so its token endpoint is not verified either."""
         challenge = parse_challenge(header)
         basic = self._basic(host)
         if challenge.scheme == "basic":
@@ -112,26 +122,24 @@ class Authenticator:
             return value
         if challenge.scheme != "bearer" or not challenge.realm:
             raise AuthError(f"{host} sent an unsupported authentication challenge: {header[:80]}", 401)
-        params = {"service": challenge.service} if challenge.service else {}
-        scopes = set(filter(None, [scope, challenge.scope]))
+        params = [("service", challenge.service)] if challenge.service else []
+        params += [("scope", s) for s in sorted(set(filter(None, [scope, challenge.scope])))]
         headers = {"Authorization": f"Basic {basic}"} if basic else {}
-        import requests
-
+        url = challenge.realm
+        if params:
+            url += ("&" if urlsplit(url).query else "?") + urlencode(params)
         try:
-            resp = session.get(
-                challenge.realm,
-                params=[*params.items(), *(("scope", s) for s in sorted(scopes))],
-                headers=headers, verify=verify, timeout=timeout,
-            )
-        except requests.RequestException as exc:
+            resp = transport.request("GET", url, headers=headers, insecure=insecure)
+            status = resp.status_code
+            data = resp.body(_MAX_TOKEN_RESPONSE)
+        except TransportError as exc:
             raise AuthError(f"token request to {challenge.realm} failed: {exc}") from None
-        if resp.status_code in (401, 403):
-            raise AuthError(f"{host} refused our credentials (token endpoint said {resp.status_code})",
-                            resp.status_code)
-        if resp.status_code != 200:
-            raise AuthError(f"token endpoint {challenge.realm} answered {resp.status_code}", resp.status_code)
+        if status in (401, 403):
+            raise AuthError(f"{host} refused our credentials (token endpoint said {status})", status)
+        if status != 200:
+            raise AuthError(f"token endpoint {challenge.realm} answered {status}", status)
         try:
-            body = resp.json()
+            body = json.loads(data)
             token = body.get("token") or body.get("access_token")
             expires = float(body.get("expires_in") or 60)
         except (ValueError, AttributeError, TypeError):

@@ -5,19 +5,19 @@ rejected on a digest or size mismatch; manifests are size-capped before parsing;
 memory except manifests. Transport faults (429, 5xx, resets) are retried a bounded number of times with
 backoff, honouring ``Retry-After``, so a permanently failing registry fails in bounded time.
 
-One :class:`RegistryClient` is shared by all threads of a process: sessions (and their connection pools)
-are per thread, the scheme/auth caches are locked.
+One :class:`RegistryClient` is shared by all threads of a process: its connection pool (see
+:mod:`airgap.oci.transport`), scheme, auth and content caches are locked.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 from airgap.config import RegistryOptions
 from airgap.errors import (
@@ -30,20 +30,57 @@ from airgap.errors import (
 from airgap.oci import digest as digests
 from airgap.oci import mediatypes as mt
 from airgap.oci.auth import Authenticator
-from airgap.oci.blobcache import BlobLocations
 from airgap.oci.manifest import Descriptor, Manifest, build_index, referrers_tag
+from airgap.oci.transport import NetworkError, Response, Transport
 from airgap.refs import is_loopback_host
 
 if TYPE_CHECKING:
-    import requests
+    from airgap.oci.blobcache import BlobLocations  # tempfile, shutil: only copy/load need it
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 BlobOpener = Callable[[], Iterable[bytes]]
+# Verified immutable content kept per client (see RegistryClient.cached): bounded in bytes and per entry.
+CACHE_BYTES = 32 * 1024 * 1024
+CACHE_ENTRY_MAX = 4 * 1024 * 1024
+
+
+class _ContentCache:
+    """Least-recently-used map of (host, repo, digest) -> verified manifest or blob, bounded in bytes.
+
+    Only content fetched *by digest* and checked against it goes in: such content cannot change, so a hit
+    is exactly what the registry would serve (minus the round trip). Keyed by repository too, so a
+    hit never answers for content some other repository holds."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: OrderedDict[tuple[str, str, str], tuple[Manifest | bytes, int]] = OrderedDict()
+        self._size = 0
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str]) -> Manifest | bytes | None:
+        with self._lock:
+            entry = self._items.get(key)
+            if entry is None:
+                return None
+            self._items.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: tuple[str, str, str], value: Manifest | bytes, size: int) -> None:
+        if size > CACHE_ENTRY_MAX:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = (value, size)
+            self._size += size
+            while self._size > self._limit:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._size -= dropped
 
 
 class _SourceFailed(Exception):
-    """Carries an error raised by the *source* of an upload out through requests, so push_blob does
+    """Carries an error raised by the *source* of an upload out through the transport, so push_blob does
     not retry (again) what the source already retried, and re-raises the original."""
 
     def __init__(self, error: BaseException) -> None:
@@ -56,22 +93,6 @@ def _guard_source(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield from chunks
     except Exception as exc:
         raise _SourceFailed(exc) from exc
-
-
-class _StreamBody:
-    """An iterable of chunks with a known length: requests then sends Content-Length (not chunked
-    encoding) and urllib3 hands each chunk to ``sendall`` whole. Deliberately no ``read()``: a file-like
-    body would be re-sliced into 16 KiB blocks, copying every chunk over and over."""
-
-    def __init__(self, chunks: Iterable[bytes], length: int) -> None:
-        self._chunks = chunks
-        self.len = length
-
-    def __len__(self) -> int:
-        return self.len
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._chunks)
 
 
 def _take(chunks: Iterator[bytes], limit: int, carry: list[bytes]) -> Iterator[bytes]:
@@ -107,30 +128,10 @@ class RegistryClient:
         self._schemes: dict[str, str] = {}
         self._referrers_api: dict[str, bool] = {}
         self.auth = Authenticator(self.options.auth_configs)
+        self.transport = Transport(self.options)
+        self._content = _ContentCache(CACHE_BYTES)
 
     # ---- plumbing -------------------------------------------------------------------------------
-
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            import requests
-            from requests.adapters import HTTPAdapter
-
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=8, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers["User-Agent"] = self.options.user_agent
-            self._local.session = session
-        return session
-
-    def _verify(self, host: str) -> bool | str:
-        if host in self.options.insecure:
-            return False
-        return self.options.ca_file or True
-
-    def _timeout(self) -> tuple[float, float]:
-        return (self.limits.connect_timeout, self.limits.read_timeout)
 
     def scheme(self, host: str) -> str:
         """``https`` unless the host is loopback or ``--insecure-registry`` and does not speak TLS.
@@ -151,27 +152,16 @@ class RegistryClient:
         return scheme
 
     def _speaks_tls(self, host: str) -> bool:
-        # A raw handshake costs a millisecond; a requests probe built a verifying SSL context (tens of ms).
-        import socket
-        import ssl
-
-        parts = urlsplit(f"//{host}")
-        name, port = parts.hostname or host, parts.port or 443
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # probe only: no data is exchanged on this connection
-        try:
-            with socket.create_connection((name, port), timeout=self.limits.connect_timeout) as sock, \
-                    context.wrap_socket(sock, server_hostname=name):
-                return True
-        except OSError:  # ssl.SSLError (plain HTTP bytes), reset, refused, timeout
-            return False
+        # A raw handshake costs a millisecond; a verifying context would load the system CAs (~30 ms).
+        return self.transport.speaks_tls(host)
 
     def url(self, host: str, path: str) -> str:
         return f"{self.scheme(host)}://{host}{path}"
 
-    def _sleep_before_retry(self, attempt: int, resp: requests.Response | None) -> None:
+    def _sleep_before_retry(self, attempt: int, resp: Response | None) -> None:
         delay = min(self.limits.backoff_base * (2**attempt), self.limits.backoff_max)
+        import random  # only when retrying
+
         delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
         if resp is not None and resp.headers.get("Retry-After"):
             try:
@@ -189,19 +179,21 @@ class RegistryClient:
         scope: str,
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
-        data: Any = None,
-        stream: bool = False,
+        data: bytes | Iterable[bytes] | None = None,
+        length: int | None = None,
         replayable: bool = True,
-    ) -> requests.Response:
-        """Send one request with auth and bounded retries; return the final response (any status).
+    ) -> Response:
+        """Send one request with auth and bounded retries; return the final response (any status), its
+        body unread (stream it, or ``close()`` it to give the connection back).
 
-        ``replayable=False`` (a one-shot streaming body) disables retries: the caller restarts the whole
-        transfer instead. ``scope`` is the token scope, e.g. ``repository:team/app:pull``.
+        ``data`` is bytes or, with ``length``, an iterable of chunks. ``replayable=False`` (a one-shot
+        streaming body) disables retries: the caller restarts the whole transfer instead. ``scope`` is the
+        token scope, e.g. ``repository:team/app:pull``.
         """
-        import requests
-
         url = path_or_url if "://" in path_or_url else self.url(host, path_or_url)
-        session = self._session()
+        if params:
+            url += ("&" if urlsplit(url).query else "?") + urlencode(params)
+        insecure = host in self.options.insecure
         attempts = self.limits.retries + 1 if replayable else 1
         reauthed = False
         attempt = 0
@@ -211,29 +203,20 @@ class RegistryClient:
             if cached:
                 hdrs["Authorization"] = cached
             try:
-                resp = session.request(
-                    method, url, headers=hdrs, params=params, data=data, stream=stream,
-                    timeout=self._timeout(), verify=self._verify(host), allow_redirects=True,
-                )
-            except requests.exceptions.SSLError as exc:
-                if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                    raise TransportError(
-                        f"TLS certificate of {host} is not trusted (pass --ca-file with its CA, or "
-                        f"--insecure-registry {host})"
-                    ) from None
-                raise TransportError(f"TLS error talking to {host}: {exc}") from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
+                resp = self.transport.request(method, url, headers=hdrs, body=data, length=length,
+                                              insecure=insecure)
+            except NetworkError as exc:
                 attempt += 1
                 if attempt >= attempts:
                     raise TransportError(
-                        f"{method} {url} failed after {attempt} attempt(s): {type(exc).__name__}"
+                        f"{method} {url} failed after {attempt} attempt(s): {type(exc.cause).__name__}"
                     ) from None
                 self._sleep_before_retry(attempt - 1, None)
                 continue
             if resp.status_code == 401 and not reauthed and resp.headers.get("WWW-Authenticate"):
                 challenge = resp.headers["WWW-Authenticate"]
                 resp.close()
-                self.auth.authorize(session, host, scope, challenge, self._verify(host), self._timeout())
+                self.auth.authorize(self.transport, host, scope, challenge, insecure)
                 reauthed = True
                 if replayable:
                     continue
@@ -246,12 +229,12 @@ class RegistryClient:
                     continue
             return resp
 
-    def _fail(self, resp: requests.Response, what: str) -> RegistryError:
+    def _fail(self, resp: Response, what: str) -> RegistryError:
         """Turn an unexpected response into a one-line error (registry error code included)."""
         code = None
         detail = ""
         try:
-            body = resp.json() if resp.content and len(resp.content) < 65536 else {}
+            body = resp.json(65536)
             errs = body.get("errors") if isinstance(body, dict) else None
             if errs and isinstance(errs, list) and isinstance(errs[0], dict):
                 code = errs[0].get("code")
@@ -275,7 +258,7 @@ class RegistryClient:
     def _push(repo: str) -> str:
         return f"repository:{repo}:pull,push"
 
-    def _read_capped(self, resp: requests.Response, cap: int, what: str) -> bytes:
+    def _read_capped(self, resp: Response, cap: int, what: str) -> bytes:
         length = resp.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > cap:
             resp.close()
@@ -290,22 +273,31 @@ class RegistryClient:
 
     # ---- manifests ------------------------------------------------------------------------------
 
-    def get_manifest(self, host: str, repo: str, reference: str) -> Manifest:
-        """GET a manifest by tag or digest; verify it hashes to the digest asked for (or announced)."""
-        import requests
+    def get_manifest(self, host: str, repo: str, reference: str, *, cached: bool = False) -> Manifest:
+        """GET a manifest by tag or digest; verify it hashes to the digest asked for (or announced).
 
+        ``cached``: when ``reference`` is a digest, answer from (and fill) this client's cache of verified
+        immutable content; a tag is always fetched (tags move)."""
+        by_digest = reference.startswith("sha256:") and len(reference) == 71
+        if cached and by_digest:
+            hit = self._content.get((host, repo, reference))
+            if isinstance(hit, Manifest):
+                return hit
+            manifest = self.get_manifest(host, repo, reference)
+            self._content.put((host, repo, reference), manifest, len(manifest.data))
+            return manifest
         what = f"{host}/{repo}{'@' if reference.startswith('sha') and ':' in reference else ':'}{reference}"
         for attempt in range(self.limits.retries + 1):
             resp = self.request(
                 "GET", host, f"/v2/{repo}/manifests/{reference}", scope=self._pull(repo),
-                headers={"Accept": mt.MANIFEST_ACCEPT}, stream=True,
+                headers={"Accept": mt.MANIFEST_ACCEPT},
             )
             if resp.status_code != 200:
                 raise self._fail(resp, what)
             try:
                 data = self._read_capped(resp, self.limits.max_manifest_bytes, what)
                 break
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+            except NetworkError:
                 if attempt == self.limits.retries:
                     raise TransportError(f"{what}: connection broke while reading the manifest") from None
                 self._sleep_before_retry(attempt, None)
@@ -376,15 +368,13 @@ class RegistryClient:
 
     def _raw_blob(self, host: str, repo: str, desc: Descriptor) -> Iterator[bytes]:
         """Stream a blob's bytes, resuming with a Range request when the connection breaks mid-way."""
-        import requests
-
         what = f"blob {desc.digest} from {host}/{repo}"
         received = 0
         failures = 0
         while True:
             headers = {"Range": f"bytes={received}-"} if received else {}
             resp = self.request("GET", host, f"/v2/{repo}/blobs/{desc.digest}", scope=self._pull(repo),
-                                headers=headers, stream=True)
+                                headers=headers)
             if resp.status_code not in (200, 206):
                 raise self._fail(resp, what)
             skip = received if resp.status_code == 200 else 0  # server ignored Range: re-read, discard
@@ -398,14 +388,24 @@ class RegistryClient:
                     received += len(chunk)
                     yield chunk
                 return
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                    requests.Timeout) as exc:
+            except NetworkError as exc:
                 resp.close()
                 failures += 1
                 if failures > self.limits.retries:
-                    raise TransportError(f"{what}: connection broke {failures} times ({type(exc).__name__})"
-                                         ) from None
+                    raise TransportError(f"{what}: connection broke {failures} times "
+                                         f"({type(exc.cause).__name__})") from None
                 self._sleep_before_retry(failures - 1, None)
+
+    def read_blob(self, host: str, repo: str, desc: Descriptor, *, cached: bool = False) -> bytes:
+        """A small blob's verified bytes, whole (signature payloads, bundles); ``cached`` as get_manifest."""
+        key = (host, repo, desc.digest)
+        hit = self._content.get(key) if cached else None
+        if isinstance(hit, bytes):
+            return hit
+        data = b"".join(self.open_blob(host, repo, desc))
+        if cached:
+            self._content.put(key, data, len(data))
+        return data
 
     def open_blob(self, host: str, repo: str, desc: Descriptor) -> Iterator[bytes]:
         """Stream a blob, verified: raises IntegrityError (before the last chunk) on a mismatch."""
@@ -430,7 +430,7 @@ class RegistryClient:
         if resp.status_code == 201:
             return None
         if resp.status_code == 202 and resp.headers.get("Location"):
-            return urljoin(resp.url, resp.headers["Location"])
+            return urljoin(resp.url, str(resp.headers["Location"]))
         raise self._fail(resp, f"mounting {digest} into {host}/{repo}")
 
     def _start_upload(self, host: str, repo: str) -> str:
@@ -438,7 +438,7 @@ class RegistryClient:
         resp.close()
         if resp.status_code != 202 or not resp.headers.get("Location"):
             raise self._fail(resp, f"starting an upload to {host}/{repo}")
-        return urljoin(resp.url, resp.headers["Location"])
+        return urljoin(resp.url, str(resp.headers["Location"]))
 
     @staticmethod
     def _with_digest(location: str, digest: str) -> str:
@@ -452,7 +452,7 @@ class RegistryClient:
             resp = self.request(
                 "PUT", host, self._with_digest(location, desc.digest), scope=scope,
                 headers={"Content-Type": "application/octet-stream"},
-                data=_StreamBody(chunks, desc.size), replayable=False,
+                data=chunks, length=desc.size, replayable=False,
             )
         else:
             it = iter(chunks)
@@ -465,7 +465,7 @@ class RegistryClient:
                     "PATCH", host, location, scope=scope, replayable=False,
                     headers={"Content-Type": "application/octet-stream",
                              "Content-Range": f"{offset}-{offset + n - 1}"},
-                    data=_StreamBody(_take(it, n, carry), n),
+                    data=_take(it, n, carry), length=n,
                 )
                 resp.close()
                 if resp.status_code != 202 or not resp.headers.get("Location"):
@@ -537,7 +537,7 @@ class RegistryClient:
 
     # ---- tags and referrers ---------------------------------------------------------------------
 
-    def _get_json(self, resp: requests.Response, what: str) -> Any:
+    def _get_json(self, resp: Response, what: str) -> Any:
         data = self._read_capped(resp, self.limits.max_json_bytes, what)
         try:
             return json.loads(data)
@@ -551,7 +551,7 @@ class RegistryClient:
         for _ in range(self.limits.max_tag_pages):
             if url is None:
                 return tags
-            resp = self.request("GET", host, url, scope=self._pull(repo), stream=True)
+            resp = self.request("GET", host, url, scope=self._pull(repo))
             if resp.status_code == 404:
                 resp.close()
                 return tags
@@ -592,7 +592,7 @@ class RegistryClient:
         for _ in range(self.limits.max_tag_pages):
             if url is None:
                 break
-            resp = self.request("GET", host, url, scope=self._pull(repo), stream=True)
+            resp = self.request("GET", host, url, scope=self._pull(repo))
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip()
             if resp.status_code == 404 and ctype != mt.OCI_INDEX:
                 resp.close()

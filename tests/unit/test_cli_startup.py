@@ -18,3 +18,30 @@ def test_help_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"--help imported {out.stdout.strip()}"
+
+
+# What a key-based `airgap verify` (and `airgap copy`) may not import: the registry path speaks HTTP over
+# plain sockets (airgap.oci.transport), ssl loads only for https, x509 only for certificates.
+REGISTRY_PATH_HEAVY = ("requests", "urllib3", "http.client", "email.parser", "ssl", "oras", "sigstore", "yaml",
+                       "cryptography.x509")
+
+
+def test_key_verify_and_copy_paths_import_no_http_library() -> None:
+    code = (
+        "import sys\n"
+        "import airgap.api, airgap.copy, airgap.discover, airgap.oci.registry, airgap.verify\n"
+        "from airgap.api import Verifier, policy_for_keys\n"
+        "from airgap.keys import load_public_keys_pem\n"
+        "from airgap.oci.registry import RegistryClient\n"
+        "from airgap.trust import Trust\n"
+        "from cryptography.hazmat.primitives import serialization\n"
+        "from cryptography.hazmat.primitives.asymmetric import ec\n"
+        "pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(\n"
+        "    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)\n"
+        "load_public_keys_pem(pem)\n"
+        "trust = Trust.from_keys([('k.pub', pem)])\n"
+        "Verifier(trust, policy_for_keys(trust, require_tlog=False), RegistryClient())\n"
+        f"print(','.join(m for m in {REGISTRY_PATH_HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the registry path imported {out.stdout.strip()}"
