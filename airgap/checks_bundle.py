@@ -293,7 +293,23 @@ class _AnyCert:
         return None
 
 
+# Verifiers built per trusted root (keyrings and the chain store are parsed once, not per bundle). Keyed by
+# id() with the root kept alive beside it, so an id is never reused while its entry exists.
+_VERIFIERS: dict[int, tuple[TrustedRoot, Any]] = {}
+
+
 def _verifier(root: TrustedRoot) -> Any:
+    hit = _VERIFIERS.get(id(root))
+    if hit is not None and hit[0] is root:
+        return hit[1]
+    verifier = _new_verifier(root)
+    if len(_VERIFIERS) >= 16:
+        _VERIFIERS.clear()
+    _VERIFIERS[id(root)] = (root, verifier)
+    return verifier
+
+
+def _new_verifier(root: TrustedRoot) -> Any:
     from sigstore.verify import Verifier
 
     from airgap.roots import TrustedRoot as _Root

@@ -149,7 +149,9 @@ class KeySigner:
         from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
         if isinstance(self._key, ec.EllipticCurvePrivateKey):
-            return self._key.sign(data, ec.ECDSA(ec_hash(self._key)))
+            # RFC 6979 deterministic nonces: the same key and bytes give the same signature, so a signed
+            # bundle packs byte-identically, and no signature depends on the quality of a nonce RNG.
+            return self._key.sign(data, ec.ECDSA(ec_hash(self._key), deterministic_signing=True))
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
             return self._key.sign(data)
         if isinstance(self._key, rsa.RSAPrivateKey):

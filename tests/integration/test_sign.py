@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric import ec
 from support.faultproxy import FaultProxy
 from support.images import Image, Pusher, push_image, sha256
 from support.registries import Registry
@@ -23,7 +24,7 @@ from airgap import cosign
 from airgap.attest import attach_attestation, attest_image, build_bundle, bundle_manifest
 from airgap.cli import cli
 from airgap.errors import AuthError, ConfigError, NotFoundError
-from airgap.keys import verify_signature
+from airgap.keys import KeySigner, verify_signature
 from airgap.oci.manifest import Descriptor
 from airgap.oci.registry import RegistryClient
 from airgap.sign import (
@@ -252,7 +253,10 @@ def test_attach_signature_with_extra_annotations(reg: Registry, key1: KeyPair) -
     _, doc = manifest_doc(reg, img.repo, sig_tag(img.digest))
     assert len(doc["layers"]) == 1
     assert doc["layers"][0]["annotations"] == {**extra, cosign.ANN_SIGNATURE: base64.b64encode(sig).decode()}
-    attach_signature(client, reg.host, img.repo, img.digest, payload, key1.signer.sign(payload), extra)
+    # Signatures are deterministic (RFC 6979): re-signing is the same layer; another signer's is a new one.
+    assert attach_signature(client, reg.host, img.repo, img.digest, payload, key1.signer.sign(payload), extra) == first
+    other = KeySigner(ec.generate_private_key(ec.SECP256R1()))
+    attach_signature(client, reg.host, img.repo, img.digest, payload, other.sign(payload), extra)
     assert len(manifest_doc(reg, img.repo, sig_tag(img.digest))[1]["layers"]) == 2
 
 
