@@ -26,7 +26,7 @@ start_registry() { # NAME PORT
   cat > "$dir/config.yml" <<YAML
 version: 0.1
 log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $dir/data}, delete: {enabled: true}}
+storage: {cache: {blobdescriptor: inmemory}, filesystem: {rootdirectory: $dir/data}, delete: {enabled: true}}
 http: {addr: 127.0.0.1:$2}
 YAML
   docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &

@@ -131,6 +131,8 @@ def start_registry(root: Path, *, kind: str = "distribution2", tls: bool = False
         "  accesslog:",
         "    disabled: true",
         "storage:",
+        "  cache:",  # as in Debian's shipped /etc/docker/registry/config.yml
+        "    blobdescriptor: inmemory",
         "  filesystem:",
         f"    rootdirectory: {root / 'data'}",
         "  delete:",
