@@ -20,7 +20,6 @@ import base64
 import datetime
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,12 +32,12 @@ from airgap.oci.manifest import Descriptor, Manifest
 from airgap.sign import (
     SignedDigest,
     SignSummary,
+    Target,
     append_layer,
     docker_reference,
+    for_each_digest,
     go_json,
     push_bytes,
-    resolve_digests,
-    resolve_target,
     write_private,
 )
 
@@ -220,14 +219,8 @@ def attest_image(
     if not upload and output_dir is None:
         raise ConfigError("--upload=false without --output-attestation would discard the attestations")
     predicate_type_uri(predicate_type)
-    started = time.monotonic()
-    target = resolve_target(ref, signature_repo)
-    root, children = resolve_digests(client, target, recursive)
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    summary = SignSummary(str(target.ref), root.digest, "attestation")
-    for manifest in [root, *children]:
-        t0 = time.monotonic()
+
+    def attest_one(target: Target, manifest: Manifest) -> SignedDigest:
         uri, statement = attestation_statement(predicate_type, predicate, docker_reference(target.ref),
                                                manifest.digest, now=now)
         envelope = go_json(sign_dsse(signer, cosign.DSSE_PAYLOAD_TYPE_INTOTO, statement))
@@ -240,9 +233,6 @@ def attest_image(
             entry.manifest = attach_attestation(client, target.sig_host, target.sig_repo, manifest.digest,
                                                 envelope, uri, replace=replace)
             entry.written = f"{target.sig_registry}/{target.sig_repo}:{cosign.attestation_tag(manifest.digest)}"
-        entry.seconds = round(time.monotonic() - t0, 3)
-        summary.signed.append(entry)
-        if progress is not None:
-            progress(entry)
-    summary.seconds = round(time.monotonic() - started, 3)
-    return summary
+        return entry
+
+    return for_each_digest(client, ref, signature_repo, recursive, output_dir, "attestation", attest_one, progress)

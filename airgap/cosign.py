@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airgap.errors import IntegrityError
+from airgap.jsondoc import json_object
 from airgap.oci import digest as digests
 
 # OCI layer annotations on a legacy `.sig` manifest.
@@ -71,16 +72,6 @@ def b64decode(text: str, what: str) -> bytes:
         raise IntegrityError(f"{what}: not valid base64") from None
 
 
-def _json_object(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"{what}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise IntegrityError(f"{what}: not a JSON object")
-    return doc
-
-
 # ---- simple signing --------------------------------------------------------------------------------
 
 def simple_signing_payload(docker_reference: str, manifest_digest: str,
@@ -110,7 +101,7 @@ class SimpleSigning:
 
     @classmethod
     def from_bytes(cls, data: bytes, what: str = "signature payload") -> SimpleSigning:
-        doc = _json_object(data, what)
+        doc = json_object(data, what)
         critical = doc.get("critical")
         if not isinstance(critical, dict):
             raise IntegrityError(f"{what}: no 'critical' section")
@@ -149,7 +140,7 @@ class Envelope:
 
     @classmethod
     def from_bytes(cls, data: bytes, what: str = "DSSE envelope") -> Envelope:
-        doc = _json_object(data, what)
+        doc = json_object(data, what)
         return cls.from_json(doc, what)
 
     @classmethod
@@ -191,7 +182,7 @@ class Statement:
 
     @classmethod
     def from_bytes(cls, data: bytes, what: str = "in-toto statement") -> Statement:
-        doc = _json_object(data, what)
+        doc = json_object(data, what)
         if doc.get("_type") not in (INTOTO_STATEMENT_V01, INTOTO_STATEMENT_V1):
             raise IntegrityError(f"{what}: _type {doc.get('_type')!r} is not an in-toto statement")
         ptype = doc.get("predicateType")

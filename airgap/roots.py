@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airgap.errors import ConfigError
+from airgap.jsondoc import json_object
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
@@ -95,18 +96,22 @@ class Authority:
     uri: str = ""
 
 
+def _entries(entries: Any, what: str) -> list[tuple[str, Any]]:
+    """A trusted root's list field as ``(what[i], entry)`` pairs: none when absent, an error when not a list."""
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{what}: expected a list")
+    return [(f"{what}[{i}]", entry) for i, entry in enumerate(entries)]
+
+
 def _log_keys(entries: Any, what: str) -> tuple[LogKey, ...]:
     from cryptography.hazmat.primitives import serialization
 
     from airgap.keys import load_public_key, public_pem
 
-    if entries is None:
-        return ()
-    if not isinstance(entries, list):
-        raise ConfigError(f"{what}: expected a list")
     out = []
-    for i, entry in enumerate(entries):
-        where = f"{what}[{i}]"
+    for where, entry in _entries(entries, what):
         if not isinstance(entry, dict) or not isinstance(entry.get("publicKey"), dict):
             raise ConfigError(f"{where}: no publicKey")
         pk = entry["publicKey"]
@@ -126,13 +131,8 @@ def _log_keys(entries: Any, what: str) -> tuple[LogKey, ...]:
 def _authorities(entries: Any, what: str) -> tuple[Authority, ...]:
     from cryptography import x509
 
-    if entries is None:
-        return ()
-    if not isinstance(entries, list):
-        raise ConfigError(f"{what}: expected a list")
     out = []
-    for i, entry in enumerate(entries):
-        where = f"{what}[{i}]"
+    for where, entry in _entries(entries, what):
         chain = entry.get("certChain") if isinstance(entry, dict) else None
         certs = chain.get("certificates") if isinstance(chain, dict) else None
         if not isinstance(certs, list) or not certs:
@@ -162,12 +162,7 @@ class TrustedRoot:
 
     @classmethod
     def from_bytes(cls, data: bytes, what: str = "trusted root") -> TrustedRoot:
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{what}: not valid JSON ({exc})") from None
-        if not isinstance(doc, dict):
-            raise ConfigError(f"{what}: not a JSON object")
+        doc = json_object(data, what, ConfigError)
         if doc.get("mediaType") != MEDIA_TYPE:
             raise ConfigError(f"{what}: unsupported mediaType {doc.get('mediaType')!r}")
         return cls(data, _authorities(doc.get("certificateAuthorities"), f"{what} certificateAuthorities"),

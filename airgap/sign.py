@@ -304,18 +304,30 @@ def sign_image(
         raise ConfigError(f"unknown signature format {fmt!r} (legacy or bundle)")
     if not upload and output_dir is None:
         raise ConfigError("--upload=false without --output-signature would discard the signatures")
+    one = _sign_legacy if fmt == "legacy" else _sign_bundle
+
+    def sign_one(target: Target, manifest: Manifest) -> SignedDigest:
+        return one(client, target, manifest, signer, annotations or {}, upload, output_dir)
+
+    return for_each_digest(client, ref, signature_repo, recursive, output_dir, fmt, sign_one, progress)
+
+
+def for_each_digest(
+    client: RegistryClient, ref: str, signature_repo: str | None, recursive: bool, output_dir: Path | None,
+    kind: str, one: Callable[[Target, Manifest], SignedDigest],
+    progress: Callable[[SignedDigest], None] | None,
+) -> SignSummary:
+    """Resolve ``ref`` (and with ``recursive`` the children of an index), then run ``one`` on each digest,
+    root first, timing each and reporting it to ``progress``: the loop ``sign`` and ``attest`` share."""
     started = time.monotonic()
     target = resolve_target(ref, signature_repo)
     root, children = resolve_digests(client, target, recursive)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
-    summary = SignSummary(str(target.ref), root.digest, fmt)
+    summary = SignSummary(str(target.ref), root.digest, kind)
     for manifest in [root, *children]:
         t0 = time.monotonic()
-        if fmt == "legacy":
-            entry = _sign_legacy(client, target, manifest, signer, annotations or {}, upload, output_dir)
-        else:
-            entry = _sign_bundle(client, target, manifest, signer, annotations or {}, upload, output_dir)
+        entry = one(target, manifest)
         entry.seconds = round(time.monotonic() - t0, 3)
         summary.signed.append(entry)
         if progress is not None:

@@ -28,19 +28,20 @@ wins, as in registries.conf; among equal prefixes the first listed wins. Tag and
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from airgap import refs
 from airgap.errors import ConfigError
 from airgap.refs import Reference
+from airgap.translate_map import MapEntry, TranslationMap
+from airgap.translate_map import as_ref as _as_ref
+
+__all__ = ["MODES", "Aliases", "MapEntry", "Mode", "PrefixRule", "PrefixRules", "TranslationMap", "forward",
+           "forward_repo", "reverse", "zarf_crc", "zarf_forward"]
 
 Mode = Literal["zarf", "zarf-plain", "prefix"]
 MODES: tuple[str, ...] = ("zarf", "zarf-plain", "prefix")
@@ -56,15 +57,6 @@ _HUB_SPELLINGS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 def zarf_crc(name: str) -> int:
     """Zarf's checksum of a normalized repository name (``docker.io/library/nginx`` -> 3793515731)."""
     return zlib.crc32(name.encode())
-
-
-def _as_ref(ref: Reference | str) -> Reference:
-    if isinstance(ref, Reference):
-        return ref
-    text = ref.strip()
-    if text.startswith("oci://"):
-        text = text[len("oci://"):]
-    return refs.parse(text)
 
 
 def _check_target(target: str) -> str:
@@ -224,105 +216,7 @@ def forward(ref: Reference | str, mode: Mode | str, host_or_rules: str | PrefixR
     raise ConfigError(f"unknown translation mode {mode!r}: expected one of {', '.join(MODES)}")
 
 
-# --- the translation map -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MapEntry:
-    """One image as ``load`` pushed it: where it came from, where it went, and its manifest digest."""
-
-    upstream: Reference
-    local: Reference
-    digest: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"upstream": str(self.upstream), "local": str(self.local), "digest": self.digest}
-
-
-@dataclass
-class TranslationMap:
-    """The record of what ``load`` pushed: a JSON list of ``{"upstream", "local", "digest"}`` objects.
-
-    It is the only source that can reverse a Zarf crc tag. Entries are kept in insertion order; saving
-    sorts them so the file is reproducible.
-    """
-
-    entries: list[MapEntry] = field(default_factory=list)
-
-    def add(self, upstream: Reference | str, local: Reference | str, digest: str) -> MapEntry:
-        from airgap.errors import IntegrityError
-        from airgap.oci import digest as digests
-
-        try:
-            digests.validate(digest)
-        except IntegrityError:
-            raise ConfigError(f"bad digest {digest!r}") from None
-        entry = MapEntry(_as_ref(upstream), _as_ref(local), digest)
-        if entry not in self.entries:
-            self.entries.append(entry)
-        return entry
-
-    @classmethod
-    def from_json(cls, data: bytes | str, where: str = "translation map") -> TranslationMap:
-        try:
-            raw: Any = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{where}: not JSON ({exc})") from None
-        if not isinstance(raw, list):
-            raise ConfigError(f"{where}: expected a JSON list of {{upstream, local, digest}}")
-        out = cls()
-        for i, item in enumerate(raw):
-            if not isinstance(item, dict) or set(item) != {"upstream", "local", "digest"} or not all(
-                isinstance(v, str) for v in item.values()
-            ):
-                raise ConfigError(f"{where}: entry {i}: expected exactly the string fields upstream, local, digest")
-            try:
-                out.add(item["upstream"], item["local"], item["digest"])
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: entry {i}: {exc}") from None
-        return out
-
-    def to_json(self) -> bytes:
-        rows = sorted((e.to_json() for e in self.entries), key=lambda r: (r["local"], r["upstream"], r["digest"]))
-        return (json.dumps(rows, indent=2, sort_keys=True) + "\n").encode()
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> TranslationMap:
-        p = Path(path)
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read translation map {p}: {exc.strerror or exc}") from None
-        return cls.from_json(data, str(p))
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically (temp file + ``os.replace``)."""
-        p = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=".tmap-", dir=p.parent or ".")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(self.to_json())
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    def by_local(self, local: Reference | str) -> list[MapEntry]:
-        """Entries for a local ref: same repository and the same digest (when pinned) or the same tag."""
-        ref = _as_ref(local)
-        out = []
-        for e in self.entries:
-            if e.local.name != ref.name:
-                continue
-            if ref.digest:
-                if e.digest == ref.digest:
-                    out.append(e)
-            elif ref.tag and e.local.tag == ref.tag:
-                out.append(e)
-        return out
-
-    def by_digest(self, digest: str) -> list[MapEntry]:
-        return [e for e in self.entries if e.digest == digest]
+# --- reverse: through the translation map (airgap.translate_map), then the rules --------------------
 
 
 def _unique_upstream(entries: list[MapEntry], what: str) -> tuple[Reference | None, str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airgap.errors import IntegrityError
+from airgap.jsondoc import json_object
 from airgap.oci import digest as digests
 from airgap.oci import mediatypes as mt
 
@@ -98,12 +99,7 @@ class Manifest:
         """
         if expected_digest is not None:
             digests.check_bytes(data, expected_digest, what)
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise IntegrityError(f"{what}: not valid JSON ({exc})") from None
-        if not isinstance(doc, dict):
-            raise IntegrityError(f"{what}: not a JSON object")
+        doc = json_object(data, what)
         declared = doc.get("mediaType")
         if isinstance(declared, str) and declared:
             if media_type in mt.MANIFESTS and declared in mt.MANIFESTS and declared != media_type:

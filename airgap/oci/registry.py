@@ -1,4 +1,5 @@
-"""The only module that speaks HTTP to registries (OCI distribution spec v1.1).
+"""The registry client (OCI distribution spec v1.1): with its bases in :mod:`airgap.oci.session` and
+:mod:`airgap.oci.uploads`, the only code that speaks HTTP to registries.
 
 Threat model: the registry is untrusted. Every manifest and blob we read is hashed while it streams and
 rejected on a digest or size mismatch; manifests are size-capped before parsing; nothing is read whole into
@@ -11,35 +12,25 @@ One :class:`RegistryClient` is shared by all threads of a process: its connectio
 
 from __future__ import annotations
 
-import json
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urljoin, urlsplit
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin
 
 from airgap.config import RegistryOptions
-from airgap.errors import (
-    AuthError,
-    IntegrityError,
-    NotFoundError,
-    RegistryError,
-    TransportError,
-)
+from airgap.errors import IntegrityError, NotFoundError, RegistryError, TransportError
 from airgap.oci import digest as digests
 from airgap.oci import mediatypes as mt
-from airgap.oci.auth import Authenticator
 from airgap.oci.manifest import Descriptor, Manifest, build_index, referrers_tag
-from airgap.oci.transport import NetworkError, Response, Transport
-from airgap.refs import is_loopback_host
+from airgap.oci.transport import NetworkError
+from airgap.oci.uploads import BlobOpener, BlobUploads
 
 if TYPE_CHECKING:
     from airgap.oci.blobcache import BlobLocations  # tempfile, shutil: only copy/load need it
 
-_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+__all__ = ["CACHE_BYTES", "CACHE_ENTRY_MAX", "BlobOpener", "RegistryClient"]
 
-BlobOpener = Callable[[], Iterable[bytes]]
 # Verified immutable content kept per client (see RegistryClient.cached): bounded in bytes and per entry.
 CACHE_BYTES = 32 * 1024 * 1024
 CACHE_ENTRY_MAX = 4 * 1024 * 1024
@@ -79,197 +70,20 @@ class _ContentCache:
                 self._size -= dropped
 
 
-class _SourceFailed(Exception):
-    """Carries an error raised by the *source* of an upload out through the transport, so push_blob does
-    not retry (again) what the source already retried, and re-raises the original."""
+class RegistryClient(BlobUploads):
+    """HTTP client for the OCI distribution API with verified streaming, retries and auth.
 
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _guard_source(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    try:
-        yield from chunks
-    except Exception as exc:
-        raise _SourceFailed(exc) from exc
-
-
-def _take(chunks: Iterator[bytes], limit: int, carry: list[bytes]) -> Iterator[bytes]:
-    """Yield at most ``limit`` bytes from ``chunks``; the excess of the last chunk goes to ``carry``."""
-    left = limit
-    while left > 0:
-        if carry:
-            chunk = carry.pop()
-        else:
-            try:
-                chunk = next(chunks)
-            except StopIteration:
-                return
-        if len(chunk) > left:
-            carry.append(chunk[left:])
-            chunk = chunk[:left]
-        left -= len(chunk)
-        yield chunk
-
-
-class RegistryClient:
-    """HTTP client for the OCI distribution API with verified streaming, retries and auth."""
+    Requests, retries and auth come from :class:`~airgap.oci.session.RegistrySession`, pushing blobs from
+    :class:`~airgap.oci.uploads.BlobUploads`; this class reads and writes manifests, reads blobs, lists
+    tags and keeps referrers."""
 
     def __init__(self, options: RegistryOptions | None = None, *,
                  locations: BlobLocations | None = None) -> None:
         """``locations``: remember where blobs were seen and mount from there instead of uploading
         (see :mod:`airgap.oci.blobcache`); None disables that."""
-        self.options = options or RegistryOptions()
-        self.locations = locations
-        self.limits = self.options.limits
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._schemes: dict[str, str] = {}
+        super().__init__(options, locations=locations)
         self._referrers_api: dict[str, bool] = {}
-        self.auth = Authenticator(self.options.auth_configs)
-        self.transport = Transport(self.options)
         self._content = _ContentCache(CACHE_BYTES)
-
-    # ---- plumbing -------------------------------------------------------------------------------
-
-    def scheme(self, host: str) -> str:
-        """``https`` unless the host is loopback or ``--insecure-registry`` and does not speak TLS.
-
-        Like crane and cosign: loopback and insecure hosts are probed over HTTPS first and fall back to
-        plain HTTP only when the server answers the TLS handshake with non-TLS bytes (or not at all).
-        The probe is a bare handshake that checks nothing; the certificate is verified on every real
-        request (an untrusted one fails there, with a hint to pass ``--ca-file``).
-        """
-        with self._lock:
-            if host in self._schemes:
-                return self._schemes[host]
-        scheme = "https"
-        if (is_loopback_host(host) or host in self.options.insecure) and not self._speaks_tls(host):
-            scheme = "http"
-        with self._lock:
-            self._schemes[host] = scheme
-        return scheme
-
-    def _speaks_tls(self, host: str) -> bool:
-        # A raw handshake costs a millisecond; a verifying context would load the system CAs (~30 ms).
-        return self.transport.speaks_tls(host)
-
-    def url(self, host: str, path: str) -> str:
-        return f"{self.scheme(host)}://{host}{path}"
-
-    def _sleep_before_retry(self, attempt: int, resp: Response | None) -> None:
-        delay = min(self.limits.backoff_base * (2**attempt), self.limits.backoff_max)
-        import random  # only when retrying
-
-        delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not crypto
-        if resp is not None and resp.headers.get("Retry-After"):
-            try:
-                delay = min(float(resp.headers["Retry-After"]), self.limits.retry_after_max)
-            except ValueError:
-                pass
-        time.sleep(delay)
-
-    def request(
-        self,
-        method: str,
-        host: str,
-        path_or_url: str,
-        *,
-        scope: str,
-        headers: dict[str, str] | None = None,
-        params: dict[str, str] | None = None,
-        data: bytes | Iterable[bytes] | None = None,
-        length: int | None = None,
-        replayable: bool = True,
-    ) -> Response:
-        """Send one request with auth and bounded retries; return the final response (any status), its
-        body unread (stream it, or ``close()`` it to give the connection back).
-
-        ``data`` is bytes or, with ``length``, an iterable of chunks. ``replayable=False`` (a one-shot
-        streaming body) disables retries: the caller restarts the whole transfer instead. ``scope`` is the
-        token scope, e.g. ``repository:team/app:pull``.
-        """
-        url = path_or_url if "://" in path_or_url else self.url(host, path_or_url)
-        if params:
-            url += ("&" if urlsplit(url).query else "?") + urlencode(params)
-        insecure = host in self.options.insecure
-        attempts = self.limits.retries + 1 if replayable else 1
-        reauthed = False
-        attempt = 0
-        while True:
-            hdrs = dict(headers or {})
-            cached = self.auth.cached_header(host, scope)
-            if cached:
-                hdrs["Authorization"] = cached
-            try:
-                resp = self.transport.request(method, url, headers=hdrs, body=data, length=length,
-                                              insecure=insecure)
-            except NetworkError as exc:
-                attempt += 1
-                if attempt >= attempts:
-                    raise TransportError(
-                        f"{method} {url} failed after {attempt} attempt(s): {type(exc.cause).__name__}"
-                    ) from None
-                self._sleep_before_retry(attempt - 1, None)
-                continue
-            if resp.status_code == 401 and not reauthed and resp.headers.get("WWW-Authenticate"):
-                challenge = resp.headers["WWW-Authenticate"]
-                resp.close()
-                self.auth.authorize(self.transport, host, scope, challenge, insecure)
-                reauthed = True
-                if replayable:
-                    continue
-                return resp
-            if resp.status_code in _RETRY_STATUS:
-                attempt += 1
-                if attempt < attempts:
-                    resp.close()
-                    self._sleep_before_retry(attempt - 1, resp)
-                    continue
-            return resp
-
-    def _fail(self, resp: Response, what: str) -> RegistryError:
-        """Turn an unexpected response into a one-line error (registry error code included)."""
-        code = None
-        detail = ""
-        try:
-            body = resp.json(65536)
-            errs = body.get("errors") if isinstance(body, dict) else None
-            if errs and isinstance(errs, list) and isinstance(errs[0], dict):
-                code = errs[0].get("code")
-                detail = f": {code} {errs[0].get('message', '')}".rstrip()
-        except ValueError:
-            pass
-        finally:
-            resp.close()
-        status = resp.status_code
-        if status in (401, 403):
-            return AuthError(f"{what}: access denied ({status}{detail})", status, code)
-        if status == 404:
-            return NotFoundError(f"{what}: not found{detail}", status, code)
-        return RegistryError(f"{what}: registry answered {status}{detail}", status, code)
-
-    @staticmethod
-    def _pull(repo: str) -> str:
-        return f"repository:{repo}:pull"
-
-    @staticmethod
-    def _push(repo: str) -> str:
-        return f"repository:{repo}:pull,push"
-
-    def _read_capped(self, resp: Response, cap: int, what: str) -> bytes:
-        length = resp.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > cap:
-            resp.close()
-            raise IntegrityError(f"{what}: {length} bytes is over the {cap}-byte limit")
-        out = bytearray()
-        for chunk in resp.iter_content(65536):
-            out += chunk
-            if len(out) > cap:
-                resp.close()
-                raise IntegrityError(f"{what}: over the {cap}-byte limit")
-        return bytes(out)
 
     # ---- manifests ------------------------------------------------------------------------------
 
@@ -357,15 +171,6 @@ class RegistryClient:
 
     # ---- blobs ----------------------------------------------------------------------------------
 
-    def blob_exists(self, host: str, repo: str, digest: str) -> bool:
-        resp = self.request("HEAD", host, f"/v2/{repo}/blobs/{digest}", scope=self._pull(repo))
-        resp.close()
-        if resp.status_code == 200:
-            return True
-        if resp.status_code == 404:
-            return False
-        raise self._fail(resp, f"{host}/{repo}@{digest}")
-
     def _raw_blob(self, host: str, repo: str, desc: Descriptor) -> Iterator[bytes]:
         """Stream a blob's bytes, resuming with a Range request when the connection breaks mid-way."""
         what = f"blob {desc.digest} from {host}/{repo}"
@@ -419,130 +224,7 @@ class RegistryClient:
         if self.locations is not None:
             self.locations.record(host, repo, digest)
 
-    def mount_blob(self, host: str, repo: str, digest: str, from_repo: str) -> str | None:
-        """Try a cross-repository mount; None when mounted, else the upload URL the registry opened."""
-        resp = self.request(
-            "POST", host, f"/v2/{repo}/blobs/uploads/",
-            scope=f"{self._push(repo)} {self._pull(from_repo)}",
-            params={"mount": digest, "from": from_repo},
-        )
-        resp.close()
-        if resp.status_code == 201:
-            return None
-        if resp.status_code == 202 and resp.headers.get("Location"):
-            return urljoin(resp.url, str(resp.headers["Location"]))
-        raise self._fail(resp, f"mounting {digest} into {host}/{repo}")
-
-    def _start_upload(self, host: str, repo: str) -> str:
-        resp = self.request("POST", host, f"/v2/{repo}/blobs/uploads/", scope=self._push(repo))
-        resp.close()
-        if resp.status_code != 202 or not resp.headers.get("Location"):
-            raise self._fail(resp, f"starting an upload to {host}/{repo}")
-        return urljoin(resp.url, str(resp.headers["Location"]))
-
-    @staticmethod
-    def _with_digest(location: str, digest: str) -> str:
-        return f"{location}{'&' if urlsplit(location).query else '?'}digest={digest}"
-
-    def _upload_once(self, host: str, repo: str, desc: Descriptor, chunks: Iterable[bytes],
-                     location: str) -> None:
-        scope = self._push(repo)
-        what = f"uploading {desc.digest} to {host}/{repo}"
-        if desc.size <= self.limits.monolithic_upload_max:
-            resp = self.request(
-                "PUT", host, self._with_digest(location, desc.digest), scope=scope,
-                headers={"Content-Type": "application/octet-stream"},
-                data=chunks, length=desc.size, replayable=False,
-            )
-        else:
-            it = iter(chunks)
-            carry: list[bytes] = []
-            offset = 0
-            step = self.limits.upload_chunk_bytes
-            while offset < desc.size:
-                n = min(step, desc.size - offset)
-                resp = self.request(
-                    "PATCH", host, location, scope=scope, replayable=False,
-                    headers={"Content-Type": "application/octet-stream",
-                             "Content-Range": f"{offset}-{offset + n - 1}"},
-                    data=_take(it, n, carry), length=n,
-                )
-                resp.close()
-                if resp.status_code != 202 or not resp.headers.get("Location"):
-                    raise self._fail(resp, what)
-                location = urljoin(resp.url, resp.headers["Location"])
-                offset += n
-            for _ in it:  # drain: lets a verifying source raise on a digest mismatch
-                pass
-            resp = self.request("PUT", host, self._with_digest(location, desc.digest), scope=scope,
-                                replayable=False)
-        resp.close()
-        if resp.status_code != 201:
-            raise self._fail(resp, what)
-
-    def _open_upload(self, host: str, repo: str, digest: str, mount_from: str | None, hint: str | None,
-                     check_exists: bool) -> str | None:
-        """Mount (from ``mount_from``, else from ``hint``, where ``locations`` last saw the blob on this
-        host) or open a plain upload; None when the blob is in place. A failed mount answers with an upload
-        session, so a stale hint costs nothing; and a mount answers 201 when ``repo`` already has the blob,
-        so with a hint the HEAD probe is skipped."""
-        if mount_from:
-            return self.mount_blob(host, repo, digest, mount_from)
-        if hint:
-            try:
-                return self.mount_blob(host, repo, digest, hint)
-            except AuthError:  # no pull access to the hinted repository: upload instead
-                if check_exists and self.blob_exists(host, repo, digest):
-                    return None
-        return self._start_upload(host, repo)
-
-    def push_blob(
-        self, host: str, repo: str, desc: Descriptor, opener: BlobOpener, *, mount_from: str | None = None,
-        check_exists: bool = True,
-    ) -> bool:
-        """Upload a blob unless the registry has it; return True when bytes were sent.
-
-        ``opener`` returns a fresh (verified) chunk stream; it is called again when a transport fault
-        forces the upload to restart, so retries never resend a half-consumed stream.
-        """
-        hints = self.locations.candidates(host, desc.digest, exclude=repo) if self.locations else []
-        hint = None if mount_from or not hints else hints[0]
-        if check_exists and hint is None and self.blob_exists(host, repo, desc.digest):
-            if self.locations is not None:
-                self.locations.record(host, repo, desc.digest)
-            return False
-        failures = 0
-        while True:
-            try:
-                location = self._open_upload(host, repo, desc.digest, mount_from, hint, check_exists)
-                if location is not None:
-                    self._upload_once(host, repo, desc, _guard_source(opener()), location)
-                if self.locations is not None:
-                    self.locations.record(host, repo, desc.digest)
-                return location is not None
-            except _SourceFailed as failed:
-                raise failed.error from None
-            except TransportError:
-                failures += 1
-                if failures > self.limits.retries:
-                    raise
-                self._sleep_before_retry(failures - 1, None)
-            except RegistryError as exc:
-                if exc.status not in _RETRY_STATUS:
-                    raise
-                failures += 1
-                if failures > self.limits.retries:
-                    raise
-                self._sleep_before_retry(failures - 1, None)
-
     # ---- tags and referrers ---------------------------------------------------------------------
-
-    def _get_json(self, resp: Response, what: str) -> Any:
-        data = self._read_capped(resp, self.limits.max_json_bytes, what)
-        try:
-            return json.loads(data)
-        except ValueError:
-            raise IntegrityError(f"{what}: response is not JSON") from None
 
     def list_tags(self, host: str, repo: str) -> list[str]:
         """All tags of ``repo`` (paginated with ``Link``); empty when the repository does not exist."""

@@ -7,9 +7,9 @@ signatures in the exact wire formats real cosign and sigstore-python write and r
 - Fulcio: a P-384 root and intermediate; leaves with the code-signing EKU, a SAN (email or URI), the OIDC
   issuer in 1.3.6.1.4.1.57264.1.8 (DER UTF8String) and the legacy 1.3.6.1.4.1.57264.1.1 (raw bytes), a
   10-minute validity and an embedded SCT over the precertificate (RFC 6962 ``precert_entry``).
-- Rekor: an append-only in-memory log of canonicalized entry bodies (hashedrekord, intoto, dsse v0.0.1);
-  each entry carries a SET (ECDSA over RFC 8785 JSON of body/integratedTime/logID/logIndex), an RFC 6962
-  inclusion proof and a signed checkpoint note.
+- Rekor (:mod:`support.minirekor`): an append-only in-memory log of canonicalized entry bodies (hashedrekord,
+  intoto, dsse v0.0.1); each entry carries a SET (ECDSA over RFC 8785 JSON of body/integratedTime/logID/
+  logIndex), an RFC 6962 inclusion proof and a signed checkpoint note.
 - Outputs: cosign v2 legacy ``.sig``/``.att`` layer annotations, sigstore bundles v0.3, and a
   ``trusted_root.json`` (plus the PEM files cosign v2's ``SIGSTORE_*`` env overrides read).
 
@@ -25,11 +25,10 @@ import hashlib
 import json
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import rfc8785
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -47,6 +46,22 @@ from airgap.cosign import (
     simple_signing_payload,
     statement,
 )
+from support.minirekor import (
+    LogEntry,
+    RekorLog,
+    audit_path,
+    b64,
+    leaf_hash,
+    log_id,
+    merkle_root,
+    spki_der,
+)
+from support.minirekor import canonical as _canonical
+from support.minirekor import ecdsa_sign as _ecdsa
+
+__all__ = ["BUNDLE_V03_MEDIA_TYPE", "COSIGN_SIGN_PREDICATE", "OID_ISSUER_V1", "OID_ISSUER_V2", "KeylessIdentity",
+           "LogEntry", "MiniSigstore", "RekorLog", "SignedLayer", "SigstoreFiles", "audit_path", "leaf_hash",
+           "merkle_root"]
 
 OID_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 OID_ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
@@ -85,146 +100,16 @@ def _u24(data: bytes) -> bytes:
     return struct.pack("!I", len(data))[1:] + data
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def spki_der(key: ec.EllipticCurvePublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
 def spki_pem(key: ec.EllipticCurvePublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def log_id(key: ec.EllipticCurvePublicKey) -> bytes:
-    """RFC 6962 log id (and Sigstore's keyId): SHA-256 of the SubjectPublicKeyInfo DER."""
-    return hashlib.sha256(spki_der(key)).digest()
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _ecdsa(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    return key.sign(data, ec.ECDSA(hashes.SHA256()))
-
-
-def _canonical(doc: Any) -> bytes:
-    return rfc8785.dumps(doc)
-
-
 def _utc(ts: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ts, datetime.UTC)
-
-
-# ---- RFC 6962 Merkle tree -----------------------------------------------------------------------------
-
-def leaf_hash(data: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + data).digest()
-
-
-def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
-
-
-def _split(n: int) -> int:
-    """Largest power of two strictly below ``n`` (n >= 2)."""
-    return 1 << ((n - 1).bit_length() - 1)
-
-
-def merkle_root(leaves: list[bytes]) -> bytes:
-    """MTH over leaf hashes (RFC 6962 section 2.1)."""
-    if not leaves:
-        return hashlib.sha256(b"").digest()
-    if len(leaves) == 1:
-        return leaves[0]
-    k = _split(len(leaves))
-    return _node(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
-
-
-def audit_path(index: int, leaves: list[bytes]) -> list[bytes]:
-    """PATH(m, D[n]) from RFC 6962 section 2.1.1, ordered from the leaf upwards."""
-    if len(leaves) <= 1:
-        return []
-    k = _split(len(leaves))
-    if index < k:
-        return audit_path(index, leaves[:k]) + [merkle_root(leaves[k:])]
-    return audit_path(index - k, leaves[k:]) + [merkle_root(leaves[:k])]
-
-
-# ---- Rekor ------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LogEntry:
-    """One Rekor v1 entry as a client sees it, with promise (SET) and proof (path + checkpoint)."""
-
-    kind: str
-    version: str
-    body: bytes  # canonicalized entry body (what the leaf hash covers)
-    log_index: int
-    integrated_time: int
-    log_id: bytes
-    signed_entry_timestamp: bytes
-    tree_size: int
-    root_hash: bytes
-    hashes: tuple[bytes, ...]
-    checkpoint: str
-
-    def cosign_bundle(self) -> dict[str, Any]:
-        """The ``dev.sigstore.cosign/bundle`` annotation as cosign v2 writes it."""
-        return {"SignedEntryTimestamp": b64(self.signed_entry_timestamp),
-                "Payload": {"body": b64(self.body), "integratedTime": self.integrated_time,
-                            "logIndex": self.log_index, "logID": self.log_id.hex()}}
-
-    def tlog_entry(self) -> dict[str, Any]:
-        """``verificationMaterial.tlogEntries[0]`` of a sigstore bundle (protobuf JSON: int64 as strings)."""
-        return {
-            "logIndex": str(self.log_index),
-            "logId": {"keyId": b64(self.log_id)},
-            "kindVersion": {"kind": self.kind, "version": self.version},
-            "integratedTime": str(self.integrated_time),
-            "inclusionPromise": {"signedEntryTimestamp": b64(self.signed_entry_timestamp)},
-            "inclusionProof": {
-                "logIndex": str(self.log_index), "rootHash": b64(self.root_hash), "treeSize": str(self.tree_size),
-                "hashes": [b64(h) for h in self.hashes], "checkpoint": {"envelope": self.checkpoint},
-            },
-            "canonicalizedBody": b64(self.body),
-        }
-
-
-@dataclass
-class RekorLog:
-    """An append-only in-memory Rekor v1 log signing SETs and checkpoints with ``key``."""
-
-    key: ec.EllipticCurvePrivateKey
-    origin: str = "mini-rekor.airgap.test - 1"
-    leaves: list[bytes] = field(default_factory=list)
-    entries: list[LogEntry] = field(default_factory=list)
-
-    @property
-    def log_id(self) -> bytes:
-        return log_id(self.key.public_key())
-
-    def checkpoint(self, size: int, root: bytes) -> str:
-        """A signed note: ``origin\\nsize\\nroot-b64\\n\\n— name b64(keyhint || sig)\\n``."""
-        note = f"{self.origin}\n{size}\n{b64(root)}\n"
-        sig = self.log_id[:4] + _ecdsa(self.key, note.encode())
-        name = self.origin.split(" ", 1)[0]
-        return f"{note}\n\u2014 {name} {b64(sig)}\n"
-
-    def append(self, kind: str, version: str, body_doc: dict[str, Any], integrated_time: int) -> LogEntry:
-        body = _canonical({"apiVersion": version, "kind": kind, "spec": body_doc})
-        index = len(self.leaves)
-        self.leaves.append(leaf_hash(body))
-        size = len(self.leaves)
-        root = merkle_root(self.leaves)
-        set_payload = _canonical({"body": b64(body), "integratedTime": integrated_time,
-                                  "logID": self.log_id.hex(), "logIndex": index})
-        entry = LogEntry(kind, version, body, index, integrated_time, self.log_id, _ecdsa(self.key, set_payload),
-                         size, root, tuple(audit_path(index, self.leaves)), self.checkpoint(size, root))
-        self.entries.append(entry)
-        return entry
 
 
 # ---- Fulcio identities ----------------------------------------------------------------------------------

@@ -1,0 +1,79 @@
+"""What the webhook tells its operators: structured JSON log lines and Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from airgap.admission.cache import DecisionCache
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class JsonLog:
+    """Structured logs: one JSON object per line (ts, level, msg and fields)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self._lock = threading.Lock()
+
+    def __call__(self, level: str, msg: str, **fields: Any) -> None:
+        line = json.dumps({"ts": round(time.time(), 3), "level": level, "msg": msg, **fields}, default=str)
+        with self._lock:
+            try:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed log stream never fails a review
+
+
+class Metrics:
+    """Prometheus counters and a latency histogram, rendered in the text exposition format."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.decisions: dict[tuple[str, str], int] = {}
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+        self.reloads = 0
+        self.reload_failures = 0
+        self.deadline_exceeded = 0
+
+    def observe(self, outcome: str, allowed: bool, seconds: float, deadline_hit: bool) -> None:
+        index = next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
+        with self._lock:
+            key = (outcome, "true" if allowed else "false")
+            self.decisions[key] = self.decisions.get(key, 0) + 1
+            self.counts[index] += 1
+            self.total += seconds
+            self.deadline_exceeded += deadline_hit
+
+    def render(self, cache: DecisionCache[Any], ready: bool) -> str:
+        with self._lock:
+            lines = ["# HELP airgap_webhook_decisions_total Admission reviews answered, by worst image verdict.",
+                     "# TYPE airgap_webhook_decisions_total counter"]
+            lines += [f'airgap_webhook_decisions_total{{result="{r}",allowed="{a}"}} {n}'
+                      for (r, a), n in sorted(self.decisions.items())]
+            lines += ["# HELP airgap_webhook_review_seconds Time to answer one admission review.",
+                      "# TYPE airgap_webhook_review_seconds histogram"]
+            running = 0
+            for bound, n in zip(BUCKETS, self.counts, strict=False):
+                running += n
+                lines.append(f'airgap_webhook_review_seconds_bucket{{le="{bound}"}} {running}')
+            running += self.counts[-1]
+            lines += [f'airgap_webhook_review_seconds_bucket{{le="+Inf"}} {running}',
+                      f"airgap_webhook_review_seconds_sum {self.total:.6f}",
+                      f"airgap_webhook_review_seconds_count {running}"]
+            counters = {"cache_hits_total": cache.hits, "cache_misses_total": cache.misses,
+                        "cache_evictions_total": cache.evictions, "trust_reloads_total": self.reloads,
+                        "trust_reload_failures_total": self.reload_failures,
+                        "deadline_exceeded_total": self.deadline_exceeded}
+            for name, value in counters.items():
+                lines += [f"# TYPE airgap_webhook_{name} counter", f"airgap_webhook_{name} {value}"]
+            lines += ["# TYPE airgap_webhook_cache_entries gauge", f"airgap_webhook_cache_entries {len(cache)}",
+                      "# TYPE airgap_webhook_ready gauge", f"airgap_webhook_ready {int(ready)}"]
+        return "\n".join(lines) + "\n"
+
