@@ -229,10 +229,15 @@ def test_pack_reports_every_policy_failure(scenario: Scenario, tmp_path: Path, m
     spec.write_text(spec_text(host, roots=str(mini_sigstore_files.trusted_root),
                               images=[f"{host}/team/app0:1.0", f"{host}/team/app-unsigned:1",
                                       f"{host}/team/app-unsigned2:1"]))
-    out = run(["pack", str(spec), "-o", str(tmp_path / "b.tar")])
-    assert out.exit_code == 1
-    assert "2 of 3 image(s) failed" in out.stderr and "app-unsigned2" in out.stderr
-    assert not (tmp_path / "b.tar").exists()
+    # Verification runs alongside the download into a temp file (in place, and sequentially with --cache):
+    # a failure names every image, stops the download and leaves nothing behind. On stdout, nothing is written.
+    for extra in ([], ["--cache", str(tmp_path / "cache")]):
+        out = run(["pack", str(spec), "-o", str(tmp_path / "b.tar"), *extra])
+        assert out.exit_code == 1, out.output
+        assert "2 of 3 image(s) failed" in out.stderr and "app-unsigned2" in out.stderr
+        assert not (tmp_path / "b.tar").exists() and not list(tmp_path.glob(".b.tar*")), extra
+    out = run(["pack", str(spec), "-o", "-"])
+    assert out.exit_code == 1 and "2 of 3 image(s) failed" in out.stderr and out.stdout_bytes == b""
     out = run(["pack", str(spec), "-o", str(tmp_path / "b.tar"), "--no-verify"])
     assert out.exit_code == 0, out.output
     out = run(["verify-bundle", str(tmp_path / "b.tar"), "--allow-unsigned-bundle"])
@@ -255,3 +260,25 @@ def test_pack_to_stdout_piped_into_load(scenario: Scenario, tmp_path: Path) -> N
     assert "bundle digest" in (packer.stderr.read().decode() if packer.stderr else "")
     assert "1.0" in tags(dst, "team/keyless")
     assert list((tmp_path / "cache" / "blobs" / "sha256").iterdir())
+
+
+def test_collect_skips_referrer_tags_the_listing_lacks(scenario: Scenario) -> None:
+    """Without the Referrers API, only the fallback tags the tag list holds are fetched (each miss costs the
+    registry a request), and a present one still brings its referrers."""
+    from airgap.bundle.pack_collect import collect_image
+    from airgap.oci.manifest import referrers_tag
+
+    class Recording(RegistryClient):
+        paths: list[str] = []
+
+        def request(self, method: str, host: str, path_or_url: str, **kwargs: Any) -> Any:
+            self.paths.append(path_or_url)
+            return super().request(method, host, path_or_url, **kwargs)
+
+    client = Recording()
+    image = collect_image(client, f"{scenario.src.host}/team/app0:1.0", None, None)
+    root = scenario.digests["team/app0"]
+    fallback = [p for p in client.paths if "/manifests/sha256-" in p and not p.endswith((".sig", ".att", ".sbom"))]
+    assert fallback == [f"/v2/team/app0/manifests/{referrers_tag(root)}"]
+    assert [a.subject for a in image.attachments if a.kind == "referrer"] == [root]
+    assert len([a for a in image.attachments if a.kind == "signature"]) == 3  # the index and both platforms
