@@ -13,6 +13,7 @@ or in each signature repository given (policy ``source.oci``, ``--signature-repo
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from airgap import cosign
@@ -47,8 +48,32 @@ class Repo:
         return f"{self.host}/{self.repository}"
 
 
+class AttachedLookup(ABC):
+    """What verification asks of an image wherever it lives (a registry, a bundle): its manifest and the
+    signatures, attestations and sigstore bundles attached to it, per signature repository."""
+
+    manifest: Manifest
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.digest
+
+    def signatures(self, repos: tuple[Repo, ...] | None = None) -> list[Candidate]:
+        return self._gather("signature", repos)
+
+    def attestations(self, repos: tuple[Repo, ...] | None = None) -> list[Candidate]:
+        return self._gather("attestation", repos)
+
+    def bundles(self, repos: tuple[Repo, ...] | None = None) -> list[Candidate]:
+        return self._gather("bundle", repos)
+
+    @abstractmethod
+    def _gather(self, kind: str, repos: tuple[Repo, ...] | None) -> list[Candidate]:
+        """Candidates of ``kind`` ("signature", "attestation", "bundle") from ``repos`` (None: the default)."""
+
+
 @dataclass
-class Artifacts:
+class Artifacts(AttachedLookup):
     """The image at ``repo@digest`` and, fetched on first use, what is attached to it.
 
     ``signature_repos`` are searched for every kind of signature; the image's own repository is the
@@ -62,21 +87,8 @@ class Artifacts:
     _cache: dict[tuple[str, Repo], list[Candidate]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def digest(self) -> str:
-        return self.manifest.digest
-
     def _repos(self, override: tuple[Repo, ...] | None) -> tuple[Repo, ...]:
         return override or self.signature_repos or (self.repo,)
-
-    def signatures(self, repos: tuple[Repo, ...] | None = None) -> list[Candidate]:
-        return self._gather("signature", repos)
-
-    def attestations(self, repos: tuple[Repo, ...] | None = None) -> list[Candidate]:
-        return self._gather("attestation", repos)
-
-    def bundles(self, repos: tuple[Repo, ...] | None = None) -> list[Candidate]:
-        return self._gather("bundle", repos)
 
     def _gather(self, kind: str, repos: tuple[Repo, ...] | None) -> list[Candidate]:
         out: list[Candidate] = []

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from airgap.errors import ConfigError, Error, PolicyError
 from airgap.policy_glob import Glob
 from airgap.policy_model import AttestationSpec, Authority, ImagePolicy, KeylessSpec
+from airgap.schema import check_fields
+from airgap.schema import type_name as _type
 
 if TYPE_CHECKING:
     from airgap.celeval import CelCondition
@@ -82,16 +84,7 @@ class Doc:
         return PolicyError(f"{self.where}: {self.label}: {path}: {msg}")
 
     def fields(self, obj: Any, path: str, allowed: Sequence[str], required: Sequence[str] = ()) -> dict[str, Any]:
-        if not isinstance(obj, dict):
-            raise self.err(path, f"expected a mapping, got {_type(obj)}")
-        for key in obj:
-            if key not in allowed:
-                raise self.err(f"{path}.{key}" if path else str(key),
-                               f"unknown field (expected one of: {', '.join(allowed)})")
-        for key in required:
-            if obj.get(key) in (None, "", [], {}):
-                raise self.err(f"{path}.{key}" if path else key, "required field missing")
-        return obj
+        return check_fields(obj, path, allowed, required, self.err)
 
     def str_(self, obj: Any, path: str, *, empty: bool = False) -> str:
         if not isinstance(obj, str) or (not empty and not obj):
@@ -147,10 +140,6 @@ class Doc:
             return CelCondition.compile(self.str_(p.get("data"), f"{path}.data"))
         except PolicyError as exc:
             raise self.err(f"{path}.data", exc.message) from None
-
-
-def _type(obj: Any) -> str:
-    return "nothing" if obj is None else type(obj).__name__.replace("dict", "mapping")
 
 
 def _key(doc: Doc, obj: Any, path: str, resolver: KeyResolver | None) -> tuple[tuple[PublicKey, ...], str, str]:

@@ -1,8 +1,9 @@
 """Decide whether an image may run: policies x authorities x signatures, with evidence. No I/O here.
 
-Inputs are already-fetched :class:`~airgap.discover.Artifacts` (lazy, but the fetching lives in
-:mod:`airgap.discover`), the upstream reference the image was translated back to, the policy set and the
-trust material. The same function serves the CLI, the Python API, the webhook and the audit.
+Inputs are an :class:`~airgap.discover.AttachedLookup` (a registry's :class:`~airgap.discover.Artifacts`,
+lazy, its fetching in :mod:`airgap.discover`; or a bundle's, in memory), the upstream reference the image was
+translated back to, the policy set and the trust material. The same function serves the CLI, the Python API,
+the webhook and the audit.
 
 Rules, in order (policy-controller's, plus airgap's global settings):
 1. the allow-list passes an image outright; an image from a registry not in ``approvedRegistries`` fails;
@@ -26,7 +27,7 @@ from airgap.cosign import ANN_SIGNATURE
 
 if TYPE_CHECKING:
     from airgap.checks import Outcome
-    from airgap.discover import Artifacts, Candidate, Repo
+    from airgap.discover import AttachedLookup, Candidate, Repo
     from airgap.policy import Authority, ImagePolicy, PolicySet
     from airgap.refs import Reference
     from airgap.trust import Trust
@@ -101,7 +102,7 @@ def _evidence(candidate: Candidate, outcome: Outcome) -> SignatureEvidence:
     )
 
 
-def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: Artifacts, upstream: Reference,
+def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: AttachedLookup, upstream: Reference,
                      trust: Trust, resolve_source: SourceResolver) -> AuthorityResult:
     from airgap import checks
 
@@ -170,7 +171,7 @@ def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: Artif
     return AuthorityResult(name, False, f"no signature verified ({last})", evidence)
 
 
-def evaluate(ref: str, artifacts: Artifacts, upstream: Reference | None, upstream_source: str,
+def evaluate(ref: str, artifacts: AttachedLookup, upstream: Reference | None, upstream_source: str,
              policies: PolicySet, trust: Trust, *, resolve_source: SourceResolver) -> VerificationResult:
     """Apply ``policies`` to the image; see the module docstring for the rules."""
     result = VerificationResult(ref=ref, digest=artifacts.digest, upstream=str(upstream) if upstream else None,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airgap import refs
-from airgap.discover import MAX_SIGNATURE_BLOB, Candidate, Repo
+from airgap.discover import MAX_SIGNATURE_BLOB, AttachedLookup, Candidate, Repo
 from airgap.errors import BundleError
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Manifest
@@ -59,7 +59,7 @@ class BlobStore:
 
 
 @dataclass
-class BundleArtifacts:
+class BundleArtifacts(AttachedLookup):
     """``airgap.discover.Artifacts``'s interface over one image of a bundle (see the module docstring)."""
 
     repo: Repo
@@ -68,19 +68,6 @@ class BundleArtifacts:
     blobs: BlobStore
     signature_repos: tuple[Repo, ...] = ()
     _homes: tuple[Repo, ...] = field(default=())
-
-    @property
-    def digest(self) -> str:
-        return self.manifest.digest
-
-    def signatures(self, repos: tuple[Repo, ...] | None = None) -> list[Candidate]:
-        return self._gather("signature", repos)
-
-    def attestations(self, repos: tuple[Repo, ...] | None = None) -> list[Candidate]:
-        return self._gather("attestation", repos)
-
-    def bundles(self, repos: tuple[Repo, ...] | None = None) -> list[Candidate]:
-        return self._gather("bundle", repos)
 
     def _gather(self, kind: str, repos: tuple[Repo, ...] | None) -> list[Candidate]:
         out: list[Candidate] = []
@@ -184,6 +171,6 @@ def verify_bundle(source: BinaryIO, *, key: PublicKey | list[PublicKey] | None =
             homes = (_repo(entry.signature_repo),) if entry.signature_repo else ()
             artifacts = BundleArtifacts(Repo(upstream.registry, upstream.repository), root, attachments, blobs,
                                         _homes=homes)
-            results.append(evaluate(entry.upstream, artifacts, upstream.with_digest(entry.digest),  # type: ignore[arg-type]
+            results.append(evaluate(entry.upstream, artifacts, upstream.with_digest(entry.digest),
                                     "bundle manifest", trust.policy, trust, resolve_source=_repo))
     return BundleVerification(reader.digest, reader.signed_by, manifest.name, manifest.version, results)

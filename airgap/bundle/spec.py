@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from airgap.errors import ConfigError, Error
+from airgap.schema import check_fields
+from airgap.schema import type_name as _type
 
 API_VERSION = "airgap/v1"
 PUBLIC_GOOD = "public-good"
@@ -205,16 +207,7 @@ class _Parser:
     # ---- typed accessors ------------------------------------------------------------------------
 
     def mapping(self, obj: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
-        if not isinstance(obj, dict):
-            raise self.err(path, f"expected a mapping, got {_type(obj)}")
-        for key in obj:
-            if key not in allowed:
-                raise self.err(f"{path}.{key}" if path else str(key),
-                               f"unknown field (expected one of: {', '.join(allowed)})")
-        for key in required:
-            if obj.get(key) in (None, "", [], {}):
-                raise self.err(f"{path}.{key}" if path else key, "required field missing")
-        return obj
+        return check_fields(obj, path, allowed, required, self.err)
 
     def string(self, obj: Any, path: str) -> str:
         if not isinstance(obj, str) or not obj:
@@ -431,7 +424,3 @@ def _rewrite_secret_refs(cip: dict[str, Any], keys: Mapping[str, KeySpec]) -> No
         if isinstance(key, dict) and isinstance(ref, dict) and ref.get("name") in keys:
             del key["secretRef"]
             key["name"] = ref["name"]
-
-
-def _type(obj: Any) -> str:
-    return "nothing" if obj is None else type(obj).__name__.replace("dict", "mapping")
