@@ -81,14 +81,14 @@ class CopySummary:
 
 
 @dataclass
-class _Plan:
+class Plan:
     manifests: dict[str, Manifest] = field(default_factory=dict)  # post-order: children first
     blobs: dict[str, Descriptor] = field(default_factory=dict)
     companions: list[tuple[str, Manifest]] = field(default_factory=list)
     referrers: list[Manifest] = field(default_factory=list)
 
 
-def _collect(src: Store, manifest: Manifest, plan: _Plan) -> None:
+def collect_graph(src: Store, manifest: Manifest, plan: Plan) -> None:
     if manifest.digest in plan.manifests:
         return
     for child in manifest.manifests:
@@ -96,25 +96,17 @@ def _collect(src: Store, manifest: Manifest, plan: _Plan) -> None:
             if child.media_type not in mt.MANIFESTS:
                 raise IntegrityError(f"{src.name}@{manifest.digest}: child {child.digest} has media type "
                                      f"{child.media_type!r}, not a manifest")
-            _collect(src, src.resolve(child.digest), plan)
+            collect_graph(src, src.resolve(child.digest), plan)
     for blob in manifest.blobs:
         plan.blobs.setdefault(blob.digest, blob)
     plan.manifests[manifest.digest] = manifest
 
 
-def _image_digests(root: Manifest, plan: _Plan) -> list[str]:
+def _image_digests(root: Manifest, plan: Plan) -> list[str]:
     return [root.digest, *(c.digest for c in root.manifests if c.digest in plan.manifests)]
 
 
-def plan_copy(src: Store, root: Manifest, max_depth: int) -> _Plan:
-    """Everything to copy for ``root``: its graph, companion tags, and referrers (recursively)."""
-    plan = _Plan()
-    _collect(src, root, plan)
-    _plan_attachments(src, root, plan, max_depth)
-    return plan
-
-
-def _plan_attachments(src: Store, root: Manifest, plan: _Plan, max_depth: int) -> None:
+def plan_attachments(src: Store, root: Manifest, plan: Plan, max_depth: int) -> None:
     """Add companion tags and referrers (recursively) of ``root``, whose graph is already in ``plan``."""
     subjects = _image_digests(root, plan)
     tags = set(src.list_tags())
@@ -124,7 +116,7 @@ def _plan_attachments(src: Store, root: Manifest, plan: _Plan, max_depth: int) -
             tag = f"{alg}-{hexpart}{suffix}"
             if tag in tags:
                 companion = src.resolve(tag)
-                _collect(src, companion, plan)
+                collect_graph(src, companion, plan)
                 plan.companions.append((tag, companion))
     seen: set[str] = set()
     frontier = [*subjects, *(m.digest for _, m in plan.companions)]
@@ -140,7 +132,7 @@ def _plan_attachments(src: Store, root: Manifest, plan: _Plan, max_depth: int) -
                     raise IntegrityError(f"{src.name}: referrer {desc.digest} does not name {subject} "
                                          "as its subject")
                 for child in referrer.manifests:
-                    _collect(src, src.resolve(child.digest), plan)
+                    collect_graph(src, src.resolve(child.digest), plan)
                 plan.blobs.update({b.digest: b for b in referrer.blobs})
                 plan.referrers.append(referrer)
                 nxt.append(referrer.digest)
@@ -176,8 +168,8 @@ def copy_between(src: Location, dst: Location, *, client: RegistryClient, jobs: 
         dst_tag = dst.reference or (
             src.reference if src.reference and not src.reference.startswith("sha") else None
         )
-    plan = _Plan()
-    _collect(src.store, root, plan)
+    plan = Plan()
+    collect_graph(src.store, root, plan)
     mount_from = None
     if src.store.mount_key and dst.store.mount_key and src.store.mount_key[0] == dst.store.mount_key[0] \
             and src.store.mount_key[1] != dst.store.mount_key[1]:
@@ -210,7 +202,7 @@ def copy_between(src: Location, dst: Location, *, client: RegistryClient, jobs: 
         try:
             # The image's blobs start moving while companions and referrers are still being discovered.
             submit(pool)
-            _plan_attachments(src.store, root, plan, client.limits.max_referrer_depth)
+            plan_attachments(src.store, root, plan, client.limits.max_referrer_depth)
             submit(pool)
         except BaseException:
             for fut in futures:

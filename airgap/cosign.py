@@ -60,10 +60,6 @@ def attestation_tag(digest: str) -> str:
     return _tag(digest, "att")
 
 
-def sbom_tag(digest: str) -> str:
-    return _tag(digest, "sbom")
-
-
 def b64decode(text: str, what: str) -> bytes:
     """Strict standard base64 (cosign writes padded StdEncoding); IntegrityError naming ``what``."""
     try:

@@ -126,9 +126,6 @@ class ImagePolicy:
     def matches(self, ref: Reference) -> bool:
         return any(g.matches(ref) for g in self.globs)
 
-    def matching_glob(self, ref: Reference) -> Glob | None:
-        return next((g for g in self.globs if g.matches(ref)), None)
-
     def explain(self, authority_ok: Mapping[str, bool]) -> tuple[bool, str]:
         """Whether the per-authority results satisfy this policy, and why not (one line)."""
         results = {a.name: bool(authority_ok.get(a.name, False)) for a in self.authorities}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from airgap import refs
 from airgap.errors import ConfigError, PolicyError
@@ -18,6 +18,7 @@ from airgap.oci.manifest import Descriptor, Manifest, referrers_tag
 from airgap.oci.store import RegistryRepo
 
 if TYPE_CHECKING:
+    from airgap.copy import Plan
     from airgap.oci.registry import RegistryClient
     from airgap.policy import PolicySet
     from airgap.trust import Trust
@@ -102,7 +103,7 @@ def _select_platforms(store: RegistryRepo, root: Manifest, platforms: tuple[str,
     return store.resolve(have[platforms[0]].digest)
 
 
-def _attachments(plan: Any, store: RegistryRepo, repo_name: str, known: set[str]) -> list[Attachment]:
+def _attachments(plan: Plan, store: RegistryRepo, repo_name: str, known: set[str]) -> list[Attachment]:
     out = []
     for tag, manifest in plan.companions:
         if manifest.digest in known:
@@ -122,16 +123,16 @@ def _attachments(plan: Any, store: RegistryRepo, repo_name: str, known: set[str]
 def collect_image(client: RegistryClient, text: str, platforms: tuple[str, ...] | None,
                   policy: PolicySet | None) -> Collected:
     """Resolve ``text`` and find everything to ship with it (see the module docstring)."""
-    from airgap.copy import _collect, _Plan, _plan_attachments
+    from airgap.copy import Plan, collect_graph, plan_attachments
 
     upstream = refs.parse(text)
     store = ListedRepo(client, refs.api_host(upstream.registry), upstream.repository)
     root = _select_platforms(store, store.resolve(upstream.identifier), platforms, text)
     depth = client.limits.max_referrer_depth
-    plan = _Plan()
-    _collect(store, root, plan)
+    plan = Plan()
+    collect_graph(store, root, plan)
     image_manifests = list(plan.manifests.values())
-    _plan_attachments(store, root, plan, depth)
+    plan_attachments(store, root, plan, depth)
     known = {m.digest for m in image_manifests}
     attachments = _attachments(plan, store, upstream.name, known)
     sources: dict[str, tuple[RegistryRepo, Descriptor]] = {d: (store, b) for d, b in plan.blobs.items()}
@@ -143,8 +144,8 @@ def collect_image(client: RegistryClient, text: str, platforms: tuple[str, ...] 
         if sig_ref.name == upstream.name:
             continue
         sig_store = ListedRepo(client, refs.api_host(sig_ref.registry), sig_ref.repository)
-        sig_plan = _Plan(manifests={m.digest: m for m in image_manifests})
-        _plan_attachments(sig_store, root, sig_plan, depth)
+        sig_plan = Plan(manifests={m.digest: m for m in image_manifests})
+        plan_attachments(sig_store, root, sig_plan, depth)
         found = _attachments(sig_plan, sig_store, sig_ref.name, known)
         if not found:
             continue

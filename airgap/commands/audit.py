@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from airgap.commands.common import emit_json, make_options, registry_options
+from airgap.commands.common import emit_json, make_options, registry_alias_option, registry_options
 
 FORMATS = ("json", "md", "html", "policyreport")
 OUTPUT_FILES = {"json": "audit.json", "md": "audit.md", "html": "audit.html", "policyreport": "policyreports.yaml"}
@@ -54,8 +54,7 @@ def _write(path: Path, text: str | bytes) -> None:
               help="Print this output to stdout [json without -o; nothing with -o].")
 @click.option("--key", "key_ref", default=None, metavar="KEYREF",
               help="Sign a SLSA verification summary attestation with this key (password: COSIGN_PASSWORD).")
-@click.option("--registry-alias", "aliases", multiple=True, metavar="A=B",
-              help="Reach registry A at address B (e.g. 127.0.0.1:31999=registry.zarf.svc:5000).")
+@registry_alias_option
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=8, help="Images verified at once [8].")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when images fail (the reports still say so).")
 @registry_options

@@ -27,6 +27,14 @@ def registry_options(func: F) -> F:
     return func
 
 
+def registry_alias_option(func: F) -> F:
+    """``--registry-alias A=B`` (repeatable): reach registry A at address B; parsed by ``translate.Aliases``."""
+    return click.option(
+        "--registry-alias", "aliases", multiple=True, metavar="A=B",
+        help="Reach registry A at address B (e.g. 127.0.0.1:31999=zarf-docker-registry.zarf.svc:5000).",
+    )(func)
+
+
 def make_options(insecure: tuple[str, ...], ca_file: str | None, jobs: int | None = None) -> RegistryOptions:
     """RegistryOptions from the shared flags (``-j`` overrides the default concurrency)."""
     from dataclasses import replace

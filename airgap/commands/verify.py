@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from airgap.commands.common import emit_json, make_options, registry_options
+from airgap.commands.common import emit_json, make_options, registry_alias_option, registry_options
 
 if TYPE_CHECKING:
     from airgap.verify import VerificationResult
@@ -53,8 +53,7 @@ def _render(result: VerificationResult) -> str:
               help="Sigstore trusted_root.json for keyless checks [the public-good root shipped with airgap].")
 @click.option("--insecure-ignore-tlog", is_flag=True,
               help="With --key/--certificate-*: accept signatures without a verified Rekor entry (as cosign).")
-@click.option("--registry-alias", "aliases", multiple=True, metavar="A=B",
-              help="Reach registry A at address B (e.g. 127.0.0.1:31999=registry.zarf.svc:5000).")
+@registry_alias_option
 @click.option("--signature-repo", "signature_repos", multiple=True, metavar="REPO",
               help="Look for signatures in REPO [env COSIGN_REPOSITORY].")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=8, help="Images verified at once [8].")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from airgap.commands.common import make_options, registry_options
+from airgap.commands.common import make_options, registry_alias_option, registry_options
 
 MODES = ("enforce", "warn", "audit")
 
@@ -33,8 +33,7 @@ def webhook() -> None:
 @click.option("--max-body-bytes", type=click.IntRange(1024), default=4 * 1024 * 1024, show_default=True)
 @click.option("--reload-interval", type=click.FloatRange(0.1), default=2.0, show_default=True,
               help="Seconds between checks of the trust directory for changes.")
-@click.option("--registry-alias", "aliases", multiple=True, metavar="A=B",
-              help="Reach registry A at address B (e.g. 127.0.0.1:31999=zarf-docker-registry.zarf.svc:5000).")
+@registry_alias_option
 @registry_options
 def serve(trust_dir: str, tls_cert: str, tls_key: str, host: str, port: int, mode: str, deadline: float,
           cache_ttl: float, cache_size: int, max_body_bytes: int, reload_interval: float, aliases: tuple[str, ...],
@@ -77,7 +76,7 @@ def certs(service: str, namespace: str, out: str, days: int) -> None:
 @click.option("--timeout-seconds", type=click.IntRange(1, 30), default=10, show_default=True,
               help="The API server's timeout; the webhook's deadline is 2 s shorter.")
 @click.option("--replicas", type=click.IntRange(1, 20), default=2, show_default=True)
-@click.option("--registry-alias", "aliases", multiple=True, metavar="A=B")
+@registry_alias_option
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="Write here [stdout].")
 def manifests(image: str, trust_dir: str, certs_dir: str, name: str, namespace: str, mode: str,
               timeout_seconds: int, replicas: int, aliases: tuple[str, ...], out: str | None) -> None:
