@@ -85,7 +85,7 @@ class Verifier:
         return self._repo(str(local or ref))
 
     def verify(self, ref: str) -> VerificationResult:
-        from airgap import discover, translate
+        from airgap import cosign, discover, translate
         from airgap.verify import evaluate
 
         try:
@@ -98,6 +98,10 @@ class Verifier:
                                               digest=artifacts.digest)
             if upstream is None and self.trust.tmap is None:
                 upstream, how = local.with_digest(artifacts.digest), "no translation configured: verified as named"
+            names = [(local.registry, local.repository), (repo.host, repo.repository)]
+            if upstream is not None:
+                names.append((upstream.registry, upstream.repository))
+            artifacts.signed_names = tuple(dict.fromkeys(cosign.docker_reference(*n) for n in names))
             return evaluate(ref, artifacts, upstream, how, self._policy, self.trust, resolve_source=self._source)
         except Error as exc:
             # Fail closed: anything we could not fetch or parse is a denial with the reason, not a crash.

@@ -70,6 +70,12 @@ def b64decode(text: str, what: str) -> bytes:
 
 # ---- simple signing --------------------------------------------------------------------------------
 
+def docker_reference(registry: str, repository: str) -> str:
+    """The ``docker-reference`` cosign writes: go-containerregistry's repository name, which spells
+    Docker Hub as ``index.docker.io``."""
+    return f"{'index.docker.io' if registry == 'docker.io' else registry}/{repository}"
+
+
 def simple_signing_payload(docker_reference: str, manifest_digest: str,
                            optional: dict[str, Any] | None = None) -> bytes:
     """The payload cosign signs, byte for byte as cosign v2 writes it (Go ``json.Marshal`` field order,

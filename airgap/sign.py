@@ -97,10 +97,8 @@ def payload_for(docker_reference: str, digest: str, annotations: dict[str, str] 
 
 
 def docker_reference(ref: refs.Reference) -> str:
-    """The ``docker-reference`` cosign writes: go-containerregistry's repository name, which spells
-    Docker Hub as ``index.docker.io``."""
-    registry = "index.docker.io" if ref.registry == refs.DOCKER_HUB else ref.registry
-    return f"{registry}/{ref.repository}"
+    """The ``docker-reference`` cosign writes for ``ref`` (see :func:`airgap.cosign.docker_reference`)."""
+    return cosign.docker_reference(ref.registry, ref.repository)
 
 
 # ---- appending layers to a .sig/.att manifest -----------------------------------------------------

@@ -39,6 +39,7 @@ class RegistrySession:
         self.limits = self.options.limits
         self._lock = threading.Lock()
         self._schemes: dict[str, str] = {}
+        self._probes: dict[str, threading.Lock] = {}
         self.auth = Authenticator(self.options.auth_configs)
         self.transport = Transport(self.options)
 
@@ -53,11 +54,16 @@ class RegistrySession:
         with self._lock:
             if host in self._schemes:
                 return self._schemes[host]
-        scheme = "https"
-        if (is_loopback_host(host) or host in self.options.insecure) and not self._speaks_tls(host):
-            scheme = "http"
-        with self._lock:
-            self._schemes[host] = scheme
+            probing = self._probes.setdefault(host, threading.Lock())
+        with probing:  # one probe per host: concurrent first requests wait for it instead of probing too
+            with self._lock:
+                if host in self._schemes:
+                    return self._schemes[host]
+            scheme = "https"
+            if (is_loopback_host(host) or host in self.options.insecure) and not self._speaks_tls(host):
+                scheme = "http"
+            with self._lock:
+                self._schemes[host] = scheme
         return scheme
 
     def _speaks_tls(self, host: str) -> bool:

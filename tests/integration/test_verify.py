@@ -159,6 +159,29 @@ def test_tampered_payload_is_rejected(registry: Any, make_image: Any, tmp_path: 
     assert out.exit_code == 1 and "signature" in out.stdout
 
 
+def test_payload_cosign_writes_is_known_without_downloading_it(registry: Any, make_image: Any,
+                                                                tmp_path: Path) -> None:
+    """A payload with no annotations is fully determined by the image's name and digest: its hash matching
+    the layer digest makes it the layer's content, so verification skips the download. Proven by deleting
+    the payload blobs: the plain signature still verifies, the annotated one (unpredictable) cannot."""
+    from support.images import Pusher
+
+    plain = make_image(registry, "team/p", "1")
+    annotated = make_image(registry, "team/p", "2")
+    sign_image(f"{registry.host}/team/p:1", RELEASE, client=RegistryClient())
+    sign_image(f"{registry.host}/team/p:2", RELEASE, client=RegistryClient(), annotations={"run": "42"})
+    pusher = Pusher(registry.url)
+    for image in (plain, annotated):
+        data, _ = pusher.get_manifest("team/p", image.digest.replace(":", "-") + ".sig")
+        layer = json.loads(data)["layers"][0]["digest"]
+        assert pusher.session.delete(f"{registry.url}/v2/team/p/blobs/{layer}").status_code == 202
+        assert pusher.session.get(f"{registry.url}/v2/team/p/blobs/{layer}").status_code == 404
+    trust = make_trust(tmp_path, policy_yaml(f"{registry.host}/team/**"))
+    assert run(["verify", "--trust", str(trust), f"{registry.host}/team/p:1"]).exit_code == 0
+    out = run(["verify", "--trust", str(trust), f"{registry.host}/team/p:2"])
+    assert out.exit_code == 1 and "BLOB_UNKNOWN" in out.stdout, out.stdout
+
+
 def test_global_settings_no_match_allow_list_and_approved_registries(registry: Any, make_image: Any,
                                                                      tmp_path: Path) -> None:
     from airgap import verify_image
