@@ -4,8 +4,11 @@
 Sets up a real local registry (Debian docker-registry) with key-signed images, a trust directory and TLS,
 starts the webhook in a child process (``--stack uvicorn``: what ``airgap webhook serve`` runs; ``stdlib``:
 ThreadingHTTPServer over the same AdmissionService, for comparison; ``granian`` when installed), then drives
-it from another process with N concurrent keep-alive HTTPS clients (asyncio; bounded by --requests and
---seconds). Scenarios:
+it from another process with N concurrent keep-alive HTTPS clients: ``wrk`` (a C load generator, like the
+API server's Go client; runs --wrk-seconds) when it is on PATH, else an asyncio client (bounded by --requests
+and --seconds); ``--driver`` picks one. The CPU seconds the load generator, the webhook and the registry
+spent in each run are printed too (the machine has 2 cores: what the driver burns, the webhook cannot use).
+Scenarios:
 
 * ``cached``: one pod of --images images by tag, warmed; every review re-resolves each tag (HEAD at the
   registry) and hits the decision cache;
@@ -23,6 +26,8 @@ import argparse
 import asyncio
 import json
 import os
+import resource
+import shutil
 import ssl
 import subprocess
 import sys
@@ -170,6 +175,65 @@ def drive(port: int, ca: str, bodies: list[bytes], clients: int, requests: int, 
         return asyncio.run(_drive(port, ca, bodies, clients, requests, seconds))
 
 
+_WRK_LUA = """\
+wrk.method = "POST"
+wrk.path = "/validate"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[%s]==]
+local threads = {}
+bad = 0
+first = ""
+function setup(thread) table.insert(threads, thread) end
+function response(status, headers, body)
+  if not string.find(body, '"allowed":true', 1, true) then
+    bad = bad + 1
+    if first == "" then first = string.sub(body, 1, 300) end
+  end
+end
+function done(summary, latency, requests)
+  local errors, sample = 0, ""
+  for _, t in ipairs(threads) do
+    errors = errors + t:get("bad")
+    if sample == "" then sample = t:get("first") end
+  end
+  local e = summary.errors
+  io.write(string.format("AIRGAP %%d %%d %%d %%d %%d %%d %%s\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency.max,
+    errors + e.connect + e.read + e.write + e.status + e.timeout, sample))
+end
+"""
+
+
+def drive_wrk(port: int, body: bytes, clients: int, seconds: float, work: Path) -> dict[str, Any]:
+    """Drive with wrk (one thread, ``clients`` keep-alive TLS connections) for ``seconds``."""
+    script = work / "review.lua"
+    script.write_text(_WRK_LUA % body.decode())
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+                           "-s", str(script), f"https://127.0.0.1:{port}/validate"],
+                          capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("AIRGAP ")), None)
+    if line is None:
+        raise SystemExit(f"wrk failed: {proc.stdout}{proc.stderr}")
+    fields = line.split(" ", 7)
+    requests, duration, p50, p99, top, errors = (int(x) for x in fields[1:7])
+    wall = duration / 1e6
+    return {"requests": requests, "seconds": round(wall, 2), "rps": round(requests / wall, 1),
+            "p50_ms": round(p50 / 1000, 2), "p99_ms": round(p99 / 1000, 2), "max_ms": round(top / 1000, 2),
+            "errors": errors, "first_error": fields[7] if len(fields) > 7 and fields[7] else None,
+            "driver_cpu": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # ---- setup ------------------------------------------------------------------------------------------
 
 def setup(work: Path, count: int) -> tuple[Any, list[str], list[str], Path]:
@@ -242,6 +306,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--images", type=int, default=3)
     ap.add_argument("--scenarios", default="cached,cached-1image,cached-digest,uncached")
+    ap.add_argument("--driver", choices=("auto", "wrk", "asyncio"), default="auto",
+                    help="load generator: wrk when on PATH (auto), else the asyncio client")
+    ap.add_argument("--wrk-seconds", type=float, default=6.0, help="how long wrk drives each scenario")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--serve", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -254,6 +321,10 @@ def main() -> None:
         child_main(args)
         return
     from support.registries import make_tls
+
+    driver = args.driver if args.driver != "auto" else ("wrk" if shutil.which("wrk") else "asyncio")
+    if driver == "wrk" and not shutil.which("wrk"):
+        raise SystemExit("wrk is not on PATH (apt-get install wrk), or use --driver asyncio")
 
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="airgap-bench-webhook-") as tmp:
@@ -270,20 +341,30 @@ def main() -> None:
                         drive(port, str(tls.ca_pem), [body], 1, 3, 10)  # warm: connection, caches, imports
                         clients = args.uncached_clients if scenario == "uncached" else args.clients
                         requests = args.requests if scenario != "uncached" else max(200, args.requests // 10)
-                        out = drive(port, str(tls.ca_pem), [body], clients, requests, args.seconds)
+                        cpu0 = cpu_seconds(proc.pid), cpu_seconds(reg.process.pid)
+                        if driver == "wrk":
+                            out = drive_wrk(port, body, clients, args.wrk_seconds, work)
+                        else:
+                            own = resource.getrusage(resource.RUSAGE_SELF)
+                            out = drive(port, str(tls.ca_pem), [body], clients, requests, args.seconds)
+                            end = resource.getrusage(resource.RUSAGE_SELF)
+                            out["driver_cpu"] = round(end.ru_utime + end.ru_stime - own.ru_utime - own.ru_stime, 2)
+                        out["webhook_cpu"] = round(cpu_seconds(proc.pid) - cpu0[0], 2)
+                        out["registry_cpu"] = round(cpu_seconds(reg.process.pid) - cpu0[1], 2)
                     finally:
                         proc.terminate()
                         proc.wait(timeout=10)
                     rps_target, p99_target = TARGETS[scenario]
-                    out.update(stack=stack, scenario=scenario, clients=clients, images=len(images),
+                    out.update(stack=stack, driver=driver, scenario=scenario, clients=clients, images=len(images),
                                meets_target=(out["errors"] == 0 and out["p99_ms"] <= p99_target
                                              and (rps_target is None or out["rps"] >= rps_target)))
                     results.append(out)
                     if not args.json:
                         print(f"{stack:8} {scenario:14} clients={clients:<3} {out['requests']:>6} reviews "
                               f"{out['rps']:>8.1f}/s  p50 {out['p50_ms']:>6.2f} ms  p99 {out['p99_ms']:>6.2f} ms  "
-                              f"errors {out['errors']}  {'OK' if out['meets_target'] else 'MISSES TARGET'}",
-                              flush=True)
+                              f"errors {out['errors']}  {'OK' if out['meets_target'] else 'MISSES TARGET'}  "
+                              f"[{driver}; cpu s: driver {out['driver_cpu']}, webhook {out['webhook_cpu']}, "
+                              f"registry {out['registry_cpu']} in {out['seconds']} s]", flush=True)
         finally:
             reg.stop()
     if args.json:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the real peers the interop tests and benchmarks run against. Test tools only: the product is
 # pure Python. Idempotent: a peer already installed at the pinned version is skipped.
-#   Debian: docker-registry (distribution 2.8), skopeo, softhsm2
+#   Debian: docker-registry (distribution 2.8), skopeo, softhsm2, chromium, wrk (bench_webhook's load generator)
 #   Go (module proxy): cosign v2 + v3, crane, distribution v3 `registry`, and `referrers-registry`
 #   (tests/peers/referrers-registry: go-containerregistry's registry with the OCI Referrers API turned on;
 #   distribution v3.1 does not serve that API and the proxy refuses zot and olareg)
@@ -23,6 +23,7 @@ command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
 command -v chromium >/dev/null || need_apt+=(chromium)
+command -v wrk >/dev/null || need_apt+=(wrk)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   log "apt-get install ${need_apt[*]}"

@@ -13,7 +13,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from airgap.errors import TransportError
+
+if TYPE_CHECKING:
+    import asyncio
 
 V = TypeVar("V")
 CacheKey = tuple[str, str, str, str]
@@ -128,3 +134,55 @@ class FreshLookup(Generic[V]):
         if flight.error is not None:
             raise flight.error
         return flight.value  # type: ignore[return-value]
+
+
+class AsyncFreshLookup(Generic[V]):
+    """:class:`FreshLookup` for callers on one asyncio event loop: the same rule, no thread per waiter.
+
+    Waiters are futures on the loop; only the look-up itself runs in ``executor`` (it blocks on the
+    registry). A look-up in flight answers the callers that arrived before it was sent; callers that arrive
+    while it is in flight share the next one, sent when it ends. Not thread-safe: call from the loop only.
+    """
+
+    def __init__(self, fetch: Callable[[Any], V], executor: Executor) -> None:
+        self._fetch = fetch
+        self._executor = executor
+        self._current: dict[Any, asyncio.Future[V]] = {}
+        self._next: dict[Any, asyncio.Future[V]] = {}
+
+    async def get(self, key: Any) -> V:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if key in self._current:
+            flight = self._next.get(key)
+            if flight is None:
+                flight = self._next[key] = loop.create_future()
+        else:
+            flight = self._start(loop, key, loop.create_future())
+        # A cancelled caller (deadline) must not cancel the look-up the other callers share.
+        return await asyncio.shield(flight)
+
+    def _start(self, loop: asyncio.AbstractEventLoop, key: Any, flight: asyncio.Future[V]) -> asyncio.Future[V]:
+        self._current[key] = flight
+        try:
+            sent = loop.run_in_executor(self._executor, self._fetch, key)
+        except RuntimeError:  # the executor was shut down: the service is closing
+            del self._current[key]
+            flight.set_exception(TransportError("registry look-up cancelled: the webhook is shutting down"))
+            return flight
+        sent.add_done_callback(lambda result: self._landed(loop, key, flight, result))
+        return flight
+
+    def _landed(self, loop: asyncio.AbstractEventLoop, key: Any, flight: asyncio.Future[V],
+                result: asyncio.Future[V]) -> None:
+        del self._current[key]
+        promoted = self._next.pop(key, None)
+        if promoted is not None:
+            self._start(loop, key, promoted)
+        if result.cancelled():  # the executor was shut down: the service is closing
+            flight.set_exception(TransportError("registry look-up cancelled: the webhook is shutting down"))
+        elif (exc := result.exception()) is not None:
+            flight.set_exception(exc)
+        else:
+            flight.set_result(result.result())

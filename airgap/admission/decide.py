@@ -15,7 +15,7 @@ in every mode. Fail closed: an image not decided within the deadline, or whose c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -79,16 +79,42 @@ def check_images(images: Sequence[str], check: Check, *, executor: Executor, dea
     for image, future in zip(images, futures, strict=True):
         if not future.done():
             future.cancel()
-            out.append(ImageVerdict(image, "deny", error=True, reasons=(
-                f"not verified within the webhook's {deadline:g}s deadline (registry slow or unreachable)",)))
+            out.append(_late(image, deadline))
             continue
         exc = future.exception()
         if exc is not None:
-            out.append(ImageVerdict(image, "deny", error=True,
-                                    reasons=(f"internal error: {type(exc).__name__}: {exc}",)))
+            out.append(_crashed(image, exc))
         else:
             out.append(future.result())
     return out
+
+
+async def check_images_async(images: Sequence[str], check: Callable[[str], Awaitable[ImageVerdict]], *,
+                             deadline: float) -> list[ImageVerdict]:
+    """:func:`check_images` on an event loop: ``check`` is a coroutine function, run for all images at once."""
+    import asyncio
+
+    tasks = [asyncio.ensure_future(check(image)) for image in images]
+    await asyncio.wait(tasks, timeout=deadline)
+    out = []
+    for image, task in zip(images, tasks, strict=True):
+        if not task.done():
+            task.cancel()
+            out.append(_late(image, deadline))
+        elif (exc := task.exception()) is not None:
+            out.append(_crashed(image, exc))
+        else:
+            out.append(task.result())
+    return out
+
+
+def _late(image: str, deadline: float) -> ImageVerdict:
+    return ImageVerdict(image, "deny", error=True, reasons=(
+        f"not verified within the webhook's {deadline:g}s deadline (registry slow or unreachable)",))
+
+
+def _crashed(image: str, exc: BaseException) -> ImageVerdict:
+    return ImageVerdict(image, "deny", error=True, reasons=(f"internal error: {type(exc).__name__}: {exc}",))
 
 
 def _short(text: str) -> str:

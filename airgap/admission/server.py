@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +26,12 @@ ASGIApp = Any
 
 
 def asgi_app(service: AdmissionService) -> ASGIApp:
-    """An ASGI 3 app over ``service``: reads the body (capped), answers from a worker thread."""
-    import asyncio
+    """An ASGI 3 app over ``service``: reads the body (capped), decides on the event loop.
 
-    http_pool = ThreadPoolExecutor(max_workers=max(8, service.config.workers), thread_name_prefix="airgap-http")
+    Reviews are decided on the loop (:meth:`AdmissionService.handle_async`): a review costs no thread
+    hand-off except for its registry calls and verifications, which run in the service's executor. On
+    2 cores the hand-offs, not the work, were most of the webhook's CPU (scripts/bench_webhook.py).
+    """
     cap = service.config.max_body
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -40,7 +41,6 @@ def asgi_app(service: AdmissionService) -> ASGIApp:
                 if message["type"] == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
-                    http_pool.shutdown(wait=False, cancel_futures=True)
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
@@ -67,11 +67,7 @@ def asgi_app(service: AdmissionService) -> ASGIApp:
                     chunks.append(chunk)
                     more = message.get("more_body", False)
                 body = b"".join(chunks) if size <= cap else None
-        if path == "/validate":
-            loop = asyncio.get_running_loop()
-            status, ctype, payload = await loop.run_in_executor(http_pool, service.handle, method, path, body)
-        else:
-            status, ctype, payload = service.handle(method, path, body)
+        status, ctype, payload = await service.handle_async(method, path, body)
         headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(payload)).encode())]
         if body is None and method == "POST":
             headers.append((b"connection", b"close"))

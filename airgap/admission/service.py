@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from airgap.admission.cache import DecisionCache, FreshLookup
-from airgap.admission.decide import Decision, ImageVerdict, Mode, decide_request, malformed
+from airgap.admission.cache import AsyncFreshLookup, CacheKey, DecisionCache, FreshLookup
+from airgap.admission.decide import Decision, ImageVerdict, Mode, check_images_async, decide, decide_request, malformed
 from airgap.admission.metrics import JsonLog, Metrics
 from airgap.admission.review import AdmissionRequest, ReviewError
 from airgap.errors import Error
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from airgap.api import Verifier
     from airgap.config import RegistryOptions
     from airgap.oci.registry import RegistryClient
+    from airgap.refs import Reference
     from airgap.translate import Aliases
     from airgap.trust import Trust
 
@@ -102,6 +103,7 @@ class AdmissionService:
         self.aliases: Aliases = Aliases.parse(list(config.aliases))
         self._tags: FreshLookup[str | None] = FreshLookup(self._resolve)
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="airgap-check")
+        self._loop_tags: tuple[Any, AsyncFreshLookup[str | None]] | None = None
         self._state: _State | None = None
         self._stop = threading.Event()
         self._reload_lock = threading.Lock()
@@ -177,8 +179,41 @@ class AdmissionService:
             return ImageVerdict(image, "deny", error=True, reasons=(str(exc),))
         key = DecisionCache.key(image, digest, state.policy_digest, state.trust.digest)
         hit = self.cache.get(key)
+        return replace(hit, cached=True) if hit is not None else self._verify(state, image, ref, digest, key)
+
+    async def _check_async(self, state: _State, image: str) -> ImageVerdict:
+        """:meth:`_check` on the event loop: only the tag look-up and a verification use a thread."""
+        import asyncio
+
+        from airgap import refs
+
+        try:
+            ref = refs.parse(image)
+            digest = ref.digest
+            if digest is None:
+                host = refs.api_host(self.aliases.access_host(ref.registry))
+                digest = await self._async_tags().get((host, ref.repository, ref.identifier))
+                if digest is None:
+                    return ImageVerdict(image, "deny", reasons=(f"{ref} is not in the local registry",))
+        except Error as exc:
+            return ImageVerdict(image, "deny", error=True, reasons=(str(exc),))
+        key = DecisionCache.key(image, digest, state.policy_digest, state.trust.digest)
+        hit = self.cache.get(key)
         if hit is not None:
             return replace(hit, cached=True)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._verify, state, image, ref,
+                                                                digest, key)
+
+    def _async_tags(self) -> AsyncFreshLookup[str | None]:
+        """The tag look-ups of the running event loop (one loop serves the webhook; a new loop gets its own)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._loop_tags is None or self._loop_tags[0] is not loop:
+            self._loop_tags = (loop, AsyncFreshLookup(self._resolve, self.executor))
+        return self._loop_tags[1]
+
+    def _verify(self, state: _State, image: str, ref: Reference, digest: str, key: CacheKey) -> ImageVerdict:
         # Verify exactly the digest the tag resolved to (fetched by digest, bytes checked), tag kept for
         # translation and policy globs: no second resolution, no window for a re-tag in between.
         result = state.verifier.verify(str(ref.with_digest(digest)))
@@ -207,32 +242,66 @@ class AdmissionService:
             return 200, TEXT, self.metrics.render(self.cache, self.ready).encode()
         return 404, JSON, b'{"error":"not found"}'
 
+    async def handle_async(self, method: str, path: str, body: bytes | None) -> tuple[int, str, bytes]:
+        """:meth:`handle` for an asyncio server: reviews are decided on the loop, other paths as ``handle``."""
+        if method == "POST" and path.split("?", 1)[0] == "/validate":
+            return await self.validate_async(body)
+        return self.handle(method, path, body)
+
     def validate(self, body: bytes | None) -> tuple[int, str, bytes]:
         start = time.monotonic()
-        mode = self.config.mode
         request: AdmissionRequest | None = None
         status = 200
         try:
-            if body is None:
-                status = 413
-                decision = malformed("", f"request body is over the {self.config.max_body}-byte limit", mode,
-                                     code=413)
-            else:
-                request = AdmissionRequest.from_bytes(body)
-                state = self._state
-                if state is None:
-                    decision = malformed(request.uid, "trust directory not loaded: cannot verify images", mode,
-                                         code=503)
-                else:
-                    decision = decide_request(request, lambda image: self._check(state, image), mode,
-                                              executor=self.executor, deadline=self.config.deadline)
-        except ReviewError as exc:
-            status = 400
-            decision = malformed(_uid_of(body), str(exc), mode)
+            status, request, decision, state = self._parse(body)
+            if decision is None:
+                assert request is not None and state is not None  # noqa: S101 - _parse's contract
+                decision = decide_request(request, lambda image: self._check(state, image), self.config.mode,
+                                          executor=self.executor, deadline=self.config.deadline)
         except Exception as exc:  # noqa: BLE001 - fail closed with a clear message, never a traceback
-            decision = malformed(request.uid if request else _uid_of(body),
-                                 f"internal error: {type(exc).__name__}: {exc}", mode, code=500)
-            self.log("error", "internal error", error=f"{type(exc).__name__}: {exc}")
+            decision = self._crashed(request, body, exc)
+        return self._answer(status, request, decision, start)
+
+    async def validate_async(self, body: bytes | None) -> tuple[int, str, bytes]:
+        """:meth:`validate` on an event loop: no thread per request or per image, only per registry call."""
+        start = time.monotonic()
+        request: AdmissionRequest | None = None
+        status = 200
+        try:
+            status, request, decision, state = self._parse(body)
+            if decision is None:
+                assert request is not None and state is not None  # noqa: S101 - _parse's contract
+                images = request.unique_images
+                verdicts = await check_images_async(images, lambda image: self._check_async(state, image),
+                                                    deadline=self.config.deadline) if images else []
+                decision = decide(request, verdicts, self.config.mode)
+        except Exception as exc:  # noqa: BLE001 - fail closed with a clear message, never a traceback
+            decision = self._crashed(request, body, exc)
+        return self._answer(status, request, decision, start)
+
+    def _parse(self, body: bytes | None) -> tuple[int, AdmissionRequest | None, Decision | None, _State | None]:
+        """The HTTP status, the request, and either the decision (malformed, no trust) or the state to decide in."""
+        mode = self.config.mode
+        if body is None:
+            return 413, None, malformed("", f"request body is over the {self.config.max_body}-byte limit", mode,
+                                        code=413), None
+        try:
+            request = AdmissionRequest.from_bytes(body)
+        except ReviewError as exc:
+            return 400, None, malformed(_uid_of(body), str(exc), mode), None
+        state = self._state
+        if state is None:
+            return 200, request, malformed(request.uid, "trust directory not loaded: cannot verify images", mode,
+                                           code=503), None
+        return 200, request, None, state
+
+    def _crashed(self, request: AdmissionRequest | None, body: bytes | None, exc: Exception) -> Decision:
+        self.log("error", "internal error", error=f"{type(exc).__name__}: {exc}")
+        return malformed(request.uid if request else _uid_of(body), f"internal error: {type(exc).__name__}: {exc}",
+                         self.config.mode, code=500)
+
+    def _answer(self, status: int, request: AdmissionRequest | None, decision: Decision,
+                start: float) -> tuple[int, str, bytes]:
         if decision.allowed and status != 200:
             status = 200  # warn/audit: answer a well-formed "allowed" review even to a broken request
         elapsed = time.monotonic() - start

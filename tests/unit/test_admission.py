@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -10,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from airgap.admission.cache import DecisionCache, FreshLookup
-from airgap.admission.decide import ImageVerdict, check_images, decide, decide_request, malformed
+from airgap.admission.cache import AsyncFreshLookup, DecisionCache, FreshLookup
+from airgap.admission.decide import ImageVerdict, check_images, check_images_async, decide, decide_request, malformed
 from airgap.admission.review import AdmissionRequest, ReviewError
+from airgap.errors import TransportError
 
 SPEC = {"initContainers": [{"name": "init", "image": "reg/init:1"}],
         "containers": [{"name": "app", "image": "reg/app:1"}, {"name": "side", "image": "reg/app:1"}],
@@ -180,3 +182,63 @@ def test_fresh_lookup_passes_errors_to_callers() -> None:
 
     with pytest.raises(KeyError):
         FreshLookup(fetch).get("x")
+
+
+def test_async_fresh_lookup_coalesces_but_never_answers_stale() -> None:
+    calls: list[str] = []
+    gate = threading.Event()
+    value = ["old"]
+
+    def fetch(key: str) -> str:
+        seen = value[0]
+        calls.append(seen)
+        if len(calls) == 1:
+            gate.wait(5)
+        return seen
+
+    async def scenario() -> list[str]:
+        with ThreadPoolExecutor(4) as pool:
+            lookup: AsyncFreshLookup[str] = AsyncFreshLookup(fetch, pool)
+            first = asyncio.ensure_future(lookup.get("tag"))
+            while not calls:
+                await asyncio.sleep(0.001)
+            value[0] = "new"  # the tag moves while the first look-up is in flight
+            later = [asyncio.ensure_future(lookup.get("tag")) for _ in range(5)]
+            impatient = asyncio.ensure_future(lookup.get("tag"))
+            await asyncio.sleep(0.02)
+            impatient.cancel()  # a caller past its deadline does not cancel the look-up the others share
+            gate.set()
+            return list(await asyncio.gather(first, *later))
+
+    results = asyncio.run(scenario())
+    assert results == ["old"] + ["new"] * 5  # arrived after the move: never the old one
+    assert calls == ["old", "new"]  # the five later callers shared one fresh look-up
+
+
+def test_async_fresh_lookup_passes_errors_and_shutdown_to_callers() -> None:
+    def fetch(key: str) -> str:
+        raise KeyError(key)
+
+    async def scenario(pool: ThreadPoolExecutor) -> str:
+        return await AsyncFreshLookup(fetch, pool).get("x")
+
+    with ThreadPoolExecutor(1) as pool, pytest.raises(KeyError):
+        asyncio.run(scenario(pool))
+    with pytest.raises(TransportError, match="shutting down"):
+        asyncio.run(scenario(pool))  # the pool is shut down
+
+
+def test_async_deadline_and_crashes_deny_without_waiting() -> None:
+    async def check(image: str) -> ImageVerdict:
+        if image == "slow":
+            await asyncio.sleep(5)
+        if image == "boom":
+            raise RuntimeError("kaput")
+        return ImageVerdict(image, "allow")
+
+    start = time.monotonic()
+    out = asyncio.run(check_images_async(["fast", "slow", "boom"], check, deadline=0.2))
+    assert time.monotonic() - start < 1.0
+    assert [v.decision for v in out] == ["allow", "deny", "deny"]
+    assert "0.2s deadline" in out[1].why and out[1].error
+    assert "RuntimeError: kaput" in out[2].why
