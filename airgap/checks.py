@@ -9,7 +9,13 @@ anything present but invalid (a Rekor SET, an SCT, a chain) fails the candidate 
 optional.
 
 Sigstore bundles are checked in :mod:`airgap.checks_bundle`; certificates in :mod:`airgap.checks_keyless`;
-Rekor SETs in :mod:`airgap.checks_tlog`.
+Rekor SETs in :mod:`airgap.checks_tlog`; RFC 3161 signed timestamps in :mod:`airgap.checks_tsa`.
+
+Signed timestamps (cosign v2's ``verifyInternal``): a legacy signature's ``rfc3161timestamp`` annotation is
+verified whenever present (over the raw signature; for an attestation, over the DSSE envelope), and fails
+the candidate when invalid or when there is no trusted root with TSAs; its time is then a time at which a
+keyless certificate must be valid (with the Rekor time when there is one; "now" only when there is
+neither). ``require_timestamp`` (a policy's ``rfc3161timestamp``) demands one.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ if TYPE_CHECKING:
     from cryptography.x509 import Certificate
 
     from airgap.checks_tlog import TlogEntry
+    from airgap.checks_tsa import SignedTimestamp
     from airgap.keys import PublicKey
     from airgap.roots import TrustedRoot
 
@@ -59,6 +66,7 @@ class Outcome:
     signed_digest: str | None = None
     integrated_time: int | None = None
     statement: cosign.Statement | None = None
+    signed_time: SignedTimestamp | None = None  # a verified RFC 3161 timestamp
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"ok": self.ok, "kind": self.kind, "reason": self.reason,
@@ -68,6 +76,8 @@ class Outcome:
                 out[name] = getattr(self, name)
         if self.statement is not None:
             out["predicate_type"] = self.statement.predicate_type
+        if self.signed_time is not None:
+            out["signed_timestamp"] = {"time": self.signed_time.time.isoformat(), "tsa": self.signed_time.tsa}
         return out
 
 
@@ -127,6 +137,29 @@ def key_signed(run: Run, keys: tuple[PublicKey, ...], signature: bytes, data: by
     raise run.fail("signature", f"does not verify with any of {len(keys)} authority key(s)")
 
 
+def timestamp_check(run: Run, annotations: Mapping[str, str], root: TrustedRoot | None, require: bool,
+                    data: bytes) -> SignedTimestamp | None:
+    """Verify the ``rfc3161timestamp`` annotation over ``data`` when present (fail closed); demand one when
+    ``require``. ``root`` supplies the TSAs."""
+    from airgap.checks_tsa import TimestampError, verify_annotation
+
+    value = annotations.get(cosign.ANN_RFC3161)
+    if not value:
+        if require:
+            raise run.fail("timestamp", "no signed RFC 3161 timestamp, and the policy requires one (rfc3161timestamp)")
+        return None
+    if root is None:
+        raise run.fail("timestamp", "signed timestamp present but no trusted root with timestamp authorities "
+                                    "to verify it")
+    try:
+        stamp = verify_annotation(value, data, root)
+    except TimestampError as exc:
+        raise run.fail("timestamp", str(exc)) from None
+    run.outcome.signed_time = stamp
+    run.ok("timestamp", f"RFC 3161 timestamp {stamp.describe()}")
+    return stamp
+
+
 def _tlog(run: Run, annotations: Mapping[str, str], root: TrustedRoot | None, require_tlog: bool, *,
           data: bytes, signature: bytes, spki: bytes) -> TlogEntry | None:
     """Check the Rekor SET annotation when present; demand one when ``require_tlog``."""
@@ -154,8 +187,9 @@ def _tlog(run: Run, annotations: Mapping[str, str], root: TrustedRoot | None, re
 
 def _keyless(run: Run, annotations: Mapping[str, str], authority: KeylessAuthority, root: TrustedRoot,
              require_tlog: bool, require_sct: bool, now: datetime | None, *, data: bytes,
-             signature: bytes, signed: bytes) -> None:
-    """Certificate path: SET (gives the signing time), chain at that time, SCT, identity, signature."""
+             signature: bytes, signed: bytes, stamp: SignedTimestamp | None = None) -> None:
+    """Certificate path: SET and/or signed timestamp (the signing times), chain at each, SCT, identity,
+    signature."""
     from airgap.checks_keyless import CertError, issuer_of, load_certificates, subject_of, verify_chain, verify_sct
     from airgap.keys import spki_der, verify_signature
 
@@ -169,11 +203,12 @@ def _keyless(run: Run, annotations: Mapping[str, str], authority: KeylessAuthori
     except (CertError, TypeError, ValueError) as exc:
         raise run.fail("certificate", str(exc)) from None
     entry = _tlog(run, annotations, root, require_tlog, data=data, signature=signature, spki=spki)
-    at = entry.time if entry is not None else (now or datetime.now(UTC))
+    times = [(t, why) for t, why in ((stamp.time if stamp else None, "TSA"), (entry.time if entry else None, "tlog"))
+             if t is not None] or [(now or datetime.now(UTC), "time: now, no tlog or signed timestamp")]
     try:
-        chain = verify_chain(leaf, extra, root, at)
-        run.ok("chain", f"chains to {chain[-1].subject.rfc4514_string()} at {at:%Y-%m-%dT%H:%M:%SZ}"
-               + ("" if entry else " (time: now, no tlog)"))
+        for at, why in times:
+            chain = verify_chain(leaf, extra, root, at)
+            run.ok("chain", f"chains to {chain[-1].subject.rfc4514_string()} at {at:%Y-%m-%dT%H:%M:%SZ} ({why})")
     except CertError as exc:
         raise run.fail("chain", str(exc)) from None
     if require_sct:
@@ -204,9 +239,12 @@ def _root_for(authority: Authority, trusted_root: TrustedRoot | None) -> Trusted
 def check_simple_signing(payload: bytes, signature_b64: str, annotations: Mapping[str, str], *,
                          expected_digest: str, authority: Authority, trusted_root: TrustedRoot | None = None,
                          require_tlog: bool = False, require_sct: bool = True,
-                         now: datetime | None = None) -> Outcome:
+                         now: datetime | None = None, require_timestamp: bool = False,
+                         tsa_root: TrustedRoot | None = None) -> Outcome:
     """Check a legacy cosign signature: ``payload`` (the exact simple-signing bytes), its base64
-    signature and the OCI layer annotations, for the image ``expected_digest``."""
+    signature and the OCI layer annotations, for the image ``expected_digest``.
+
+    A signed timestamp is checked against ``tsa_root`` (default: the root used for the rest)."""
     from airgap.keys import spki_der
 
     run = Run("key" if isinstance(authority, KeyAuthority) else "keyless")
@@ -220,10 +258,13 @@ def check_simple_signing(payload: bytes, signature_b64: str, annotations: Mappin
         root = _root_for(authority, trusted_root)
         if isinstance(authority, KeyAuthority):
             key = key_signed(run, authority.keys, signature, payload)
+            timestamp_check(run, annotations, tsa_root or root, require_timestamp, signature)
             _tlog(run, annotations, root, require_tlog, data=payload, signature=signature, spki=spki_der(key))
         else:
+            stamp = timestamp_check(run, annotations, tsa_root or root or authority.trusted_root, require_timestamp,
+                                    signature)
             _keyless(run, annotations, authority, root or authority.trusted_root, require_tlog, require_sct, now,
-                     data=payload, signature=signature, signed=payload)
+                     data=payload, signature=signature, signed=payload, stamp=stamp)
         if parsed.manifest_digest != expected_digest:
             raise run.fail("digest", f"payload names {parsed.manifest_digest}, not {expected_digest}")
         run.ok("digest", f"payload names {expected_digest}")
@@ -257,7 +298,8 @@ def check_statement(run: Run, payload: bytes, expected_digest: str | None, predi
 def check_attestation(envelope: bytes, annotations: Mapping[str, str], *, expected_digest: str,
                       authority: Authority, trusted_root: TrustedRoot | None = None, require_tlog: bool = False,
                       predicate_type: str | None = None, require_sct: bool = True,
-                      now: datetime | None = None) -> Outcome:
+                      now: datetime | None = None, require_timestamp: bool = False,
+                      tsa_root: TrustedRoot | None = None) -> Outcome:
     """Check a legacy cosign attestation (a DSSE envelope in a ``.att`` layer): a signature over the PAE,
     the statement naming ``expected_digest``, and the predicate type when asked."""
     from airgap.keys import spki_der
@@ -283,12 +325,15 @@ def check_attestation(envelope: bytes, annotations: Mapping[str, str], *, expect
                 break
             if key is None:
                 raise run.fail("signature", f"no envelope signature verifies with the {len(authority.keys)} key(s)")
+            timestamp_check(run, annotations, tsa_root or root, require_timestamp, envelope)
             _tlog(run, annotations, root, require_tlog, data=env.payload, signature=signature, spki=spki_der(key))
         else:
             if len(env.signatures) != 1:
                 raise run.fail("envelope", f"expected one signature on a keyless envelope, got {len(env.signatures)}")
+            stamp = timestamp_check(run, annotations, tsa_root or root or authority.trusted_root, require_timestamp,
+                                    envelope)  # cosign timestamps an attestation's payload: the envelope
             _keyless(run, annotations, authority, root or authority.trusted_root, require_tlog, require_sct, now,
-                     data=env.payload, signature=env.signatures[0][1], signed=env.pae)
+                     data=env.payload, signature=env.signatures[0][1], signed=env.pae, stamp=stamp)
         check_statement(run, env.payload, expected_digest, predicate_type)
     except Failed:
         pass
@@ -297,12 +342,14 @@ def check_attestation(envelope: bytes, annotations: Mapping[str, str], *, expect
 
 def check_sigstore_bundle(bundle: bytes, *, expected_digest: str | None, authority: Authority,
                           artifact: bytes | None = None, require_tlog: bool = True,
-                          predicate_type: str | None = None, trusted_root: TrustedRoot | None = None) -> Outcome:
+                          predicate_type: str | None = None, trusted_root: TrustedRoot | None = None,
+                          require_timestamp: bool = False, tsa_root: TrustedRoot | None = None) -> Outcome:
     """Check a sigstore bundle (v0.1-v0.3; message signature or DSSE). See :mod:`airgap.checks_bundle`."""
     from airgap.checks_bundle import check_bundle
 
     return check_bundle(bundle, expected_digest=expected_digest, authority=authority, artifact=artifact,
-                        require_tlog=require_tlog, predicate_type=predicate_type, trusted_root=trusted_root)
+                        require_tlog=require_tlog, predicate_type=predicate_type, trusted_root=trusted_root,
+                        require_timestamp=require_timestamp, tsa_root=tsa_root)
 
 
 def sha256_digest(data: bytes) -> str:

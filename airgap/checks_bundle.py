@@ -8,6 +8,11 @@ here with the same steps: Rekor v1 ``intoto`` entries (their integrated time is 
 ``dsse`` entry's, bound by the verified SET) and managed-key bundles (``publicKey`` hint, including
 cosign v3 ``--tlog-upload=false`` bundles with no log entry at all).
 
+RFC 3161 timestamps in ``timestampVerificationData`` are verified by airgap too (:mod:`airgap.checks_tsa`,
+over the signature bytes as the Sigstore client spec says), for key bundles (which sigstore-python never
+sees) and certificate bundles alike: one that does not verify fails the bundle (sigstore-python would only
+skip it), and ``require_timestamp`` (a policy's ``rfc3161timestamp``) demands at least one that does.
+
 For an image, ``expected_digest`` must be named by the DSSE statement's subject or, for a message
 signature, by the simple-signing payload (``artifact``) or the bundle's message digest.
 """
@@ -18,8 +23,7 @@ import base64
 import binascii
 import hashlib
 import json
-from datetime import UTC
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from airgap import cosign
 from airgap.checks import (
@@ -32,6 +36,7 @@ from airgap.checks import (
     check_statement,
     key_signed,
 )
+from airgap.checks_sigstore import verifier as _verifier
 from airgap.errors import Error
 
 if TYPE_CHECKING:
@@ -49,7 +54,8 @@ MEDIA_TYPES = (
 
 
 def check_bundle(raw: bytes, *, expected_digest: str | None, authority: Authority, artifact: bytes | None,
-                 require_tlog: bool, predicate_type: str | None, trusted_root: TrustedRoot | None) -> Outcome:
+                 require_tlog: bool, predicate_type: str | None, trusted_root: TrustedRoot | None,
+                 require_timestamp: bool = False, tsa_root: TrustedRoot | None = None) -> Outcome:
     keyed = isinstance(authority, KeyAuthority)
     run = Run("bundle-key" if keyed else "bundle-keyless")
     try:
@@ -65,6 +71,8 @@ def check_bundle(raw: bytes, *, expected_digest: str | None, authority: Authorit
                 raise run.fail("bundle", f"DSSE envelope must carry exactly one signature, not {len(env.signatures)}")
         root = trusted_root if trusted_root is not None else (
             authority.trusted_root if isinstance(authority, KeylessAuthority) else None)
+        _timestamps(run, doc, env, tsa_root or root or (
+            authority.trusted_root if isinstance(authority, KeylessAuthority) else None), require_timestamp)
         if "publicKey" in vm:
             if not isinstance(authority, KeyAuthority):
                 raise run.fail("authority", "the bundle is signed with a key, the authority is keyless")
@@ -92,6 +100,37 @@ def _parse(run: Run, raw: bytes) -> dict[str, Any]:
     if (doc.get("dsseEnvelope") is None) == (doc.get("messageSignature") is None):
         raise run.fail("bundle", "needs exactly one of messageSignature and dsseEnvelope")
     return doc
+
+
+def _timestamps(run: Run, doc: dict[str, Any], env: cosign.Envelope | None, root: TrustedRoot | None,
+                require: bool) -> None:
+    """Verify every RFC 3161 timestamp in the bundle over its signature; demand one when ``require``."""
+    from airgap.checks_tsa import TimestampError, verify_timestamp
+
+    tvd = doc["verificationMaterial"].get("timestampVerificationData") or {}
+    stamps = (tvd.get("rfc3161Timestamps") or []) if isinstance(tvd, dict) else []
+    if not isinstance(stamps, list):
+        raise run.fail("bundle", "timestampVerificationData.rfc3161Timestamps is not a list")
+    if not stamps:
+        if require:
+            raise run.fail("timestamp", "no signed RFC 3161 timestamp, and the policy requires one (rfc3161timestamp)")
+        return
+    if root is None:
+        raise run.fail("timestamp", "signed timestamps present but no trusted root with timestamp authorities")
+    if env is not None:
+        signature = env.signatures[0][1]
+    else:
+        msg = doc["messageSignature"]
+        signature = _b64(run, msg.get("signature") if isinstance(msg, dict) else None, "messageSignature.signature")
+    for i, item in enumerate(stamps):
+        raw = _b64(run, item.get("signedTimestamp") if isinstance(item, dict) else None,
+                   f"rfc3161Timestamps[{i}].signedTimestamp")
+        try:
+            stamp = verify_timestamp(raw, signature, root)
+        except TimestampError as exc:
+            raise run.fail("timestamp", str(exc)) from None
+        run.outcome.signed_time = run.outcome.signed_time or stamp
+        run.ok("timestamp", f"RFC 3161 timestamp {stamp.describe()}")
 
 
 def _b64(run: Run, value: Any, what: str) -> bytes:
@@ -294,115 +333,6 @@ class _AnyCert:
 
     def verify(self, cert: Certificate) -> None:
         return None
-
-
-# Verifiers built per trusted root (keyrings and the chain store are parsed once, not per bundle). Keyed by
-# id() with the root kept alive beside it, so an id is never reused while its entry exists.
-_VERIFIERS: dict[int, tuple[TrustedRoot, Any]] = {}
-
-
-def _verifier(root: TrustedRoot) -> Any:
-    hit = _VERIFIERS.get(id(root))
-    if hit is not None and hit[0] is root:
-        return hit[1]
-    verifier = _new_verifier(root)
-    if len(_VERIFIERS) >= 16:
-        _VERIFIERS.clear()
-    _VERIFIERS[id(root)] = (root, verifier)
-    return verifier
-
-
-def _new_verifier(root: TrustedRoot) -> Any:
-    from cryptography.x509 import ExtendedKeyUsage, UnsupportedGeneralNameType
-    from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store
-    from cryptography.x509.verification import VerificationError as X509Error
-    from sigstore.errors import CertValidationError
-    from sigstore.verify import Verifier
-
-    from airgap.roots import TrustedRoot as _Root
-
-    class _IntotoVerifier(Verifier):
-        """sigstore-python's Verifier, also accepting the integrated time of Rekor v1 ``intoto`` entries
-        (bound by the inclusion promise exactly as for ``dsse``/``hashedrekord``). What sigstore-python
-        rebuilds per bundle is built once here: keyrings (:class:`_KeyringCache`), extension policies and the
-        Fulcio chain store (the store keeps its CAs' parsed keys: a fresh one costs ~50 us a verification)."""
-
-        def __init__(self, *, trusted_root: Any) -> None:
-            super().__init__(trusted_root=trusted_root)
-            self._trusted_root = cast(Any, _KeyringCache(trusted_root))  # duck-typed: the calls sigstore makes
-            self._store = Store(self._fulcio_certificate_chain)
-            # as sigstore-python: webpki defaults, but the EKU is code signing (checked after the chain)
-            self._ca_policy, self._ee_policy = (
-                p.may_be_present(ExtendedKeyUsage, Criticality.NON_CRITICAL, None)
-                for p in (ExtensionPolicy.webpki_defaults_ca(), ExtensionPolicy.webpki_defaults_ee()))
-
-        def _verify_chain_at_time(self, certificate: Certificate, timestamp_result: Any) -> list[Certificate]:
-            verifier = (PolicyBuilder().store(self._store).time(timestamp_result.time)
-                        .extension_policies(ca_policy=self._ca_policy, ee_policy=self._ee_policy)
-                        .build_client_verifier())
-            try:
-                return list(verifier.verify(certificate, []).chain[1:])  # the path above the leaf
-            except (X509Error, UnsupportedGeneralNameType) as exc:
-                raise CertValidationError(f"failed to build timestamp certificate chain: {exc}") from None
-
-        def _establish_time(self, bundle: Bundle) -> Any:
-            from sigstore._internal.timestamp import TimestampSource, TimestampVerificationResult
-            from sigstore.errors import VerificationError as SigstoreVerificationError
-
-            inner = bundle.log_entry._inner
-            if inner.kind_version.kind != "intoto":
-                return super()._establish_time(bundle)
-            found = []
-            tsd = bundle.verification_material.timestamp_verification_data
-            if tsd and tsd.rfc3161_timestamps:
-                if not self._trusted_root.get_timestamp_authorities():
-                    raise SigstoreVerificationError("signed timestamps present but the trusted root has no TSA")
-                found.extend(self._verify_timestamp_authority(bundle))
-            if inner.integrated_time and inner.inclusion_promise:
-                from datetime import datetime
-
-                found.append(TimestampVerificationResult(
-                    source=TimestampSource.TRANSPARENCY_SERVICE,
-                    time=datetime.fromtimestamp(inner.integrated_time, tz=UTC)))
-            return found
-
-    if not isinstance(root, _Root):
-        raise TypeError("expected an airgap.roots.TrustedRoot")
-    return _IntotoVerifier(trusted_root=root.to_sigstore())
-
-
-class _KeyringCache:
-    """A sigstore ``TrustedRoot`` whose keyrings and TSA list are built once (sigstore-python loads every
-    key on each call). Which keys are usable is still decided per call: a keyring is reused only for the
-    same selection, so a key whose ``validFor`` starts later joins when it starts, as without the cache."""
-
-    def __init__(self, root: Any) -> None:
-        self._root = root
-        self._rings: dict[tuple[str, Any, tuple[int, ...]], Any] = {}
-        self._tsas: list[Any] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._root, name)
-
-    def _ring(self, kind: str, purpose: Any) -> Any:
-        logs = self._root._inner.tlogs if kind == "rekor" else self._root._inner.ctlogs
-        key = (kind, purpose, tuple(id(k) for k in self._root._get_tlog_keys(logs, purpose)))
-        ring = self._rings.get(key)
-        if ring is None:
-            ring = self._root.rekor_keyring(purpose) if kind == "rekor" else self._root.ct_keyring(purpose)
-            self._rings[key] = ring
-        return ring
-
-    def rekor_keyring(self, purpose: Any) -> Any:
-        return self._ring("rekor", purpose)
-
-    def ct_keyring(self, purpose: Any) -> Any:
-        return self._ring("ct", purpose)
-
-    def get_timestamp_authorities(self) -> list[Any]:
-        if self._tsas is None:
-            self._tsas = self._root.get_timestamp_authorities()
-        return list(self._tsas)
 
 
 def _verify_intoto(verifier: Any, bundle: Bundle, env: cosign.Envelope) -> None:

@@ -13,7 +13,13 @@ Rules, in order (policy-controller's, plus airgap's global settings):
 4. an authority is satisfied by one signature (or, with ``attestations``, one verified attestation per
    entry whose condition holds) that verifies against its key or keyless identity and names the image's
    digest; ``dockerReference: strict`` also requires the signed docker-reference to be the upstream repo;
-5. a failing policy in ``warn`` mode adds a warning instead of denying.
+5. a failing policy in ``warn`` mode adds a warning instead of denying;
+6. an authority with ``rfc3161timestamp`` needs a signed timestamp verified against the TSAs of its
+   ``trustRootRef`` (empty: the default root) and no transparency-log entry: policy-controller sets
+   ``UseSignedTimestamps`` and ``IgnoreTlog`` for it (pkg/webhook/validator.go). For a keyless signature
+   that is what makes its expired short-lived certificate acceptable there too; airgap also demands the
+   timestamp of key signatures, where policy-controller would let one without it through. A timestamp that
+   is present is verified under every policy (cosign v2), against the authority's root.
 Multi-arch: a digest needs its own signature (cosign's rule; ``airgap sign --recursive`` signs each child).
 """
 
@@ -119,7 +125,9 @@ def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: Attac
         check_as = checks.KeylessAuthority(tuple(authority.keyless.identities), trusted_root)
     else:
         return AuthorityResult(name, False, "authority has neither key, keyless nor static")
-    require_tlog = not authority.ctlog_disabled
+    wants_timestamp = authority.rfc3161_trust_root_ref is not None
+    tsa_root = trust.trusted_root(authority.rfc3161_trust_root_ref or None) if wants_timestamp else trusted_root
+    require_tlog = not authority.ctlog_disabled and not wants_timestamp
     strict_ref = policy.docker_reference_strict
     evidence: list[SignatureEvidence] = []
 
@@ -137,7 +145,8 @@ def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: Attac
             for cand in artifacts.attestations(repos):
                 outcome = checks.check_attestation(
                     cand.data, cand.annotations, expected_digest=artifacts.digest, authority=check_as,
-                    trusted_root=trusted_root, require_tlog=require_tlog, predicate_type=spec.predicate_type)
+                    trusted_root=trusted_root, require_tlog=require_tlog, predicate_type=spec.predicate_type,
+                    require_timestamp=wants_timestamp, tsa_root=tsa_root)
                 if outcome.ok and outcome.statement is not None and not spec.evaluate(outcome.statement.predicate):
                     outcome.ok = False
                     outcome.reason = f"attestation {spec.name}: condition is false"
@@ -153,14 +162,15 @@ def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: Attac
         outcome = checks.check_simple_signing(
             cand.data, cand.annotations.get(ANN_SIGNATURE, ""), cand.annotations,
             expected_digest=artifacts.digest, authority=check_as, trusted_root=trusted_root,
-            require_tlog=require_tlog)
+            require_tlog=require_tlog, require_timestamp=wants_timestamp, tsa_root=tsa_root)
         accepted = accept(outcome)
         evidence.append(_evidence(cand, outcome))
         if accepted:
             return AuthorityResult(name, True, "", evidence)
     for cand in artifacts.bundles(repos):
         outcome = checks.check_sigstore_bundle(cand.data, expected_digest=artifacts.digest, authority=check_as,
-                                               require_tlog=require_tlog, trusted_root=trusted_root)
+                                               require_tlog=require_tlog, trusted_root=trusted_root,
+                                               require_timestamp=wants_timestamp, tsa_root=tsa_root)
         accepted = accept(outcome)
         evidence.append(_evidence(cand, outcome))
         if accepted:
