@@ -282,3 +282,23 @@ def test_collect_skips_referrer_tags_the_listing_lacks(scenario: Scenario) -> No
     assert fallback == [f"/v2/team/app0/manifests/{referrers_tag(root)}"]
     assert [a.subject for a in image.attachments if a.kind == "referrer"] == [root]
     assert len([a for a in image.attachments if a.kind == "signature"]) == 3  # the index and both platforms
+
+
+def test_load_takes_blobs_in_any_order(scenario: Scenario, tmp_path: Path) -> None:
+    """The manifest pins every blob's digest and size, not where it sits among the blobs: a bundle whose
+    blobs were rewritten in another order (same manifest, same signature) loads the same."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_bundle_tamper import join, split
+
+    from airgap.bundle.manifest import BLOB_PREFIX
+
+    entries = split(scenario.bundle.read_bytes())
+    first = next(i for i, e in enumerate(entries) if e[0].startswith(BLOB_PREFIX))
+    reordered = tmp_path / "reordered.tar"
+    reordered.write_bytes(join(entries[:first] + entries[first:][::-1]))
+    dst = scenario.new_registry()
+    out = run(["load", str(reordered), "--registry", dst.host, "--key", str(scenario.key.public_path), "--json"])
+    assert out.exit_code == 0, out.output
+    for repo, digest in scenario.digests.items():
+        head = RegistryClient().head_manifest(dst.host, repo, "1.0")
+        assert head is not None and head.digest == digest
