@@ -8,6 +8,7 @@ check fails, and returns what the caller reports as evidence when it passes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -19,6 +20,7 @@ from airgap.errors import VerificationError
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
+    from cryptography.x509.verification import ExtensionPolicy, Store
 
     from airgap.roots import TrustedRoot
 
@@ -130,6 +132,26 @@ def _der_utf8(der: bytes) -> str:
     return der[offset:].decode("utf-8", "replace")
 
 
+@functools.lru_cache(maxsize=64)
+def _store(certificates: tuple[Certificate, ...]) -> Store:
+    """One trust store per CA chain, built once: building one parses every CA key again (~50 µs)."""
+    from cryptography.x509.verification import Store
+
+    return Store(list(certificates))
+
+
+@functools.lru_cache(maxsize=1)
+def _extension_policies() -> tuple[ExtensionPolicy, ExtensionPolicy]:
+    """WebPKI's CA and end-entity extension policies, with Fulcio's non-critical EKU allowed."""
+    from cryptography import x509
+    from cryptography.x509.verification import Criticality, ExtensionPolicy
+
+    def eku(policy: ExtensionPolicy) -> ExtensionPolicy:
+        return policy.may_be_present(x509.ExtendedKeyUsage, Criticality.NON_CRITICAL, None)
+
+    return eku(ExtensionPolicy.webpki_defaults_ca()), eku(ExtensionPolicy.webpki_defaults_ee())
+
+
 def verify_chain(leaf: Certificate, intermediates: list[Certificate], root: TrustedRoot,
                  at: datetime) -> list[Certificate]:
     """Build and check a path from ``leaf`` to a Fulcio CA of ``root`` valid at ``at`` (both the CA's
@@ -137,26 +159,18 @@ def verify_chain(leaf: Certificate, intermediates: list[Certificate], root: Trus
     leaf (issuer first). Checks the Fulcio profile: code-signing EKU, digitalSignature key usage."""
     from cryptography import x509
     from cryptography.x509.oid import ExtendedKeyUsageOID
-    from cryptography.x509.verification import (
-        Criticality,
-        ExtensionPolicy,
-        PolicyBuilder,
-        Store,
-    )
+    from cryptography.x509.verification import PolicyBuilder
     from cryptography.x509.verification import VerificationError as X509Error
 
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    ca_policy = ExtensionPolicy.webpki_defaults_ca().may_be_present(x509.ExtendedKeyUsage, Criticality.NON_CRITICAL,
-                                                                     None)
-    ee_policy = ExtensionPolicy.webpki_defaults_ee().may_be_present(x509.ExtendedKeyUsage, Criticality.NON_CRITICAL,
-                                                                     None)
+    ca_policy, ee_policy = _extension_policies()
     last = "no Fulcio CA in the trusted root is valid at that time"
     chain: list[Certificate] | None = None
     for authority in root.fulcio:
         if not authority.validity.contains(at):
             continue
-        verifier = (PolicyBuilder().store(Store(list(authority.certificates))).time(at)
+        verifier = (PolicyBuilder().store(_store(authority.certificates)).time(at)
                     .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy).build_client_verifier())
         try:
             chain = list(verifier.verify(leaf, intermediates).chain[1:])
