@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import random
 import shutil
 import statistics
 import sys
@@ -33,22 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_copy import (  # noqa: E402
-    AIRGAP,
-    byte_compile,
-    clear_skopeo_cache,
-    fresh_airgap_cache,
-    populate,
-    run_measured,
-)
-from support.registries import Registry, find_tool, start_registry  # noqa: E402
-from support.signing import write_keypair  # noqa: E402
-
-MB = 1_000_000
+import benchlib  # first: it puts tests/ on sys.path for support.*
+from benchlib import AIRGAP, MB, run_measured
+from support.registries import Registry, find_tool, start_registry
+from support.signing import write_keypair
 
 
 def write_spec(path: Path, host: str, refs: list[str], name: str) -> None:
@@ -78,33 +65,7 @@ def sign_all(host: str, refs: list[str], key: object) -> None:
 
 def big_image(src: Registry) -> str:
     """A two-layer 2 GB image pushed by streaming deterministic bytes (never held in memory)."""
-    import json
-
-    from airgap.oci import mediatypes as mt
-    from airgap.oci.manifest import Descriptor, Manifest
-    from airgap.oci.registry import RegistryClient
-
-    size, chunk = 1024 * 1024 * 1024, 4 * 1024 * 1024
-    client = RegistryClient()
-    layers = []
-    for seed in (11, 12):
-        def chunks(seed: int = seed):  # type: ignore[no-untyped-def]
-            rng = random.Random(seed)
-            for _ in range(size // chunk):
-                yield rng.randbytes(chunk)
-
-        h = hashlib.sha256()
-        for c in chunks():
-            h.update(c)
-        layer = Descriptor(mt.OCI_LAYER, f"sha256:{h.hexdigest()}", size)
-        client.push_blob(src.host, "bench/big", layer, chunks)
-        layers.append(layer)
-    cfg = b'{"architecture":"amd64","os":"linux"}'
-    config = Descriptor(mt.OCI_CONFIG, "sha256:" + hashlib.sha256(cfg).hexdigest(), len(cfg))
-    client.push_blob(src.host, "bench/big", config, lambda: [cfg])
-    data = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config.to_json(),
-                       "layers": [la.to_json() for la in layers]}).encode()
-    client.put_manifest(src.host, "bench/big", "1", Manifest.from_bytes(data, mt.OCI_MANIFEST))
+    benchlib.push_streamed_image(src.host, "bench/big", "1", seeds=(11, 12))
     return "bench/big:1"
 
 
@@ -118,7 +79,7 @@ def main() -> int:
         if find_tool(tool) is None:
             raise SystemExit(f"bench: {tool} not found (run scripts/install-peers.sh)")
     os.environ["PATH"] = f"{Path.home() / '.cache/airgap/peers/bin'}:{os.environ['PATH']}"
-    byte_compile()
+    benchlib.byte_compile()
     work = Path(tempfile.mkdtemp(prefix="bench-bundle-"))
     regs: list[Registry] = []
     failures: list[str] = []
@@ -130,13 +91,13 @@ def main() -> int:
 
     try:
         src = registry("src")
-        refs = populate(src, args.images)
+        refs = benchlib.populate(src, args.images)
         key = write_keypair(work / "keys", "release")
         sign_all(src.host, refs, key.signer)
         (work / "release.pub").write_bytes(key.public_pem)
         spec = work / "bench.yaml"
         write_spec(spec, src.host, refs, "bench")
-        fresh_airgap_cache(work / "airgap-cache")
+        benchlib.fresh_airgap_cache(work / "airgap-cache")
 
         # ---- pack vs crane pull + tar -------------------------------------------------------------
         bundle = work / "bench.tar"
@@ -177,7 +138,7 @@ def main() -> int:
                 for reg in regs[1:]:
                     reg.stop()
                 del regs[1:]
-            clear_skopeo_cache()
+            benchlib.clear_skopeo_cache()
             dst_skopeo = registry(f"dst-skopeo{i}")
             os.sync()
             t0 = time.perf_counter()
@@ -185,7 +146,7 @@ def main() -> int:
                 run_measured(["skopeo", "copy", "--all", "--quiet", "--dest-tls-verify=false",
                               f"oci:{extracted}:{src.host}/{ref}", f"docker://{dst_skopeo.host}/{ref}"])
             skopeos.append(time.perf_counter() - t0)
-            fresh_airgap_cache(work / f"airgap-cache-load{i}")
+            benchlib.fresh_airgap_cache(work / f"airgap-cache-load{i}")
             dst = registry(f"dst{i}")
             load_argv = [AIRGAP, "load", str(bundle), "--registry", dst.host, "--bundle-digest", _digest(bundle),
                          "--json"]
@@ -221,12 +182,8 @@ def main() -> int:
             if rss > 120:
                 failures.append(f"load peak RSS {rss} MB > 120")
     finally:
-        for reg in regs:
-            reg.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    for failure in failures:
-        print(f"MISSED: {failure}")
-    return 1 if failures else 0
+        benchlib.cleanup(work, regs)
+    return benchlib.verdict(failures)
 
 
 def _fmt(values: list[float]) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,13 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from support.images import Pusher, push_image  # noqa: E402
-from support.registries import find_tool, start_registry  # noqa: E402
-
-AIRGAP = str(Path(sys.executable).parent / "airgap")
+import benchlib  # first: it puts tests/ on sys.path for support.*
+from benchlib import AIRGAP
+from support.images import Pusher, push_image
+from support.registries import find_tool, start_registry
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
@@ -43,14 +39,6 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"bench: {' '.join(argv[:4])}... failed: {proc.stderr.decode()[-400:]}")
     return elapsed
-
-
-def byte_compile() -> None:
-    """Compile airgap's modules as ``pip install`` does (see bench_copy.py): this checkout is an editable
-    install and PYTHONDONTWRITEBYTECODE may be set, so measured CLI processes would recompile what changed."""
-    import compileall
-
-    compileall.compile_dir(str(ROOT / "airgap"), quiet=1)
 
 
 def median_ms(fn: object, repeat: int) -> float:
@@ -108,7 +96,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=200, help="in-process warm verifications to time")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the 100-ref comparison")
     args = parser.parse_args()
-    byte_compile()
+    benchlib.byte_compile()
     cosign = find_tool("cosign")
     if not find_tool("docker-registry") or not cosign:
         raise SystemExit("bench: docker-registry and cosign are needed (scripts/install-peers.sh)")
@@ -180,11 +168,8 @@ def main() -> int:
         if ratio > 0.10:
             failures.append(f"{len(refs)}-ref ratio {ratio:.3f}x > 0.10x")
     finally:
-        reg.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    for failure in failures:
-        print(f"MISSED: {failure}")
-    return 1 if failures else 0
+        benchlib.cleanup(work, [reg])
+    return benchlib.verdict(failures)
 
 
 if __name__ == "__main__":

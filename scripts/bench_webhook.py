@@ -240,6 +240,7 @@ def setup(work: Path, count: int) -> tuple[Any, list[str], list[str], Path]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from support.images import Pusher, push_image
     from support.registries import start_registry
+    from support.trustdirs import airgap_policy, cip, key_authority, write_trust
 
     from airgap.keys import KeySigner, public_pem
     from airgap.oci.registry import RegistryClient
@@ -255,22 +256,8 @@ def setup(work: Path, count: int) -> tuple[Any, list[str], list[str], Path]:
         tags.append(f"{reg.host}/bench/app{i}:1.0")
         pinned.append(f"{reg.host}/bench/app{i}@{image.digest}")
         sign_image(tags[-1], signer, client=client)
-    trust = work / "trust"
-    (trust / "keys").mkdir(parents=True)
-    (trust / "keys" / "release.pub").write_bytes(public_pem(signer.public_key))
-    (trust / "policy.yaml").write_text(f"""\
-apiVersion: policy.sigstore.dev/v1beta1
-kind: ClusterImagePolicy
-metadata: {{name: bench}}
-spec:
-  images: [{{glob: "{reg.host}/bench/**"}}]
-  authorities: [{{name: release, key: {{name: release}}, ctlog: {{disabled: true}}}}]
----
-apiVersion: airgap.dev/v1alpha1
-kind: AirgapPolicy
-metadata: {{name: settings}}
-spec: {{noMatchPolicy: deny}}
-""")
+    policy = cip("bench", key_authority("release"), f"{reg.host}/bench/**") + airgap_policy("deny")
+    trust = write_trust(work / "trust", keys={"release": public_pem(signer.public_key)}, policy=policy)
     return reg, tags, pinned, trust
 
 

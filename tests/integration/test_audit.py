@@ -21,6 +21,7 @@ from conftest import pusher_for, require_tool
 from support.images import Image, push_image
 from support.registries import Registry
 from support.signing import KeyPair, write_keypair
+from support.trustdirs import airgap_policy, cip, key_authority, write_trust
 
 from airgap.audit import without_timestamp
 from airgap.cli import cli
@@ -69,33 +70,9 @@ def scene(module_registry_factory: Callable[..., Registry], tmp_path_factory: py
     sign_image(f"{reg.host}/team/app:1.0", release.signer, client=client, recursive=True)
     sign_image(f"{reg.host}/team/app:2.0", release.signer, client=client)
     sign_image(f"{reg.host}/team/wrong:1", other.signer, client=client)
-    trust = tmp / "trust"
-    (trust / "keys").mkdir(parents=True)
-    (trust / "keys" / "release.pub").write_bytes(release.public_pem)
-    (trust / "policy.yaml").write_text(f"""\
-apiVersion: policy.sigstore.dev/v1beta1
-kind: ClusterImagePolicy
-metadata:
-  name: team
-spec:
-  images:
-    - glob: "{reg.host}/team/**"
-  authorities:
-    - name: release
-      key:
-        name: release
-      ctlog:
-        disabled: true
----
-apiVersion: airgap.dev/v1alpha1
-kind: AirgapPolicy
-metadata:
-  name: settings
-spec:
-  noMatchPolicy: warn
-  allow:
-    - "{reg.host}/vendor/**"
-""")
+    policy = cip("team", key_authority("release"), f"{reg.host}/team/**") + airgap_policy(
+        "warn", f'  allow:\n    - "{reg.host}/vendor/**"\n')
+    trust = write_trust(tmp / "trust", keys={"release": release.public_pem}, policy=policy)
     return Scene(reg, trust, release, other, vsa_key, images, tmp)
 
 

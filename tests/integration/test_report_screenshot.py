@@ -16,6 +16,7 @@ from typing import Any
 from click.testing import CliRunner
 from conftest import require_tool
 from support.signing import write_keypair
+from support.trustdirs import cip, key_authority, write_trust
 
 from airgap.cli import cli
 from airgap.oci.registry import RegistryClient
@@ -83,17 +84,8 @@ def test_html_report_renders_in_headless_chromium(registry: Any, make_image: Any
     make_image(registry, "team/app", "1.0")
     make_image(registry, "team/unsigned", "1")
     sign_image(f"{registry.host}/team/app:1.0", release.signer, client=RegistryClient())
-    trust = tmp_path / "trust"
-    (trust / "keys").mkdir(parents=True)
-    (trust / "keys" / "release.pub").write_bytes(release.public_pem)
-    (trust / "policy.yaml").write_text(f"""\
-apiVersion: policy.sigstore.dev/v1beta1
-kind: ClusterImagePolicy
-metadata: {{name: team}}
-spec:
-  images: [{{glob: "{registry.host}/team/**"}}]
-  authorities: [{{name: release, key: {{name: release}}, ctlog: {{disabled: true}}}}]
-""")
+    trust = write_trust(tmp_path / "trust", keys={"release": release.public_pem},
+                        policy=cip("team", key_authority("release"), f"{registry.host}/team/**"))
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["audit", "--registry", registry.host, "--trust", str(trust), "-o", str(out),
                                       "--exit-zero"], catch_exceptions=False)

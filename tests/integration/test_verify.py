@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.trustdirs import airgap_policy, cip, key_authority, write_trust
 
 from airgap.cli import cli
 from airgap.keys import KeySigner, key_id, public_pem
@@ -29,38 +30,11 @@ OTHER = _signer()
 
 
 def policy_yaml(glob: str, *, extra: str = "", no_match: str = "deny", mode: str = "enforce") -> str:
-    return f"""\
-apiVersion: policy.sigstore.dev/v1beta1
-kind: ClusterImagePolicy
-metadata:
-  name: team
-spec:
-  mode: {mode}
-  images:
-    - glob: "{glob}"
-  authorities:
-    - name: release
-      key:
-        name: release
-      ctlog:
-        disabled: true
----
-apiVersion: airgap.dev/v1alpha1
-kind: AirgapPolicy
-metadata:
-  name: settings
-spec:
-  noMatchPolicy: {no_match}
-{extra}"""
+    return cip("team", key_authority("release"), glob, mode=mode) + airgap_policy(no_match, extra)
 
 
-def make_trust(tmp: Path, policy: str, *, keys: dict[str, KeySigner] | None = None) -> Path:
-    root = tmp / "trust"
-    (root / "keys").mkdir(parents=True)
-    for name, signer in (keys or {"release": RELEASE}).items():
-        (root / "keys" / f"{name}.pub").write_bytes(public_pem(signer.public_key))
-    (root / "policy.yaml").write_text(policy)
-    return root
+def make_trust(tmp: Path, policy: str) -> Path:
+    return write_trust(tmp / "trust", keys={"release": public_pem(RELEASE.public_key)}, policy=policy)
 
 
 def run(args: list[str], **kwargs: Any) -> Any:

@@ -4,7 +4,6 @@ the trust directory's ``trusted_root.json`` TSAs, with and without a policy ``rf
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from support.fixtures_sigstore import DSSE_LAYER, _client
 from support.minisigstore import MiniSigstore
 from support.minitsa import MiniTSA, add_tsa, annotation
+from support.trustdirs import cip, write_trust
 
 from airgap import Trust, cosign, verify_image
 from airgap.cli import cli
@@ -35,20 +35,10 @@ def rogue_tsa(tmp_path_factory: pytest.TempPathFactory) -> MiniTSA:
 
 
 def trust_dir(path: Path, sigstore: MiniSigstore, tsa: MiniTSA | None, authority: str) -> Trust:
-    (path / "keys").mkdir(parents=True)
-    (path / "keys" / "release.pub").write_bytes(public_pem(SIGNER.public_key))
     root = sigstore.trusted_root()
-    (path / "trusted_root.json").write_text(json.dumps(add_tsa(root, tsa) if tsa else root))
-    (path / "policy.yaml").write_text(f"""\
-apiVersion: policy.sigstore.dev/v1beta1
-kind: ClusterImagePolicy
-metadata: {{name: tsa}}
-spec:
-  images: [{{glob: "**"}}]
-  authorities:
-    - name: release
-{authority}""")
-    return Trust.load(path)
+    return Trust.load(write_trust(path, keys={"release": public_pem(SIGNER.public_key)},
+                                  trusted_root=add_tsa(root, tsa) if tsa else root,
+                                  policy=cip("tsa", "    - name: release\n" + authority)))
 
 
 KEY_TSA = "      key: {name: release}\n      rfc3161timestamp: {trustRootRef: default}\n"

@@ -18,6 +18,7 @@ from conftest import require_tool
 from support.images import Pusher
 from support.minisigstore import MiniSigstore
 from support.minitsa import MiniTSA, add_tsa
+from support.trustdirs import cip, key_authority, write_trust
 
 from airgap import cosign as cosign_format
 from airgap.cli import cli
@@ -38,22 +39,10 @@ def tsa(tmp_path_factory: pytest.TempPathFactory) -> MiniTSA:
 
 
 def trust_dir(path: Path, pub: Path, tsa: MiniTSA | None, *, rfc3161: bool) -> Path:
-    (path / "keys").mkdir(parents=True)
-    (path / "keys" / "release.pub").write_bytes(pub.read_bytes())
     root = MiniSigstore().trusted_root()
-    (path / "trusted_root.json").write_text(json.dumps(add_tsa(root, tsa) if tsa else root))
-    extra = "\n      rfc3161timestamp: {trustRootRef: default}" if rfc3161 else "\n      ctlog: {disabled: true}"
-    (path / "policy.yaml").write_text(f"""\
-apiVersion: policy.sigstore.dev/v1beta1
-kind: ClusterImagePolicy
-metadata: {{name: tsa}}
-spec:
-  images: [{{glob: "**"}}]
-  authorities:
-    - name: release
-      key: {{name: release}}{extra}
-""")
-    return path
+    timestamped = key_authority("release", tlog=True) + "      rfc3161timestamp: {trustRootRef: default}\n"
+    return write_trust(path, keys={"release": pub.read_bytes()}, trusted_root=add_tsa(root, tsa) if tsa else root,
+                       policy=cip("tsa", timestamped if rfc3161 else key_authority("release")))
 
 
 def test_cosign_timestamped_signature(registry: Any, make_image: Any, tsa: MiniTSA, tmp_path: Path) -> None:

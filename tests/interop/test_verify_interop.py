@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import require_tool
+from support.trustdirs import cip, write_trust
 
 from airgap.cli import cli
 
@@ -110,23 +111,15 @@ def test_cosign_v3_bundle_signatures_verify(kind: str, registry_factory: Any, ma
 
 
 def _keyless_trust(tmp: Path, files: Any, identity: str, issuer: str) -> Path:
-    root = tmp / "trust"
-    root.mkdir(parents=True)
-    (root / "trusted_root.json").write_bytes(Path(files.trusted_root).read_bytes())
-    (root / "policy.yaml").write_text(f"""\
-apiVersion: policy.sigstore.dev/v1beta1
-kind: ClusterImagePolicy
-metadata: {{name: keyless}}
-spec:
-  images: [{{glob: "**"}}]
-  authorities:
+    authority = f"""\
     - name: ci
       keyless:
         identities:
           - issuer: {issuer}
             subject: {identity}
-""")
-    return root
+"""
+    return write_trust(tmp / "trust", trusted_root=Path(files.trusted_root).read_bytes(),
+                       policy=cip("keyless", authority))
 
 
 def test_keyless_legacy_signature_verifies_offline(registry: Any, make_image: Any, mini_sigstore: Any,

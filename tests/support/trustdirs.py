@@ -1,0 +1,71 @@
+"""Trust directories as tests and benches write them: ``keys/<name>.pub``, ``trusted_root.json`` and a
+``policy.yaml`` of a ClusterImagePolicy, optionally followed by an AirgapPolicy (see airgap/trust.py).
+
+- ``cip(name, authorities, glob="**", mode=None, extra="")``: a ClusterImagePolicy document; ``authorities`` is
+  the YAML list under ``spec.authorities`` (items indented four spaces, e.g. :func:`key_authority`).
+- ``key_authority("release")``: one key authority (``key.name``), transparency log off unless ``tlog=True``.
+- ``airgap_policy(no_match="deny", extra="")``: an AirgapPolicy document to append to a :func:`cip` (it
+  starts with ``---``); ``extra`` is more ``spec`` lines (indented two spaces).
+- ``write_trust(path, keys=..., trusted_root=..., policy=...)``: the directory, returned.
+
+Standard library only: benches import this before anything else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def key_authority(key: str = "release", *, tlog: bool = False) -> str:
+    """An ``authorities`` item verifying with ``keys/<key>.pub`` (named after the key)."""
+    return f"    - name: {key}\n      key: {{name: {key}}}\n" + ("" if tlog else "      ctlog: {disabled: true}\n")
+
+
+def cip(name: str, authorities: str, glob: str = "**", *, mode: str | None = None, extra: str = "") -> str:
+    """A ClusterImagePolicy matching ``glob``; ``mode`` (enforce/warn) when given; ``extra``: more spec lines."""
+    mode_line = f"  mode: {mode}\n" if mode is not None else ""
+    return f"""\
+apiVersion: policy.sigstore.dev/v1beta1
+kind: ClusterImagePolicy
+metadata:
+  name: {name}
+spec:
+{mode_line}  images:
+    - glob: "{glob}"
+  authorities:
+{authorities}{extra}"""
+
+
+def airgap_policy(no_match: str = "deny", extra: str = "") -> str:
+    """``---`` and an AirgapPolicy named ``settings`` with ``noMatchPolicy``; ``extra``: more spec lines."""
+    return f"""\
+---
+apiVersion: airgap.dev/v1alpha1
+kind: AirgapPolicy
+metadata:
+  name: settings
+spec:
+  noMatchPolicy: {no_match}
+{extra}"""
+
+
+def write_trust(path: Path, *, keys: Mapping[str, bytes] | None = None,
+                trusted_root: bytes | dict[str, Any] | None = None, policy: str = "") -> Path:
+    """Write a trust directory at ``path`` (created with its parents) and return it: ``keys`` maps a key name
+    to its public PEM (``keys/<name>.pub``; no ``keys/`` when empty), ``trusted_root`` is the JSON document or
+    its bytes, ``policy`` the text of ``policy.yaml`` (not written when empty)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if keys:
+        (path / "keys").mkdir(exist_ok=True)
+        for name, pem in keys.items():
+            (path / "keys" / f"{name}.pub").write_bytes(pem)
+    if isinstance(trusted_root, dict):
+        trusted_root = json.dumps(trusted_root).encode()
+    if trusted_root is not None:
+        (path / "trusted_root.json").write_bytes(trusted_root)
+    if policy:
+        (path / "policy.yaml").write_text(policy)
+    return path
