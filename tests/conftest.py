@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from support.fixtures_sigstore import keyless_identity, mini_sigstore, mini_sigstore_files  # noqa: E402,F401
 from support.images import Image, Pusher, push_image  # noqa: E402
+from support.minitsa import other_tsa, tsa  # noqa: E402,F401
 from support.registries import BINARIES, Registry, find_tool, start_registry  # noqa: E402
 
 CI = os.environ.get("CI", "").lower() == "true"

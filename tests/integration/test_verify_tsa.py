@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.fixtures_sigstore import DSSE_LAYER, _client
@@ -22,16 +21,6 @@ from airgap.sign import append_layer, attach_signature, payload_for
 
 SIGNER = KeySigner(ec.generate_private_key(ec.SECP256R1()))
 ISSUER = "https://oidc.airgap.test"
-
-
-@pytest.fixture(scope="module")
-def tsa(tmp_path_factory: pytest.TempPathFactory) -> MiniTSA:
-    return MiniTSA(tmp_path_factory.mktemp("tsa"))
-
-
-@pytest.fixture(scope="module")
-def rogue_tsa(tmp_path_factory: pytest.TempPathFactory) -> MiniTSA:
-    return MiniTSA(tmp_path_factory.mktemp("rogue-tsa"), name="rogue-tsa")
 
 
 def trust_dir(path: Path, sigstore: MiniSigstore, tsa: MiniTSA | None, authority: str) -> Trust:
@@ -81,7 +70,7 @@ def test_policy_requires_a_timestamp(registry: Any, make_image: Any, tsa: MiniTS
 
 
 def test_tampered_or_foreign_timestamps_are_denied(registry: Any, make_image: Any, tsa: MiniTSA,
-                                                   rogue_tsa: MiniTSA, mini_sigstore: MiniSigstore,
+                                                   other_tsa: MiniTSA, mini_sigstore: MiniSigstore,
                                                    tmp_path: Path) -> None:
     trust = trust_dir(tmp_path / "t", mini_sigstore, tsa, KEY_TSA)
     other = sign(registry, make_image, "tsa/other-data", lambda sig: tsa.timestamp(sig + b"x"))
@@ -95,7 +84,7 @@ def test_tampered_or_foreign_timestamps_are_denied(registry: Any, make_image: An
 
     result = verify_image(sign(registry, make_image, "tsa/flipped", flipped), trust)
     assert not result and "timestamp:" in result.reasons[0]
-    result = verify_image(sign(registry, make_image, "tsa/rogue", rogue_tsa.timestamp), trust)
+    result = verify_image(sign(registry, make_image, "tsa/rogue", other_tsa.timestamp), trust)
     assert not result and "not signed by a timestamp authority in the trusted root" in result.reasons[0]
 
 

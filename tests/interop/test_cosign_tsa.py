@@ -33,11 +33,6 @@ def run_cosign(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
                           timeout=120, cwd=home, check=False)
 
 
-@pytest.fixture(scope="module")
-def tsa(tmp_path_factory: pytest.TempPathFactory) -> MiniTSA:
-    return MiniTSA(tmp_path_factory.mktemp("tsa"))
-
-
 def trust_dir(path: Path, pub: Path, tsa: MiniTSA | None, *, rfc3161: bool) -> Path:
     root = MiniSigstore().trusted_root()
     timestamped = key_authority("release", tlog=True) + "      rfc3161timestamp: {trustRootRef: default}\n"

@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -221,3 +222,15 @@ def add_tsa(root: dict[str, Any], tsa: MiniTSA, **validity: datetime.datetime | 
 def add_tsa_to_file(path: Path, tsa: MiniTSA, **validity: datetime.datetime | None) -> None:
     """Rewrite the trusted_root.json at ``path`` (e.g. from ``MiniSigstore.write_files``) to trust ``tsa``."""
     path.write_text(json.dumps(add_tsa(json.loads(path.read_bytes()), tsa, **validity), indent=2))
+
+
+@pytest.fixture(scope="session")
+def tsa(tmp_path_factory: pytest.TempPathFactory) -> MiniTSA:
+    """A mini TSA the tests' trusted roots name (see :func:`add_tsa`)."""
+    return MiniTSA(tmp_path_factory.mktemp("tsa"))
+
+
+@pytest.fixture(scope="session")
+def other_tsa(tmp_path_factory: pytest.TempPathFactory) -> MiniTSA:
+    """A second, separate TSA: trusted only where a test adds it too (a rogue one everywhere else)."""
+    return MiniTSA(tmp_path_factory.mktemp("other-tsa"), name="other-tsa")

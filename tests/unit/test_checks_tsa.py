@@ -19,16 +19,6 @@ DATA = b"raw signature bytes"
 
 
 @pytest.fixture(scope="module")
-def tsa(tmp_path_factory: pytest.TempPathFactory) -> MiniTSA:
-    return MiniTSA(tmp_path_factory.mktemp("tsa"))
-
-
-@pytest.fixture(scope="module")
-def other_tsa(tmp_path_factory: pytest.TempPathFactory) -> MiniTSA:
-    return MiniTSA(tmp_path_factory.mktemp("tsa2"), name="other-tsa")
-
-
-@pytest.fixture(scope="module")
 def base_root() -> dict[str, Any]:
     return MiniSigstore().trusted_root()
 
