@@ -209,9 +209,10 @@ class AdmissionService:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        if self._loop_tags is None or self._loop_tags[0] is not loop:
-            self._loop_tags = (loop, AsyncFreshLookup(self._resolve, self.executor))
-        return self._loop_tags[1]
+        current = self._loop_tags  # read once: another loop's thread may swap it meanwhile
+        if current is None or current[0] is not loop:
+            current = self._loop_tags = (loop, AsyncFreshLookup(self._resolve, self.executor))
+        return current[1]
 
     def _verify(self, state: _State, image: str, ref: Reference, digest: str, key: CacheKey) -> ImageVerdict:
         # Verify exactly the digest the tag resolved to (fetched by digest, bytes checked), tag kept for
