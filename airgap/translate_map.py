@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from airgap import refs
 from airgap.errors import ConfigError
+from airgap.fileio import write_atomic
 from airgap.refs import Reference
 
 
@@ -97,15 +97,7 @@ class TranslationMap:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically (temp file + ``os.replace``)."""
-        p = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=".tmap-", dir=p.parent or ".")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(self.to_json())
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(Path(path), self.to_json())
 
     def by_local(self, local: Reference | str) -> list[MapEntry]:
         """Entries for a local ref: same repository and the same digest (when pinned) or the same tag."""

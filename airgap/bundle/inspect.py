@@ -10,7 +10,6 @@ writes files other tools will trust, so it fails closed like ``load``.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from airgap.bundle.manifest import SIGNATURE_NAME, BundleManifest
 from airgap.bundle.reader import BundleReader
 from airgap.config import Limits
 from airgap.errors import BundleError, ConfigError
+from airgap.fileio import write_atomic
 
 if TYPE_CHECKING:
     from airgap.keys import PublicKey
@@ -220,13 +220,5 @@ def write_trust(files: Mapping[str, bytes], out_dir: str | os.PathLike[str], *,
     for rel, data in sorted(wanted.items()):
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(target, data, mode=0o644)
     return sorted(wanted)

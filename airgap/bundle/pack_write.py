@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from airgap.errors import ConfigError
+from airgap.fileio import write_atomic
 from airgap.oci import digest as digests
 from airgap.oci.manifest import Descriptor, Manifest
 from airgap.progress import Progress
@@ -209,16 +210,13 @@ class _Fetcher:
         if self.cache is not None and path.is_file():
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in store.open_blob(desc):  # verified: the last chunk only after the digest matched
-                    _check(self.stop)
-                    f.write(chunk)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        def chunks() -> Iterator[bytes]:
+            for chunk in store.open_blob(desc):  # verified: the last chunk only after the digest matched
+                _check(self.stop)
+                yield chunk
+
+        write_atomic(path, chunks())
         return path
 
     def take(self, digest: str, size: int) -> Iterator[bytes]:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 
 from airgap.errors import IntegrityError
+from airgap.fileio import write_atomic
 from airgap.oci import digest as digests
 
 FILE_NAME = "blob-locations.json"
@@ -93,14 +93,7 @@ class BlobLocations:
         doc = {"version": 1, "entries": [[h, d, r] for (h, d), r in merged.items()]}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-blob-locations-")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump(doc, f, separators=(",", ":"))
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(self.path, json.dumps(doc, separators=(",", ":")).encode())
         except OSError:
             pass
 

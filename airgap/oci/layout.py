@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from airgap.errors import ConfigError, IntegrityError, NotFoundError
+from airgap.fileio import write_atomic
 from airgap.oci import digest as digests
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Descriptor, Manifest
@@ -24,17 +24,6 @@ from airgap.oci.registry import BlobOpener
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = '{"imageLayoutVersion":"1.0.0"}'
 CHUNK = 1024 * 1024
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Layout:
@@ -51,7 +40,7 @@ class Layout:
             if not create:
                 raise ConfigError(f"{self.path} is not an OCI image layout (no oci-layout file)")
             (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-            _write_atomic(layout_file, LAYOUT_FILE.encode())
+            write_atomic(layout_file, LAYOUT_FILE.encode())
             self._entries: list[Descriptor] = []
             self._write_index()
         else:
@@ -131,15 +120,7 @@ class Layout:
         if path.exists():
             return False
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in digests.verified_stream(chunks, digest, size, f"{self.name}@{digest}"):
-                    f.write(chunk)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, digests.verified_stream(chunks, digest, size, f"{self.name}@{digest}"))
         return True
 
     def push_blob(self, desc: Descriptor, opener: BlobOpener, mount_from: str | None = None) -> bool:
@@ -200,5 +181,5 @@ class Layout:
             "mediaType": mt.OCI_INDEX,
             "manifests": [d.to_json() for d in self._entries],
         }
-        _write_atomic(self.path / "index.json", json.dumps(doc, indent=2).encode() + b"\n")
+        write_atomic(self.path / "index.json", json.dumps(doc, indent=2).encode() + b"\n")
 
