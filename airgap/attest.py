@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airgap import cosign
 from airgap.errors import ConfigError
+from airgap.jsondoc import json_object
 from airgap.oci import digest as digests
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Descriptor, Manifest
@@ -175,13 +176,7 @@ def attestation_statement(kind: str, predicate: bytes, subject_name: str, digest
         except UnicodeDecodeError:
             raise ConfigError("predicate: not UTF-8 text") from None
     else:
-        try:
-            body = json.loads(predicate)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"predicate for type {kind}: not valid JSON ({exc})") from None
-        if not isinstance(body, dict):
-            raise ConfigError(f"predicate for type {kind}: must be a JSON object")
-        body = _sorted_json(body)
+        body = _sorted_json(json_object(predicate, f"predicate for type {kind}", ConfigError))
     alg, hexpart = digests.validate(digest).split(":", 1)
     statement = go_json({
         "_type": cosign.INTOTO_STATEMENT_V01,
