@@ -21,7 +21,7 @@ neither). ``require_timestamp`` (a policy's ``rfc3161timestamp``) demands one.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -141,23 +141,37 @@ def timestamp_check(run: Run, annotations: Mapping[str, str], root: TrustedRoot 
                     data: bytes) -> SignedTimestamp | None:
     """Verify the ``rfc3161timestamp`` annotation over ``data`` when present (fail closed); demand one when
     ``require``. ``root`` supplies the TSAs."""
-    from airgap.checks_tsa import TimestampError, verify_annotation
+    from airgap.checks_tsa import TimestampError, parse_annotation
 
     value = annotations.get(cosign.ANN_RFC3161)
-    if not value:
+    try:
+        responses = [parse_annotation(value)] if value else []
+    except TimestampError as exc:
+        raise run.fail("timestamp", str(exc)) from None
+    return timestamps_check(run, responses, data, root, require)
+
+
+def timestamps_check(run: Run, responses: Sequence[bytes], data: bytes, root: TrustedRoot | None,
+                     require: bool) -> SignedTimestamp | None:
+    """Verify every DER TimeStampResp in ``responses`` over ``data`` against ``root``'s TSAs (any that fails
+    fails the candidate); demand at least one when ``require``. Returns the first, also kept on the outcome."""
+    from airgap.checks_tsa import TimestampError, verify_timestamp
+
+    if not responses:
         if require:
             raise run.fail("timestamp", "no signed RFC 3161 timestamp, and the policy requires one (rfc3161timestamp)")
         return None
     if root is None:
         raise run.fail("timestamp", "signed timestamp present but no trusted root with timestamp authorities "
                                     "to verify it")
-    try:
-        stamp = verify_annotation(value, data, root)
-    except TimestampError as exc:
-        raise run.fail("timestamp", str(exc)) from None
-    run.outcome.signed_time = stamp
-    run.ok("timestamp", f"RFC 3161 timestamp {stamp.describe()}")
-    return stamp
+    for response in responses:
+        try:
+            stamp = verify_timestamp(response, data, root)
+        except TimestampError as exc:
+            raise run.fail("timestamp", str(exc)) from None
+        run.outcome.signed_time = run.outcome.signed_time or stamp
+        run.ok("timestamp", f"RFC 3161 timestamp {stamp.describe()}")
+    return run.outcome.signed_time
 
 
 def _tlog(run: Run, annotations: Mapping[str, str], root: TrustedRoot | None, require_tlog: bool, *,

@@ -35,6 +35,7 @@ from airgap.checks import (
     Run,
     check_statement,
     key_signed,
+    timestamps_check,
 )
 from airgap.checks_sigstore import verifier as _verifier
 from airgap.errors import Error
@@ -105,32 +106,20 @@ def _parse(run: Run, raw: bytes) -> dict[str, Any]:
 def _timestamps(run: Run, doc: dict[str, Any], env: cosign.Envelope | None, root: TrustedRoot | None,
                 require: bool) -> None:
     """Verify every RFC 3161 timestamp in the bundle over its signature; demand one when ``require``."""
-    from airgap.checks_tsa import TimestampError, verify_timestamp
-
     tvd = doc["verificationMaterial"].get("timestampVerificationData") or {}
     stamps = (tvd.get("rfc3161Timestamps") or []) if isinstance(tvd, dict) else []
     if not isinstance(stamps, list):
         raise run.fail("bundle", "timestampVerificationData.rfc3161Timestamps is not a list")
-    if not stamps:
-        if require:
-            raise run.fail("timestamp", "no signed RFC 3161 timestamp, and the policy requires one (rfc3161timestamp)")
+    if not stamps and not require:
         return
-    if root is None:
-        raise run.fail("timestamp", "signed timestamps present but no trusted root with timestamp authorities")
+    responses = [_b64(run, item.get("signedTimestamp") if isinstance(item, dict) else None,
+                      f"rfc3161Timestamps[{i}].signedTimestamp") for i, item in enumerate(stamps)]
     if env is not None:
         signature = env.signatures[0][1]
     else:
         msg = doc["messageSignature"]
         signature = _b64(run, msg.get("signature") if isinstance(msg, dict) else None, "messageSignature.signature")
-    for i, item in enumerate(stamps):
-        raw = _b64(run, item.get("signedTimestamp") if isinstance(item, dict) else None,
-                   f"rfc3161Timestamps[{i}].signedTimestamp")
-        try:
-            stamp = verify_timestamp(raw, signature, root)
-        except TimestampError as exc:
-            raise run.fail("timestamp", str(exc)) from None
-        run.outcome.signed_time = run.outcome.signed_time or stamp
-        run.ok("timestamp", f"RFC 3161 timestamp {stamp.describe()}")
+    timestamps_check(run, responses, signature, root, require)
 
 
 def _b64(run: Run, value: Any, what: str) -> bytes:
