@@ -16,12 +16,12 @@ __version__ = "0.1.0"
 __all__ = ["Trust", "VerificationResult", "Verifier", "__version__", "verify_image"]
 
 if TYPE_CHECKING:
-    from airgap.api import Verifier, verify_image
-    from airgap.trust import Trust
-    from airgap.verify import VerificationResult
+    from airgap.verification.result import VerificationResult
+    from airgap.verification.trust import Trust
+    from airgap.verification.verifier import Verifier, verify_image
 
-_LAZY = {"Trust": "airgap.trust", "verify_image": "airgap.api", "Verifier": "airgap.api",
-         "VerificationResult": "airgap.verify"}
+_LAZY = {"Trust": "airgap.verification.trust", "verify_image": "airgap.verification.verifier",
+         "Verifier": "airgap.verification.verifier", "VerificationResult": "airgap.verification.result"}
 
 
 def __getattr__(name: str) -> Any:

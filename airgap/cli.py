@@ -62,7 +62,7 @@ def copy(source: str, destination: str, jobs: int | None, as_json: bool, insecur
     SOURCE and DESTINATION are image references (registry/repo[:tag|@digest]) or OCI image layouts
     (oci:PATH[:TAG]). Blobs the destination already has are skipped; the tag is written last.
     """
-    from airgap.copy import copy_image
+    from airgap.oci.copy import copy_image
     from airgap.progress import human_bytes
 
     summary = copy_image(source, destination, options=make_options(insecure, ca_file, jobs), jobs=jobs,

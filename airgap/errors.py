@@ -20,6 +20,12 @@ class Error(Exception):
         return self.message.replace("\n", " ")
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): what a one-line error
+    quotes of a library's multi-line explanation."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 class ConfigError(Error):
     """The user asked for something that cannot work (bad flag, bad reference, missing file)."""
 

@@ -56,7 +56,7 @@ policies:
 
 def sign_all(host: str, refs: list[str], key: object) -> None:
     from airgap.oci.registry import RegistryClient
-    from airgap.sign import sign_image
+    from airgap.signing.sign import sign_image
 
     client = RegistryClient()
     for ref in refs:

@@ -3,13 +3,13 @@
 
 Workload: key-signed single-platform images on Debian's docker-registry (loopback), signed by airgap in
 cosign's legacy format (no annotations: the payload is rebuilt from name and digest and checked by its hash,
-see airgap/discover.py), verified with `--insecure-ignore-tlog` (offline: no transparency log).
+see airgap/verification/discover.py), verified with `--insecure-ignore-tlog` (offline: no transparency log).
 Measures, with targets from ../shared/TARGETS.md:
   - in-process `verify_image` of one image, warm (pooled connections)       <= 3 ms
   - `airgap verify --key PUB REF`, one image, cold CLI                        <= 0.15 s (cosign shown beside it)
   - `airgap verify` of 100 refs in ONE call vs a loop of 100 `cosign verify`  <= 0.10x
   - in-process keyless sigstore bundle (v0.3, DSSE, from tests/support/minisigstore.py) checked by
-    airgap.checks.check_sigstore_bundle vs sigstore-python's own Verifier, same trusted root, both warm:
+    airgap.checks.bundle.check_sigstore_bundle vs sigstore-python's own Verifier, same trusted root, both warm:
     airgap no slower (ratio <= 1.0x; a 10% allowance for noise)
 
 Exit status is non-zero when a target is missed. Usage: .venv/bin/python scripts/bench_verify.py [--refs N]
@@ -58,8 +58,10 @@ def keyless_bundle(repeat: int, work: Path) -> tuple[float, float]:
     from sigstore.verify.policy import Identity as SigstoreIdentity
     from support.minisigstore import MiniSigstore
 
-    from airgap.checks import Identity, KeylessAuthority, check_sigstore_bundle
-    from airgap.roots import TrustedRoot
+    from airgap.checks.bundle import check_sigstore_bundle
+    from airgap.checks.keyless import Identity
+    from airgap.checks.outcome import KeylessAuthority
+    from airgap.checks.roots import TrustedRoot
 
     subject, issuer = "alice@airgap.test", "https://oidc.airgap.test"
     mini = MiniSigstore()
@@ -104,10 +106,11 @@ def main() -> int:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from airgap import Trust, verify_image
-    from airgap.api import policy_for_keys
-    from airgap.keys import KeySigner, public_pem
+    from airgap.keys.private import KeySigner
+    from airgap.keys.public import public_pem
     from airgap.oci.registry import RegistryClient
-    from airgap.sign import sign_image
+    from airgap.signing.sign import sign_image
+    from airgap.verification.adhoc import policy_for_keys
 
     work = Path(tempfile.mkdtemp(prefix="airgap-bench-verify-"))
     reg = start_registry(work / "reg")

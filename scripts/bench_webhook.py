@@ -242,9 +242,10 @@ def setup(work: Path, count: int) -> tuple[Any, list[str], list[str], Path]:
     from support.registries import start_registry
     from support.trustdirs import airgap_policy, cip, key_authority, write_trust
 
-    from airgap.keys import KeySigner, public_pem
+    from airgap.keys.private import KeySigner
+    from airgap.keys.public import public_pem
     from airgap.oci.registry import RegistryClient
-    from airgap.sign import sign_image
+    from airgap.signing.sign import sign_image
 
     reg = start_registry(work / "registry")
     signer = KeySigner(ec.generate_private_key(ec.SECP256R1()))

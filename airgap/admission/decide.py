@@ -1,7 +1,8 @@
 """From an admission request to an answer: which images, what the verifier says of each, what the mode does.
 
 Pure given a ``check(image) -> ImageVerdict`` function (the server passes one that resolves tags at the
-local registry, consults the cache and calls the shared :class:`airgap.api.Verifier`; tests pass their own).
+local registry, consults the cache and calls the shared :class:`airgap.verification.verifier.Verifier`; tests
+pass their own).
 Per image the verifier applies allow-list -> approved registries -> matching policies -> ``noMatchPolicy``;
 this module only combines the verdicts and applies the webhook's mode to a denial:
 

@@ -1,6 +1,6 @@
 """The admission webhook without HTTP: :class:`AdmissionService` answers ``handle(method, path, body)``.
 
-It owns the trust (reloaded when the directory changes), the shared :class:`airgap.api.Verifier`, the
+It owns the trust (reloaded when the directory changes), the shared :class:`airgap.verification.verifier.Verifier`, the
 decision cache, metrics and logs; :mod:`airgap.admission.server` puts it behind HTTP.
 
 Threat model and failure behaviour: request bodies are untrusted (size-capped before parsing, parsed
@@ -27,12 +27,12 @@ from airgap.admission.review import AdmissionRequest, ReviewError
 from airgap.errors import Error
 
 if TYPE_CHECKING:
-    from airgap.api import Verifier
     from airgap.config import RegistryOptions
     from airgap.oci.registry import RegistryClient
     from airgap.refs import Reference
-    from airgap.translate import Aliases
-    from airgap.trust import Trust
+    from airgap.refs.translate import Aliases
+    from airgap.verification.trust import Trust
+    from airgap.verification.verifier import Verifier
 
 JSON = "application/json"
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -87,7 +87,7 @@ class AdmissionService:
     def __init__(self, config: WebhookConfig, *, log: JsonLog | None = None) -> None:
         from airgap.config import RegistryOptions
         from airgap.oci.registry import RegistryClient
-        from airgap.translate import Aliases
+        from airgap.refs.translate import Aliases
 
         self.config = config
         self.log = log or JsonLog()
@@ -119,8 +119,8 @@ class AdmissionService:
 
     def reload(self) -> bool:
         """Load the trust directory if it changed; keep serving the old one if the new one is broken."""
-        from airgap.api import Verifier
-        from airgap.trust import Trust
+        from airgap.verification.trust import Trust
+        from airgap.verification.verifier import Verifier
 
         with self._reload_lock:
             current = self._state

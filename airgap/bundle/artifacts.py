@@ -3,8 +3,9 @@
 The bundle is read in one pass with :class:`~airgap.bundle.reader.BundleReader` (trust of the manifest first,
 then every entry's name, size and digest, nothing unlisted or duplicated, nothing missing). Manifests and the
 small blobs that may be signature layers are kept (small ones in memory, larger ones up to the signature-layer
-cap in a temp directory); then each image is decided by :func:`airgap.verify.evaluate`, the same function the
-registry verifier uses, over :class:`BundleArtifacts`: the ``Artifacts`` interface answered from the bundle.
+cap in a temp directory); then each image is decided by :func:`airgap.verification.evaluate.evaluate`, the same
+function the registry verifier uses, over :class:`BundleArtifacts`: the ``Artifacts`` interface answered from the
+bundle.
 
 Where an attachment lives: ``load`` pushes every attachment to the image's repository and, when the image
 has a separate signature repository, there too; so here both repositories answer with all of them.
@@ -18,15 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airgap import refs
-from airgap.discover import MAX_SIGNATURE_BLOB, AttachedLookup, Candidate, Repo
 from airgap.errors import BundleError
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Manifest
+from airgap.verification.discover import MAX_SIGNATURE_BLOB, AttachedLookup, Candidate, Repo
 
 if TYPE_CHECKING:
     from airgap.bundle.manifest import Attachment, BundleManifest, ImageEntry
-    from airgap.keys import PublicKey
-    from airgap.verify import VerificationResult
+    from airgap.keys.public import PublicKey
+    from airgap.verification.result import VerificationResult
 
 IN_MEMORY = 64 * 1024  # blobs up to this size are kept in memory; larger candidates go to a temp file
 _BUNDLE_PREFIX = "application/vnd.dev.sigstore.bundle"
@@ -60,7 +61,7 @@ class BlobStore:
 
 @dataclass
 class BundleArtifacts(AttachedLookup):
-    """``airgap.discover.Artifacts``'s interface over one image of a bundle (see the module docstring)."""
+    """``airgap.verification.discover.Artifacts``'s interface over one image of a bundle (see the module docstring)."""
 
     repo: Repo
     manifest: Manifest
@@ -147,7 +148,7 @@ def verify_bundle(source: BinaryIO, *, key: PublicKey | list[PublicKey] | None =
     verdicts in the result."""
     from airgap.bundle.pack import load_trust
     from airgap.bundle.reader import BundleReader
-    from airgap.verify import evaluate
+    from airgap.verification.evaluate import evaluate
 
     reader = BundleReader(source, key=key, bundle_digest=bundle_digest, allow_unsigned=allow_unsigned)
     manifest = reader.manifest

@@ -21,7 +21,7 @@ from airgap.errors import BundleError, ConfigError
 from airgap.fileio import write_atomic
 
 if TYPE_CHECKING:
-    from airgap.keys import PublicKey
+    from airgap.keys.public import PublicKey
 
 TRUST_PREFIX = "trust/"
 
@@ -201,8 +201,8 @@ def trust_export(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
 def write_trust(files: Mapping[str, bytes], out_dir: str | os.PathLike[str], *,
                 extra: Mapping[str, bytes] | None = None) -> list[str]:
     """Write the ``trust/...`` entries of a read bundle (plus ``extra``, e.g. ``{"map.json": ...}``) into
-    ``out_dir`` as a trust directory :meth:`airgap.trust.Trust.load` reads. Each file is replaced atomically.
-    A directory holding other files is refused: a stale key there would be trusted too."""
+    ``out_dir`` as a trust directory :meth:`airgap.verification.trust.Trust.load` reads. Each file is replaced
+    atomically. A directory holding other files is refused: a stale key there would be trusted too."""
     out = Path(out_dir)
     wanted = {n[len(TRUST_PREFIX):]: data for n, data in files.items() if n.startswith(TRUST_PREFIX)}
     wanted.update(extra or {})

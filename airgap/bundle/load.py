@@ -1,4 +1,5 @@
-"""``airgap load``: push a bundle into the local registry in one streaming pass, translating refs.
+"""``airgap load``: push a bundle into the local registry in one streaming pass, translating refs
+(where each image goes: :mod:`~airgap.bundle.placement`).
 
 Order, so that a load killed at any point leaves no tag pointing at missing or unverified content and a
 re-run completes: the bundle manifest is trusted first (key, pinned digest, or an explicit opt-out, see
@@ -22,38 +23,30 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from airgap import refs, translate
+from airgap import refs
 from airgap.bundle.load_blobs import stream_blobs
-from airgap.errors import BundleError, ConfigError, IntegrityError
+from airgap.bundle.placement import Placed, plan_targets, translation_map
+from airgap.errors import BundleError, IntegrityError
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Manifest
 from airgap.progress import Progress
+from airgap.refs import translate
 
 if TYPE_CHECKING:
-    from airgap.bundle.manifest import BundleManifest, ImageEntry
-    from airgap.keys import PublicKey
+    from airgap.keys.public import PublicKey
     from airgap.oci.registry import RegistryClient
 
+
 CHUNK = 1024 * 1024
+
+
 MAP_REPO = "airgap/maps"
+
+
 MAP_ARTIFACT_TYPE = "application/vnd.airgap.translation-map.v1+json"
+
+
 _EMPTY = b"{}"
-
-
-@dataclass
-class Placed:
-    """Where one image goes: its repository at the target and the refs (tags) that name it there."""
-
-    entry: ImageEntry
-    upstream: refs.Reference
-    host: str  # API host of the target registry
-    repo: str
-    locals: list[refs.Reference]
-    sig_repo: str | None  # translated signature repository (same host), when the image has one
-
-    @property
-    def repos(self) -> list[str]:
-        return [self.repo] + ([self.sig_repo] if self.sig_repo and self.sig_repo != self.repo else [])
 
 
 @dataclass
@@ -74,75 +67,11 @@ class LoadSummary:
         return asdict(self)
 
 
-# ---- translation --------------------------------------------------------------------------------
-
-
-def _local_refs(upstream: refs.Reference, mode: str, target: str, rules: translate.PrefixRules | None
-                ) -> list[refs.Reference]:
-    if mode == "zarf":
-        both = [translate.zarf_forward(upstream, target), translate.zarf_forward(upstream, target, checksum=False)]
-        return list(dict.fromkeys(both))
-    if mode == "prefix":
-        assert rules is not None  # noqa: S101 - built by plan_targets
-        return [translate.forward(upstream, "prefix", rules)]
-    if mode == "none":
-        return [translate.zarf_forward(upstream, target, checksum=False)]
-    raise ConfigError(f"unknown translation {mode!r}: expected zarf, prefix or none")
-
-
-def default_rules(manifest: BundleManifest, target: str) -> translate.PrefixRules:
-    """Without ``--rule``: every upstream registry R goes under ``TARGET/R`` (registries.conf style; a port's
-    ``:`` becomes ``-``, since a repository path cannot hold one: ``host:5000`` -> ``TARGET/host-5000``)."""
-    hosts: set[str] = set()
-    for entry in manifest.images:
-        hosts.add(refs.parse(entry.upstream).registry)
-        if entry.signature_repo:
-            hosts.add(refs.parse(entry.signature_repo, default_tag=None).registry)
-    return translate.PrefixRules.parse([f"{h}={target}/{h.replace(':', '-')}" for h in sorted(hosts)])
-
-
-def plan_targets(manifest: BundleManifest, target: str, mode: str,
-                 rules: translate.PrefixRules | None) -> list[Placed]:
-    """Translate every image (and its signature repository) to the target registry."""
-    if mode == "prefix" and not rules:
-        rules = default_rules(manifest, target)
-    out = []
-    for entry in manifest.images:
-        upstream = refs.parse(entry.upstream)
-        local = _local_refs(upstream, mode, target, rules)
-        sig_repo = None
-        if entry.signature_repo:
-            sig = refs.parse(entry.signature_repo, default_tag=None)
-            sig_local = _local_refs(sig.with_tag("sig"), "none" if mode == "zarf" else mode, target, rules)[0]
-            if refs.api_host(sig_local.registry) != refs.api_host(local[0].registry):
-                raise ConfigError(f"signature repository {entry.signature_repo} translates to another registry "
-                                  f"({sig_local.registry}) than its image")
-            sig_repo = sig_local.repository
-        out.append(Placed(entry, upstream, refs.api_host(local[0].registry), local[0].repository, local, sig_repo))
-    return out
-
-
-def translation_map(placed: list[Placed]) -> translate.TranslationMap:
-    """Every image ref pushed, and every attachment tag pushed to a separate signature repository (so the
-    verifier can find a policy's ``source`` repository through the map)."""
-    tmap = translate.TranslationMap()
-    for p in placed:
-        for local in p.locals:
-            tmap.add(p.upstream, local, p.entry.digest)
-        if p.sig_repo and p.entry.signature_repo:
-            sig = refs.parse(p.entry.signature_repo, default_tag=None)
-            local_registry = p.locals[0].registry
-            for att in p.entry.attachments:
-                if att.tag:
-                    tmap.add(sig.with_tag(att.tag), refs.Reference(local_registry, p.sig_repo, att.tag), att.digest)
-    return tmap
-
-
 def map_artifact(tmap_bytes: bytes, name: str, version: str, created: int) -> tuple[Manifest, bytes]:
     """The OCI artifact holding map.json: empty config, one layer; deterministic bytes."""
     import json
 
-    from airgap.oci import digest as digests
+    from airgap import digest as digests
 
     doc = {
         "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": MAP_ARTIFACT_TYPE,
@@ -163,9 +92,6 @@ def map_tag(name: str, version: str) -> str:
     return tag if re.match(r"[A-Za-z0-9_]", tag) else f"_{tag}"[:128]
 
 
-# ---- the already-loaded check ----------------------------------------------------------------------
-
-
 def _all_in_place(client: RegistryClient, placed: list[Placed], map_host: str, map_repo: str, tag: str,
                   map_manifest: Manifest, jobs: int) -> bool:
     checks: list[tuple[str, str, str, str]] = [(map_host, map_repo, tag, map_manifest.digest)]
@@ -179,9 +105,6 @@ def _all_in_place(client: RegistryClient, placed: list[Placed], map_host: str, m
 
     with ThreadPoolExecutor(max_workers=max(1, min(jobs * 2, len(checks)))) as pool:
         return all(pool.map(ok, checks))
-
-
-# ---- manifests, attachments, tags -------------------------------------------------------------------
 
 
 class _Manifests:
@@ -262,9 +185,6 @@ def _bytes_opener(data: bytes) -> Callable[[], Iterator[bytes]]:
 
 def _unreachable() -> Iterator[bytes]:
     raise IntegrityError("blob to mount is missing from the image repository")
-
-
-# ---- the whole load ---------------------------------------------------------------------------------
 
 
 def _drain(source: IO[bytes]) -> None:

@@ -21,7 +21,7 @@ from airgap.oci.manifest import Descriptor
 from airgap.progress import Progress
 
 if TYPE_CHECKING:
-    from airgap.bundle.load import Placed
+    from airgap.bundle.placement import Placed
     from airgap.oci.registry import RegistryClient
 
 CHUNK = 1024 * 1024

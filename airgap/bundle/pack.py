@@ -34,9 +34,9 @@ from airgap.progress import Progress
 if TYPE_CHECKING:
     from airgap.bundle.manifest import BundleManifest, ImageEntry
     from airgap.bundle.spec import BundleSpec
-    from airgap.keys import Signer
+    from airgap.keys.private import Signer
     from airgap.oci.registry import RegistryClient
-    from airgap.trust import Trust
+    from airgap.verification.trust import Trust
 
 LAYOUT_FILE = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -75,7 +75,7 @@ def write_tree(root: Path, files: dict[str, bytes]) -> None:
 
 def load_trust(files: dict[str, bytes], directory: Path) -> Trust:
     """Write the bundle's ``trust/`` entries under ``directory`` and load them as a trust directory."""
-    from airgap.trust import Trust
+    from airgap.verification.trust import Trust
 
     write_tree(directory, {n.removeprefix("trust/"): d for n, d in files.items() if n.startswith("trust/")})
     return Trust.load(directory)
@@ -207,7 +207,7 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
     if key is not None:
         import base64
 
-        from airgap.keys import key_id
+        from airgap.keys.public import key_id
 
         signature = base64.b64encode(key.sign(manifest_bytes))
         signed_by = key_id(key.public_key)

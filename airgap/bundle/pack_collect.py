@@ -2,7 +2,7 @@
 
 An image is resolved to a digest and its graph collected (every platform, or the one the spec asks for), with
 cosign's ``.sig/.att/.sbom`` tags and referrers, also in a policy's separate signature repository
-(``airgap.copy``'s planner does the walking). Every manifest is digest-verified by the registry client; blob
+(``airgap.oci.copy``'s planner does the walking). Every manifest is digest-verified by the registry client; blob
 bytes are not read here, only their descriptors and where to read them from.
 """
 
@@ -18,10 +18,10 @@ from airgap.oci.manifest import Descriptor, Manifest, referrers_tag
 from airgap.oci.store import RegistryRepo
 
 if TYPE_CHECKING:
-    from airgap.copy import Plan
+    from airgap.oci.copy import Plan
     from airgap.oci.registry import RegistryClient
-    from airgap.policy import PolicySet
-    from airgap.trust import Trust
+    from airgap.policy.policyset import PolicySet
+    from airgap.verification.trust import Trust
 
 _KINDS = {".sig": "signature", ".att": "attestation", ".sbom": "sbom"}
 
@@ -123,7 +123,7 @@ def _attachments(plan: Plan, store: RegistryRepo, repo_name: str, known: set[str
 def collect_image(client: RegistryClient, text: str, platforms: tuple[str, ...] | None,
                   policy: PolicySet | None) -> Collected:
     """Resolve ``text`` and find everything to ship with it (see the module docstring)."""
-    from airgap.copy import Plan, collect_graph, plan_attachments
+    from airgap.oci.copy import Plan, collect_graph, plan_attachments
 
     upstream = refs.parse(text)
     store = ListedRepo(client, refs.api_host(upstream.registry), upstream.repository)
@@ -175,7 +175,7 @@ def _signature_repos(policy: PolicySet | None, upstream: refs.Reference) -> list
 def verify_at_source(images: list[Collected], trust: Trust, client: RegistryClient, jobs: int) -> None:
     """Verify every image against the bundled policy at its source registry; raise one PolicyError
     naming every failure."""
-    from airgap.api import Verifier
+    from airgap.verification.verifier import Verifier
 
     verifier = Verifier(trust, client=client)
     refs_ = [str(c.upstream.with_digest(c.root.digest)) for c in images]

@@ -24,9 +24,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from airgap import digest as digests
 from airgap.errors import ConfigError
 from airgap.fileio import write_atomic
-from airgap.oci import digest as digests
 from airgap.oci.manifest import Descriptor, Manifest
 from airgap.progress import Progress
 

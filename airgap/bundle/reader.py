@@ -36,7 +36,7 @@ from airgap.config import Limits
 from airgap.errors import BundleError
 
 if TYPE_CHECKING:
-    from airgap.keys import PublicKey
+    from airgap.keys.public import PublicKey
 
 BLOCK = 512
 MAX_SIGNATURE_BYTES = 64 * 1024
@@ -124,7 +124,7 @@ class BundleReader:
         keys = [] if key is None else list(key) if isinstance(key, Sequence) else [key]
         signed_by = None
         if keys:
-            from airgap.keys import key_id, verify_signature
+            from airgap.keys.public import key_id, verify_signature
 
             if self.signature is None:
                 raise BundleError(f"bundle is not signed (no {SIGNATURE_NAME}), but a key to check it was given")

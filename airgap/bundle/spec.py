@@ -95,14 +95,14 @@ class BundleSpec:
                                       default_flow_style=False, allow_unicode=True, explicit_start=True))
 
     def key_manifest(self) -> dict[str, Any]:
-        """The key manifest (``trust/keys.json``), in :meth:`airgap.trust.Trust.key_manifest`'s shape."""
-        from airgap import keys as keymod
-        from airgap.trust import KEY_MANIFEST_VERSION
+        """The key manifest (``trust/keys.json``), in :meth:`airgap.verification.trust.Trust.key_manifest`'s shape."""
+        from airgap.keys.public import algorithm, key_id, load_public_key
+        from airgap.verification.trust import KEY_MANIFEST_VERSION
 
         out = []
         for k in sorted(self.keys, key=lambda k: k.name):
-            key = keymod.load_public_key(k.pem, f"key {k.name}")
-            out.append({"name": k.name, "id": keymod.key_id(key), "algorithm": keymod.algorithm(key),
+            key = load_public_key(k.pem, f"key {k.name}")
+            out.append({"name": k.name, "id": key_id(key), "algorithm": algorithm(key),
                         "source": f"keys/{k.name}.pub", "policies": list(self.key_policies.get(k.name, ()))})
         return {"schemaVersion": KEY_MANIFEST_VERSION, "keys": out}
 
@@ -118,7 +118,7 @@ class BundleSpec:
             files["trust/keys.json"] = canonical_json(self.key_manifest())
         for root in self.trusted_roots:
             if root == PUBLIC_GOOD:
-                from airgap.roots import _PUBLIC_GOOD_STORE, _store_file
+                from airgap.checks.roots import _PUBLIC_GOOD_STORE, _store_file
 
                 files[f"trust/trusted_roots/{PUBLIC_GOOD}.json"] = _store_file(_PUBLIC_GOOD_STORE)
             else:
@@ -293,7 +293,7 @@ class _Parser:
         return tuple(out)
 
     def keys(self, value: Any) -> tuple[KeySpec, ...]:
-        from airgap.keys import load_public_key
+        from airgap.keys.public import load_public_key
 
         out: list[KeySpec] = []
         for i, item in enumerate(self.list_(value, "keys")):
@@ -326,7 +326,7 @@ class _Parser:
                 raise self.err(path, f"a second trusted root named {stem!r} (also {stems[stem]})")
             stems[stem] = path
             if entry != PUBLIC_GOOD:
-                from airgap.roots import TrustedRoot
+                from airgap.checks.roots import TrustedRoot
 
                 try:
                     TrustedRoot.from_bytes(Path(entry).read_bytes(), entry)
@@ -390,7 +390,7 @@ class _Parser:
     def _check_policy(self, docs: list[dict[str, Any]], where: str, resolver: Any) -> Any:
         import yaml
 
-        from airgap.policy import PolicySet
+        from airgap.policy.policyset import PolicySet
 
         text = yaml.safe_dump_all(docs, sort_keys=True)
         try:
@@ -401,7 +401,7 @@ class _Parser:
 
 def _resolver(keys: Mapping[str, KeySpec]) -> Any:
     def resolve(kind: str, name: str) -> tuple[Any, ...]:
-        from airgap.keys import load_public_key
+        from airgap.keys.public import load_public_key
 
         if name not in keys:
             known = ", ".join(sorted(keys)) or "none"

@@ -17,15 +17,17 @@ VSA_FILE = "audit.vsa.json"
 
 
 def _render(doc: dict[str, Any], fmt: str) -> str:
-    from airgap import audit, audit_render, audit_reports
+    from airgap.audit.evidence import dumps
+    from airgap.audit.render import to_html, to_markdown
+    from airgap.audit.reports import policy_reports, reports_yaml
 
     if fmt == "json":
-        return audit.dumps(doc).decode()
+        return dumps(doc).decode()
     if fmt == "md":
-        return audit_render.to_markdown(doc)
+        return to_markdown(doc)
     if fmt == "html":
-        return audit_render.to_html(doc)
-    return audit_reports.reports_yaml(audit_reports.policy_reports(doc))
+        return to_html(doc)
+    return reports_yaml(policy_reports(doc))
 
 
 def _write(path: Path, text: str | bytes) -> None:
@@ -70,44 +72,45 @@ def audit(trust_dir: str, registry: str | None, images_file: str | None, pods_fi
     `airgap verify-attestation` or `cosign verify-blob-attestation` checks offline. Exit 1 when any image
     fails or cannot be checked (after writing every output), unless --exit-zero.
     """
-    from airgap import audit as audit_mod
-    from airgap.api import Verifier
+    from airgap.audit.evidence import STATUSES, dumps, run_audit
+    from airgap.audit.inputs import Inputs, bundle_refs, parse_image_list, parse_pods, registry_images
     from airgap.errors import ConfigError
     from airgap.oci.registry import RegistryClient
-    from airgap.translate import Aliases
-    from airgap.trust import Trust
+    from airgap.refs.translate import Aliases
+    from airgap.verification.trust import Trust
+    from airgap.verification.verifier import Verifier
 
     if not (registry or images_file or pods_file or bundle):
         raise ConfigError("nothing to audit: give --registry HOST, --images FILE, --pods FILE or --bundle FILE")
     signer = None
     if key_ref:
-        from airgap.keys import load_signer
+        from airgap.keys.references import load_signer
 
         signer = load_signer(key_ref)  # before the audit: a wrong password should not cost a full run
     trust = Trust.load(trust_dir)
     access = Aliases.parse(list(aliases))
     client = RegistryClient(make_options(insecure, ca_file))
-    inputs = audit_mod.Inputs(registry=registry)
+    inputs = Inputs(registry=registry)
     if images_file:
         data = Path(images_file).read_bytes()
         inputs.images_file = (images_file, data)
-        inputs.refs += audit_mod.parse_image_list(data.decode("utf-8", "replace"), registry)
+        inputs.refs += parse_image_list(data.decode("utf-8", "replace"), registry)
     if pods_file:
         data = Path(pods_file).read_bytes()
         inputs.pods_file = (pods_file, data)
-        inputs.workloads = audit_mod.parse_pods(data)
+        inputs.workloads = parse_pods(data)
     if bundle:
-        inputs.bundle, bundle_images = audit_mod.bundle_refs(Path(bundle), trust)
+        inputs.bundle, bundle_images = bundle_refs(Path(bundle), trust)
         inputs.refs += bundle_images
     if registry and not images_file and not bundle:
-        inputs.refs += audit_mod.registry_images(client, registry, access.access_host(registry))
+        inputs.refs += registry_images(client, registry, access.access_host(registry))
     repos = [os.environ["COSIGN_REPOSITORY"]] if os.environ.get("COSIGN_REPOSITORY") else []
     verifier = Verifier(trust, None, client, access, repos)
-    doc = audit_mod.run_audit(verifier, inputs, jobs=jobs)
-    evidence = audit_mod.dumps(doc)
+    doc = run_audit(verifier, inputs, jobs=jobs)
+    evidence = dumps(doc)
     vsa = None
     if signer is not None:
-        from airgap.audit_reports import sign_vsa
+        from airgap.audit.vsa import sign_vsa
 
         vsa = sign_vsa(signer, doc, evidence)
     if output_dir:
@@ -122,7 +125,7 @@ def audit(trust_dir: str, registry: str | None, images_file: str | None, pods_fi
     summary = doc["summary"]
     failed = summary["FAIL"] + summary["ERROR"]
     click.echo(f"audit: {summary['images']} image(s): " + ", ".join(
-        f"{summary[k]} {k}" for k in audit_mod.STATUSES) + (f"; written to {output_dir}" if output_dir else ""),
+        f"{summary[k]} {k}" for k in STATUSES) + (f"; written to {output_dir}" if output_dir else ""),
         err=True)
     if failed and not exit_zero:
         click.echo(f"error: {failed} of {summary['images']} image(s) failed the audit", err=True)
@@ -146,9 +149,9 @@ def verify_attestation(attestation: str, key_refs: tuple[str, ...], evidence: st
     Exit 0 when a signature verifies with --key and the statement has the predicate type (and, with
     --evidence, names that file's digest); --require-passed also needs verificationResult PASSED.
     """
-    from airgap.audit_reports import VSA_PREDICATE, verify_vsa
+    from airgap.audit.vsa import VSA_PREDICATE, verify_vsa
     from airgap.errors import VerificationError
-    from airgap.keys import load_public_keys
+    from airgap.keys.references import load_public_keys
 
     keys = [k for ref in key_refs for k in load_public_keys(ref)]
     check = verify_vsa(Path(attestation).read_bytes(), keys,

@@ -13,7 +13,7 @@ from airgap.commands.common import emit_json, make_options, registry_options
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from airgap.keys import PublicKey
+    from airgap.keys.public import PublicKey
 
 
 def _bundle_trust_options(func: Any) -> Any:
@@ -30,7 +30,7 @@ def _bundle_trust_options(func: Any) -> Any:
 def _public_keys(key_refs: tuple[str, ...]) -> list[PublicKey] | None:
     if not key_refs:
         return None
-    from airgap.keys import load_public_keys
+    from airgap.keys.references import load_public_keys
 
     return [k for ref in key_refs for k in load_public_keys(ref)]
 
@@ -77,7 +77,7 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
     spec = BundleSpec.load(spec_path)
     signer = None
     if key_ref:
-        from airgap.keys import load_signer
+        from airgap.keys.references import load_signer
 
         signer = load_signer(key_ref)
     options = make_options(insecure, ca_file, jobs)

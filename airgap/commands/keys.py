@@ -12,7 +12,7 @@ from airgap.commands.common import emit_json
 from airgap.errors import ConfigError
 
 if TYPE_CHECKING:
-    from airgap.keys import PublicKey
+    from airgap.keys.public import PublicKey
 
 _PW_FILE_HELP = "File holding the key's password [env COSIGN_PASSWORD, else a prompt]."
 
@@ -23,7 +23,7 @@ def key() -> None:
 
 
 def _key_json(pub: PublicKey) -> dict[str, Any]:
-    from airgap.keys import algorithm, key_id, public_pem
+    from airgap.keys.public import algorithm, key_id, public_pem
 
     return {"key_id": key_id(pub), "algorithm": algorithm(pub), "pem": public_pem(pub).decode()}
 
@@ -51,7 +51,7 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 
 def _report(pub: PublicKey, written: dict[str, str], as_json: bool, extra: dict[str, str] | None = None) -> None:
-    from airgap.keys import key_id
+    from airgap.keys.public import key_id
 
     if as_json:
         emit_json({**_key_json(pub), **written, **(extra or {})})
@@ -75,21 +75,24 @@ def _report(pub: PublicKey, written: dict[str, str], as_json: bool, extra: dict[
 def generate(output_prefix: str, password_file: str | None, pkcs11_uri: str | None, force: bool,
              as_json: bool) -> None:
     """Generate an ECDSA P-256 key pair as cosign does (encrypted PATH.key, mode 0600; PATH.pub)."""
-    from airgap import keyrefs, keys
+    from airgap.keys.passwords import read_password
+    from airgap.keys.pkcs11 import Pkcs11URI, generate_pkcs11_keypair
+    from airgap.keys.private import generate_keypair
+    from airgap.keys.public import load_public_key, public_pem
 
     key_path, pub_path = Path(f"{output_prefix}.key"), Path(f"{output_prefix}.pub")
     if pkcs11_uri:
         _check_free([pub_path], force)
-        pub, uri = keyrefs.generate_pkcs11_keypair(keyrefs.Pkcs11URI.parse(pkcs11_uri))
-        _write(pub_path, keys.public_pem(pub), 0o644)
+        pub, uri = generate_pkcs11_keypair(Pkcs11URI.parse(pkcs11_uri))
+        _write(pub_path, public_pem(pub), 0o644)
         _report(pub, {"public_key": str(pub_path)}, as_json, {"uri": str(uri)})
         return
     _check_free([key_path, pub_path], force)
-    password = keyrefs.read_password(str(key_path), password_file=password_file, confirm=True)
-    private_pem, public_pem = keys.generate_keypair(password)
-    _write(key_path, private_pem, 0o600)
-    _write(pub_path, public_pem, 0o644)
-    _report(keys.load_public_key(public_pem), {"private_key": str(key_path), "public_key": str(pub_path)}, as_json)
+    password = read_password(str(key_path), password_file=password_file, confirm=True)
+    private_data, public_data = generate_keypair(password)
+    _write(key_path, private_data, 0o600)
+    _write(pub_path, public_data, 0o644)
+    _report(load_public_key(public_data), {"private_key": str(key_path), "public_key": str(pub_path)}, as_json)
 
 
 @key.command("import")
@@ -103,17 +106,19 @@ def generate(output_prefix: str, password_file: str | None, pkcs11_uri: str | No
 def import_(file: str, output_prefix: str, password_file: str | None, force: bool, as_json: bool) -> None:
     """Encrypt a plain PEM private key (PKCS#8, EC or RSA) into cosign's format, like
     `cosign import-key-pair`."""
-    from airgap import keyrefs, keys
+    from airgap.keys.passwords import read_password, read_secret_file
+    from airgap.keys.private import decrypt_private_key, encrypt_private_key, is_encrypted_private_key
+    from airgap.keys.public import public_pem
 
     key_path, pub_path = Path(f"{output_prefix}.key"), Path(f"{output_prefix}.pub")
-    data = keyrefs.read_secret_file(file, "key file", strip_newline=False)
-    if keys.is_encrypted_private_key(data):
+    data = read_secret_file(file, "key file", strip_newline=False)
+    if is_encrypted_private_key(data):
         raise ConfigError(f"{file} is already encrypted; import takes a plain PEM private key")
-    private = keys.decrypt_private_key(data, None, file)
+    private = decrypt_private_key(data, None, file)
     _check_free([key_path, pub_path], force)
-    password = keyrefs.read_password(str(key_path), password_file=password_file, confirm=True)
-    _write(key_path, keys.encrypt_private_key(private, password), 0o600)
-    _write(pub_path, keys.public_pem(private.public_key()), 0o644)
+    password = read_password(str(key_path), password_file=password_file, confirm=True)
+    _write(key_path, encrypt_private_key(private, password), 0o600)
+    _write(pub_path, public_pem(private.public_key()), 0o644)
     _report(private.public_key(), {"private_key": str(key_path), "public_key": str(pub_path)}, as_json)
 
 
@@ -127,8 +132,8 @@ def public(keyref: str, password_file: str | None, as_json: bool) -> None:
 
     The PEM goes to stdout (so `> key.pub` works); `key id: sha256:...` lines go to stderr.
     """
-    from airgap.keyrefs import load_public_keys
-    from airgap.keys import key_id, public_pem
+    from airgap.keys.public import key_id, public_pem
+    from airgap.keys.references import load_public_keys
 
     pubs = load_public_keys(keyref, password_file=password_file)
     if as_json:

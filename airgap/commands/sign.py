@@ -12,7 +12,7 @@ import click
 from airgap.commands.common import emit_json, make_options, registry_options
 
 if TYPE_CHECKING:
-    from airgap.sign import SignedDigest, SignSummary
+    from airgap.signing.targets import SignedDigest, SignSummary
 
 _OFFLINE = ("Nothing is uploaded to a transparency log: airgap signs offline (--tlog-upload=false is "
             "implied; verify with --insecure-ignore-tlog or an airgap policy without ctlog).")
@@ -98,9 +98,9 @@ def sign(images: tuple[str, ...], annotation_pairs: tuple[str, ...], output_dir:
     Each REF is resolved to its digest first and the digest is signed. Signatures accumulate next to
     those already there; the same signer's identical signature is not added twice.
     """
-    from airgap.keys import load_signer
+    from airgap.keys.references import load_signer
     from airgap.oci.registry import RegistryClient
-    from airgap.sign import sign_image
+    from airgap.signing.sign import sign_image
 
     _check_tlog(tlog_upload)
     annotations = _annotations(annotation_pairs)
@@ -134,9 +134,9 @@ def attest(images: tuple[str, ...], predicate: str, predicate_type: str, replace
            upload: bool, tlog_upload: bool, yes: bool, as_json: bool, insecure: tuple[str, ...],
            ca_file: str | None) -> None:
     """Attest a predicate about images, as cosign attest --key does (in-toto in DSSE, .att tag)."""
-    from airgap.attest import attest_image, predicate_type_uri
-    from airgap.keys import load_signer
+    from airgap.keys.references import load_signer
     from airgap.oci.registry import RegistryClient
+    from airgap.signing.attest import attest_image, predicate_type_uri
 
     _check_tlog(tlog_upload)
     predicate_type_uri(predicate_type)

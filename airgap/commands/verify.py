@@ -12,7 +12,7 @@ import click
 from airgap.commands.common import emit_json, make_options, registry_alias_option, registry_options
 
 if TYPE_CHECKING:
-    from airgap.verify import VerificationResult
+    from airgap.verification.result import VerificationResult
 
 
 def _render(result: VerificationResult) -> str:
@@ -71,11 +71,12 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
     through its map.json). With --key or --certificate-identity/--certificate-oidc-issuer, every image
     must carry a signature from that key or identity. No network beyond the registry named in each REF.
     """
-    from airgap.api import Verifier, policy_for_identity, policy_for_keys
     from airgap.errors import ConfigError
     from airgap.oci.registry import RegistryClient
-    from airgap.translate import Aliases
-    from airgap.trust import Trust
+    from airgap.refs.translate import Aliases
+    from airgap.verification.adhoc import policy_for_identity, policy_for_keys
+    from airgap.verification.trust import Trust
+    from airgap.verification.verifier import Verifier
 
     keyless = any((certificate_identity, certificate_identity_regexp, certificate_oidc_issuer,
                    certificate_oidc_issuer_regexp))
@@ -87,7 +88,8 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
         trust = Trust.load(trust_dir)
         trust.roots.update(roots)
     else:
-        from airgap.keys import load_public_keys, public_pem
+        from airgap.keys.public import public_pem
+        from airgap.keys.references import load_public_keys
 
         pems = [(f"{ref}#{i}" if i else ref, public_pem(k)) for ref in key_refs
                 for i, k in enumerate(load_public_keys(ref))]

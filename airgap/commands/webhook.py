@@ -41,7 +41,7 @@ def serve(trust_dir: str, tls_cert: str, tls_key: str, host: str, port: int, mod
     """Serve POST /validate (AdmissionReview v1) over HTTPS, with /healthz, /readyz and /metrics."""
     from airgap.admission.server import WebhookConfig
     from airgap.admission.server import serve as run
-    from airgap.translate import Aliases
+    from airgap.refs.translate import Aliases
 
     Aliases.parse(aliases)  # a bad alias is a usage error before we listen
     config = WebhookConfig(trust_dir=trust_dir, mode=mode, deadline=deadline,  # type: ignore[arg-type]

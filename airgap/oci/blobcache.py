@@ -21,9 +21,9 @@ import os
 import threading
 from pathlib import Path
 
+from airgap import digest as digests
 from airgap.errors import IntegrityError
 from airgap.fileio import write_atomic
-from airgap.oci import digest as digests
 
 FILE_NAME = "blob-locations.json"
 # Enough for many images' layers; at ~120 bytes an entry the file stays well under 1 MB and loads in ms.

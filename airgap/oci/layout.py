@@ -14,9 +14,9 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from airgap import digest as digests
 from airgap.errors import ConfigError, IntegrityError, NotFoundError
 from airgap.fileio import write_atomic
-from airgap.oci import digest as digests
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Descriptor, Manifest
 from airgap.oci.registry import BlobOpener

@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from airgap import digest as digests
 from airgap.errors import IntegrityError
 from airgap.jsondoc import json_object
-from airgap.oci import digest as digests
 from airgap.oci import mediatypes as mt
 
 

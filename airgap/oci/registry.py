@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
+from airgap import digest as digests
 from airgap.config import RegistryOptions
 from airgap.errors import IntegrityError, NotFoundError, RegistryError, TransportError
-from airgap.oci import digest as digests
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Descriptor, Manifest, build_index, referrers_tag
 from airgap.oci.transport import NetworkError

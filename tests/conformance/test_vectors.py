@@ -22,7 +22,7 @@ Choices on ``strictness_dependent`` vectors (airgap takes the strict reading by 
   rejects such chains (the Sigstore client spec; sigstore-python only warns), so it fails as expected.
 
 ``checker_known_gap``: ``bundle-conf-trust-root-tsa-validity-end-inclusive`` needs a TSA's ``validFor.end``
-to be inclusive; sigstore-python 4.5.1 compares exclusively, and :mod:`airgap.roots` corrects that, so the
+to be inclusive; sigstore-python 4.5.1 compares exclusively, and :mod:`airgap.checks.roots` corrects that, so the
 vector passes.
 """
 
@@ -36,19 +36,14 @@ from typing import Any
 
 import pytest
 
-from airgap import cosign
-from airgap.checks import (
-    Identity,
-    KeyAuthority,
-    KeylessAuthority,
-    Outcome,
-    check_attestation,
-    check_sigstore_bundle,
-    check_simple_signing,
-)
+from airgap.checks import cosign
+from airgap.checks.bundle import check_sigstore_bundle
+from airgap.checks.keyless import Identity
+from airgap.checks.legacy import check_attestation, check_simple_signing
+from airgap.checks.outcome import KeyAuthority, KeylessAuthority, Outcome
+from airgap.checks.roots import TrustedRoot
 from airgap.errors import Error
-from airgap.keys import load_public_key
-from airgap.roots import TrustedRoot
+from airgap.keys.public import load_public_key
 
 VECTORS = Path(__file__).parents[2].parent / "shared" / "vectors"
 LENIENT_SCT = {"keyless-rs-kubewarden-2021"}

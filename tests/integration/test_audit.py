@@ -23,11 +23,11 @@ from support.registries import Registry
 from support.signing import KeyPair, write_keypair
 from support.trustdirs import airgap_policy, cip, key_authority, write_trust
 
-from airgap.audit import without_timestamp
+from airgap.audit.evidence import without_timestamp
 from airgap.cli import cli
-from airgap.keys import key_id
+from airgap.keys.public import key_id
 from airgap.oci.registry import RegistryClient
-from airgap.sign import sign_image
+from airgap.signing.sign import sign_image
 
 VSA_TYPE = "https://slsa.dev/verification_summary/v1"
 
@@ -327,7 +327,7 @@ policies:
     assert unsigned["status"] == "FAIL" and unsigned["upstream"].startswith(f"{host}/team/unsigned:1@")
     assert doc["inputs"]["bundle"]["name"] == "audited" and doc["inputs"]["bundle"]["images"] == 2
     # the whole site registry: both tags `load` pushed (zarf crc and plain), never the translation map
-    from airgap.audit import catalog
+    from airgap.audit.inputs import catalog
 
     assert "airgap/maps" in catalog(client, site.host)
     whole = json.loads(run(["audit", "--registry", site.host, "--trust", str(trust), "--exit-zero"]).stdout)

@@ -13,17 +13,13 @@ from __future__ import annotations
 import base64
 import io
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-
-from test_bundle_rw import CREATED, Built, make_bundle  # noqa: E402
+from support.bundles import CREATED, Built, make_bundle, make_signer  # noqa: E402
 
 from airgap.bundle.manifest import INDEX_NAME, MANIFEST_NAME, OCI_LAYOUT_NAME, SIGNATURE_NAME, blob_name  # noqa: E402
 from airgap.bundle.reader import BundleReader  # noqa: E402
@@ -142,11 +138,9 @@ def last_blob(b: Built) -> str:
 
 
 def _resign(b: Built) -> bytes:
-    from test_bundle_rw import _signer
-
     entries = split(b.data)
     i = index_of(entries, SIGNATURE_NAME)
-    sig = base64.b64encode(_signer().sign(b.manifest.to_bytes()))
+    sig = base64.b64encode(make_signer().sign(b.manifest.to_bytes()))
     entries[i] = entry(SIGNATURE_NAME, sig)
     return join(entries)
 
@@ -373,7 +367,7 @@ def test_cosign_verifies_the_bundle_signature(built: Built, tmp_path: Path) -> N
 
     from conftest import require_tool
 
-    from airgap.keys import public_pem
+    from airgap.keys.public import public_pem
 
     cosign = require_tool("cosign")
     entries = {n: d for n, _h, d in split(built.data)}

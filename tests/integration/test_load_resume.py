@@ -21,7 +21,7 @@ from support.signing import write_keypair
 
 from airgap.cli import cli
 from airgap.oci.registry import RegistryClient
-from airgap.sign import sign_image
+from airgap.signing.sign import sign_image
 
 REPOS = ("team/a", "team/b", "team/c", "team/d")
 

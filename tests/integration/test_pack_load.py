@@ -28,8 +28,8 @@ from support.signing import KeyPair, write_keypair
 
 from airgap.cli import cli
 from airgap.oci.registry import RegistryClient
-from airgap.sign import sign_image
-from airgap.translate import zarf_forward
+from airgap.refs.translate import zarf_forward
+from airgap.signing.sign import sign_image
 
 IDENTITY = ("signer@airgap.test", "https://oidc.airgap.test")
 PLATFORMS = ("linux/amd64", "linux/arm64")

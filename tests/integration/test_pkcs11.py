@@ -13,9 +13,12 @@ from click.testing import CliRunner
 from conftest import CI, require_tool
 from support.softhsm import SoftHSM, Token, find_softhsm_module, shared_softhsm
 
-from airgap import keyrefs, keys
 from airgap.cli import cli
 from airgap.errors import ConfigError
+from airgap.keys.passwords import WrongPasswordError
+from airgap.keys.pkcs11 import Pkcs11Signer, Pkcs11URI, generate_pkcs11_keypair
+from airgap.keys.public import algorithm, key_id, load_public_key, public_pem, verify_signature
+from airgap.keys.references import load_public_keys, load_signer
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +75,15 @@ def test_cli_generates_on_token_and_cosign_verifies(softhsm: SoftHSM, tmp_path: 
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "hsm.key").exists()  # the private key never leaves the token
     pub_pem = (tmp_path / "hsm.pub").read_bytes()
-    pub = keys.load_public_key(pub_pem)
-    assert f"key id: {keys.key_id(pub)}" in result.stdout
+    pub = load_public_key(pub_pem)
+    assert f"key id: {key_id(pub)}" in result.stdout
     assert f"uri: pkcs11:token={token.label};object=release;id=%" in result.stdout
 
-    signer = keyrefs.load_signer(token.uri("release"))
-    assert keys.key_id(signer.public_key) == keys.key_id(pub)
+    signer = load_signer(token.uri("release"))
+    assert key_id(signer.public_key) == key_id(pub)
     blob = os.urandom(1000)
     signature = signer.sign(blob)
-    assert keys.verify_signature(pub, signature, blob)
+    assert verify_signature(pub, signature, blob)
     assert _cosign_verifies(pub_pem, signature, blob, tmp_path)
     assert not _cosign_verifies(pub_pem, signature, blob + b"!", tmp_path)
 
@@ -102,52 +105,52 @@ def test_python_pkcs11_key_signs_through_uri(softhsm: SoftHSM, tmp_path: Path, k
     pin_file = tmp_path / "pin"
     pin_file.write_text(token.pin + "\n")
     uri = token.uri(key_id=b"\x0a\x0b", pin=False) + f"&pin-source=file://{pin_file}"
-    signer = keyrefs.load_signer(uri)
-    [pub] = keyrefs.load_public_keys(token.uri(f"{key_type}-key"))
-    assert keys.algorithm(pub) == ("ecdsa-p256" if key_type == "ec" else "rsa-2048")
-    assert keys.key_id(signer.public_key) == keys.key_id(pub)
+    signer = load_signer(uri)
+    [pub] = load_public_keys(token.uri(f"{key_type}-key"))
+    assert algorithm(pub) == ("ecdsa-p256" if key_type == "ec" else "rsa-2048")
+    assert key_id(signer.public_key) == key_id(pub)
     blob = b"payload for " + key_type.encode()
-    assert _cosign_verifies(keys.public_pem(pub), signer.sign(blob), blob, tmp_path)
+    assert _cosign_verifies(public_pem(pub), signer.sign(blob), blob, tmp_path)
 
 
 def test_pin_and_lookup_errors_are_clear(softhsm: SoftHSM, monkeypatch: pytest.MonkeyPatch) -> None:
     token = softhsm.make_token()
-    keyrefs.generate_pkcs11_keypair(keyrefs.Pkcs11URI.parse(token.uri("k")))
-    with pytest.raises(keys.WrongPasswordError, match=f"wrong PIN for token '{token.label}'"):
-        keyrefs.load_signer(token.uri("k", pin=False) + "&pin-value=0000")
+    generate_pkcs11_keypair(Pkcs11URI.parse(token.uri("k")))
+    with pytest.raises(WrongPasswordError, match=f"wrong PIN for token '{token.label}'"):
+        load_signer(token.uri("k", pin=False) + "&pin-value=0000")
     with pytest.raises(ConfigError, match="a PIN for pkcs11 key object=k .* no terminal to ask on"):
-        keyrefs.load_signer(token.uri("k", pin=False))
+        load_signer(token.uri("k", pin=False))
     monkeypatch.setenv("COSIGN_PKCS11_PIN", token.pin)
-    assert keyrefs.load_signer(token.uri("k", pin=False)).sign(b"x")
+    assert load_signer(token.uri("k", pin=False)).sign(b"x")
     with pytest.raises(ConfigError, match="no private key object for pkcs11 key object=missing"):
-        keyrefs.load_signer(token.uri("missing"))
+        load_signer(token.uri("missing"))
     with pytest.raises(ConfigError, match="no PKCS#11 token 'no-such-token'"):
-        keyrefs.load_signer(f"pkcs11:token=no-such-token;object=k?module-path={token.module}&pin-value=1")
+        load_signer(f"pkcs11:token=no-such-token;object=k?module-path={token.module}&pin-value=1")
 
 
 def test_signer_survives_module_reinitialisation(softhsm: SoftHSM) -> None:
     """Naming a token created after the module was loaded re-initialises it, which invalidates every open
     session; a signer opened before must reconnect rather than fail."""
     first = softhsm.make_token()
-    keyrefs.generate_pkcs11_keypair(keyrefs.Pkcs11URI.parse(first.uri("k")))
-    signer = keyrefs.load_signer(first.uri("k"))
-    assert keys.verify_signature(signer.public_key, signer.sign(b"before"), b"before")
+    generate_pkcs11_keypair(Pkcs11URI.parse(first.uri("k")))
+    signer = load_signer(first.uri("k"))
+    assert verify_signature(signer.public_key, signer.sign(b"before"), b"before")
     second = softhsm.make_token()
-    keyrefs.generate_pkcs11_keypair(keyrefs.Pkcs11URI.parse(second.uri("k")))  # forces a re-initialise
-    assert keys.verify_signature(signer.public_key, signer.sign(b"after"), b"after")
+    generate_pkcs11_keypair(Pkcs11URI.parse(second.uri("k")))  # forces a re-initialise
+    assert verify_signature(signer.public_key, signer.sign(b"after"), b"after")
 
 
 def test_two_signers_on_one_token(softhsm: SoftHSM) -> None:
     """PKCS#11 login is per process: a second signer shares the first's login, and keeps working after
     the first one closes (which logs the whole process out)."""
     token = softhsm.make_token()
-    keyrefs.generate_pkcs11_keypair(keyrefs.Pkcs11URI.parse(token.uri("a")))
-    keyrefs.generate_pkcs11_keypair(keyrefs.Pkcs11URI.parse(token.uri("b")))
-    first = keyrefs.load_signer(token.uri("a"))
-    second = keyrefs.load_signer(token.uri("b"))
-    assert isinstance(first, keyrefs.Pkcs11Signer) and keys.key_id(first.public_key) != keys.key_id(second.public_key)
+    generate_pkcs11_keypair(Pkcs11URI.parse(token.uri("a")))
+    generate_pkcs11_keypair(Pkcs11URI.parse(token.uri("b")))
+    first = load_signer(token.uri("a"))
+    second = load_signer(token.uri("b"))
+    assert isinstance(first, Pkcs11Signer) and key_id(first.public_key) != key_id(second.public_key)
     first.close()
-    assert keys.verify_signature(second.public_key, second.sign(b"still here"), b"still here")
+    assert verify_signature(second.public_key, second.sign(b"still here"), b"still here")
 
 
 def test_image_signed_on_the_token_verifies_with_cosign_and_airgap(softhsm: SoftHSM, registry: object,

@@ -20,10 +20,10 @@ from support.trustdirs import cip, key_authority, write_trust
 
 from airgap.cli import cli
 from airgap.oci.registry import RegistryClient
-from airgap.sign import sign_image
+from airgap.signing.sign import sign_image
 
 WIDTH, HEIGHT = 1200, 900
-RED, GREEN = (0xCF, 0x22, 0x2E), (0x1A, 0x7F, 0x37)  # the FAIL and PASS colours of audit_render
+RED, GREEN = (0xCF, 0x22, 0x2E), (0x1A, 0x7F, 0x37)  # the FAIL and PASS colours of airgap.audit.render
 
 
 def decode_png(data: bytes) -> tuple[int, int, list[tuple[int, ...]]]:

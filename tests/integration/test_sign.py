@@ -20,21 +20,18 @@ from support.images import Image, Pusher, push_image, sha256
 from support.registries import Registry
 from support.signing import KeyPair, SignedImage, keypair, sign_pushed, signed_image, write_keypair
 
-from airgap import cosign
-from airgap.attest import attach_attestation, attest_image, build_bundle, bundle_manifest
+from airgap.checks import cosign
 from airgap.cli import cli
 from airgap.errors import AuthError, ConfigError, NotFoundError
-from airgap.keys import KeySigner, verify_signature
+from airgap.keys.private import KeySigner
+from airgap.keys.public import verify_signature
 from airgap.oci.manifest import Descriptor
 from airgap.oci.registry import RegistryClient
-from airgap.sign import (
-    attach_signature,
-    docker_reference,
-    payload_for,
-    sign_image,
-    signature_config,
-    signature_manifest,
-)
+from airgap.signing.attach import signature_config, signature_manifest
+from airgap.signing.attest import attach_attestation, attest_image
+from airgap.signing.bundles import build_bundle, bundle_manifest
+from airgap.signing.sign import attach_signature, payload_for, sign_image
+from airgap.signing.targets import docker_reference
 
 __all__ = ["keypair", "signed_image"]  # fixtures imported for use here
 

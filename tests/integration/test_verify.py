@@ -15,10 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from support.trustdirs import airgap_policy, cip, key_authority, write_trust
 
 from airgap.cli import cli
-from airgap.keys import KeySigner, key_id, public_pem
+from airgap.keys.private import KeySigner
+from airgap.keys.public import key_id, public_pem
 from airgap.oci.registry import RegistryClient
-from airgap.sign import sign_image
-from airgap.trust import Trust
+from airgap.signing.sign import sign_image
+from airgap.verification.trust import Trust
 
 
 def _signer() -> KeySigner:
@@ -202,7 +203,8 @@ def test_signature_repository(registry: Any, make_image: Any, tmp_path: Path, mo
 def test_translated_ref_is_checked_against_its_upstream_policy(registry: Any, make_image: Any,
                                                                tmp_path: Path) -> None:
     """A Zarf-style local name maps back (map.json) to its upstream name, which the policy names."""
-    from airgap.translate import TranslationMap, zarf_forward
+    from airgap.refs.translate import zarf_forward
+    from airgap.refs.translation_map import TranslationMap
 
     upstream = "registry1.dso.mil/ironbank/app:1.0"
     local = zarf_forward(upstream, registry.host)

@@ -11,11 +11,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from airgap import Trust, verify_image
-from airgap.attest import attest_image
 from airgap.errors import ConfigError
-from airgap.keys import KeySigner, key_id, public_pem
+from airgap.keys.private import KeySigner
+from airgap.keys.public import key_id, public_pem
 from airgap.oci.registry import RegistryClient
-from airgap.sign import sign_image
+from airgap.signing.attest import attest_image
+from airgap.signing.sign import sign_image
 
 ALICE = KeySigner(ec.generate_private_key(ec.SECP256R1()))
 BOB = KeySigner(ec.generate_private_key(ec.SECP256R1()))
@@ -87,7 +88,7 @@ def test_two_of_two_authorities(registry: Any, make_image: Any, tmp_path: Path) 
 
 def test_docker_reference_strict(registry: Any, make_image: Any, tmp_path: Path) -> None:
     """A signature made for another repository's name is refused when the policy asks for strictness."""
-    from airgap.copy import copy_image
+    from airgap.oci.copy import copy_image
 
     make_image(registry, "strict/app", "1")
     sign_image(f"{registry.host}/strict/app:1", ALICE, client=RegistryClient())

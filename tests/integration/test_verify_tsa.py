@@ -14,10 +14,13 @@ from support.minisigstore import MiniSigstore
 from support.minitsa import MiniTSA, add_tsa, annotation
 from support.trustdirs import cip, write_trust
 
-from airgap import Trust, cosign, verify_image
+from airgap import Trust, verify_image
+from airgap.checks import cosign
 from airgap.cli import cli
-from airgap.keys import KeySigner, public_pem
-from airgap.sign import append_layer, attach_signature, payload_for
+from airgap.keys.private import KeySigner
+from airgap.keys.public import public_pem
+from airgap.signing.attach import append_layer
+from airgap.signing.sign import attach_signature, payload_for
 
 SIGNER = KeySigner(ec.generate_private_key(ec.SECP256R1()))
 ISSUER = "https://oidc.airgap.test"

@@ -27,9 +27,10 @@ from support.registries import Registry, TLSMaterial, free_port, make_tls, start
 
 from airgap.admission.server import JsonLog, Running, WebhookConfig, start
 from airgap.cli import cli
-from airgap.keys import KeySigner, public_pem
+from airgap.keys.private import KeySigner
+from airgap.keys.public import public_pem
 from airgap.oci.registry import RegistryClient
-from airgap.sign import sign_image
+from airgap.signing.sign import sign_image
 
 RELEASE = KeySigner(ec.generate_private_key(ec.SECP256R1()))
 OTHER = KeySigner(ec.generate_private_key(ec.SECP256R1()))

@@ -20,7 +20,7 @@ from support.minisigstore import MiniSigstore
 from support.minitsa import MiniTSA, add_tsa
 from support.trustdirs import cip, key_authority, write_trust
 
-from airgap import cosign as cosign_format
+from airgap.checks import cosign as cosign_format
 from airgap.cli import cli
 
 pytestmark = pytest.mark.peer("cosign")

@@ -12,8 +12,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import require_tool
 
-from airgap import keyrefs, keys
 from airgap.cli import cli
+from airgap.keys.passwords import WrongPasswordError
+from airgap.keys.private import decrypt_private_key
+from airgap.keys.public import key_id, load_public_key, public_pem, verify_signature
+from airgap.keys.references import load_signer
 
 PASSWORD = "interop-pw"
 
@@ -46,15 +49,15 @@ def test_cosign_generated_key_opens_in_airgap(tool: str, tmp_path: Path) -> None
     assert out.returncode == 0, out.stderr
     pem = (tmp_path / "cosign.key").read_bytes()
     assert pem.startswith(b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----")
-    key = keys.decrypt_private_key(pem, PASSWORD.encode())
-    assert keys.public_pem(key.public_key()) == (tmp_path / "cosign.pub").read_bytes()
-    with pytest.raises(keys.WrongPasswordError):
-        keys.decrypt_private_key(pem, b"not-it")
+    key = decrypt_private_key(pem, PASSWORD.encode())
+    assert public_pem(key.public_key()) == (tmp_path / "cosign.pub").read_bytes()
+    with pytest.raises(WrongPasswordError):
+        decrypt_private_key(pem, b"not-it")
     # and through a key reference, as `airgap sign --key cosign.key` would
     pw = tmp_path / "pw"
     pw.write_text(PASSWORD)
-    signer = keyrefs.load_signer(str(tmp_path / "cosign.key"), password_file=str(pw))
-    assert keys.key_id(signer.public_key) == keys.key_id(key.public_key())
+    signer = load_signer(str(tmp_path / "cosign.key"), password_file=str(pw))
+    assert key_id(signer.public_key) == key_id(key.public_key())
 
 
 @pytest.mark.parametrize("tool", ["cosign", "cosign3"])
@@ -81,16 +84,16 @@ def test_cosign_signs_with_airgap_key_and_verifies(airgap_keypair: Path, tmp_pat
     assert out.returncode == 0, out.stderr
     # ... and airgap's verifier accepts cosign's signature with the same public key
     signature = base64.b64decode((tmp_path / "blob.sig").read_text())
-    pub = keys.load_public_key((airgap_keypair / "airgap.pub").read_bytes())
-    assert keys.verify_signature(pub, signature, blob.read_bytes())
-    assert not keys.verify_signature(pub, signature, blob.read_bytes() + b"x")
+    pub = load_public_key((airgap_keypair / "airgap.pub").read_bytes())
+    assert verify_signature(pub, signature, blob.read_bytes())
+    assert not verify_signature(pub, signature, blob.read_bytes() + b"x")
 
 
 def test_airgap_signer_signature_verifies_in_cosign(airgap_keypair: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     exe = require_tool("cosign")
     monkeypatch.setenv("COSIGN_PASSWORD", PASSWORD)
-    signer = keyrefs.load_signer(str(airgap_keypair / "airgap.key"))
+    signer = load_signer(str(airgap_keypair / "airgap.key"))
     blob = tmp_path / "blob.bin"
     blob.write_bytes(os.urandom(4096))
     (tmp_path / "good.sig").write_text(base64.b64encode(signer.sign(blob.read_bytes())).decode())
@@ -117,4 +120,4 @@ def test_airgap_import_of_openssl_key_works_in_cosign(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     out = _run([exe, "public-key", "--key", str(tmp_path / "imported.key")], tmp_path, _cosign_env(tmp_path))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.encode() == keys.public_pem(key.public_key())
+    assert out.stdout.encode() == public_pem(key.public_key())

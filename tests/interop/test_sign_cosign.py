@@ -20,10 +20,10 @@ from support.images import Image, Pusher, push_image
 from support.registries import Registry
 from support.signing import KeyPair, write_keypair
 
-from airgap import cosign
-from airgap.attest import attest_image
+from airgap.checks import cosign
 from airgap.oci.registry import RegistryClient
-from airgap.sign import sign_image
+from airgap.signing.attest import attest_image
+from airgap.signing.sign import sign_image
 
 pytestmark = pytest.mark.peer("cosign")
 

@@ -2,7 +2,7 @@
 
 ``conftest.py`` imports the fixtures (``mini_sigstore``, ``mini_sigstore_files``, ``keyless_identity``) by name.
 The Mini Sigstore is made once per session (key generation is the only slow part); each signature it makes
-is a few milliseconds. Legacy signatures are pushed through airgap's own writer (:func:`airgap.sign.
+is a few milliseconds. Legacy signatures are pushed through airgap's own writer (:func:`airgap.signing.sign.
 attach_signature`), which the cosign interop tests then check against real cosign; bundles are pushed as
 raw OCI 1.1 referrers exactly as cosign v3 writes them, independent of airgap's client.
 """
@@ -65,7 +65,7 @@ def push_keyless_signature(registry: Registry, repo: str, digest: str, who: Keyl
     Returns (the ``.sig`` manifest digest, the layer written). ``docker_reference`` defaults to
     ``host/repo``, what cosign puts in the payload.
     """
-    from airgap.sign import attach_signature
+    from airgap.signing.sign import attach_signature
 
     layer = sigstore.legacy_signature(docker_reference or f"{registry.host}/{repo}", digest, who, optional=optional)
     annotations = {k: v for k, v in layer.annotations.items() if k != "dev.cosignproject.cosign/signature"}
@@ -78,8 +78,8 @@ def push_keyless_attestation(registry: Registry, repo: str, digest: str, who: Ke
                              sigstore: MiniSigstore, predicate_type: str, predicate: Any,
                              subject_name: str | None = None) -> tuple[str, SignedLayer]:
     """Attest keylessly as cosign v2 ``attest`` does and append the DSSE layer to ``sha256-<hex>.att``."""
-    from airgap import cosign
-    from airgap.sign import append_layer
+    from airgap.checks import cosign
+    from airgap.signing.attach import append_layer
 
     layer = sigstore.legacy_attestation(subject_name or f"{registry.host}/{repo}", digest, who,
                                         predicate_type=predicate_type, predicate=predicate)

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from airgap.cosign import (
+from airgap.checks.cosign import (
     ANN_BUNDLE,
     ANN_CERTIFICATE,
     ANN_CHAIN,

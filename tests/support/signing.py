@@ -4,7 +4,7 @@ Import the fixtures into a test module (``from support.signing import keypair, s
 
 - ``keypair(name="k1", kind="ecdsa-p256", password=None)`` -> :class:`KeyPair`: a private key file
   (unencrypted PKCS#8, or cosign's encrypted format when ``password`` is given), its public PEM file, and a
-  :class:`airgap.keys.KeySigner`.
+  :class:`airgap.keys.private.KeySigner`.
 - ``signed_image(reg, repo, key=None, platforms=("linux/amd64",), fmt="legacy", recursive=False, ...)`` ->
   :class:`SignedImage`: an image pushed with ``make_image`` and signed by airgap's library.
 """
@@ -25,8 +25,8 @@ from support.images import Image, push_image  # noqa: E402
 from support.registries import Registry  # noqa: E402
 
 if TYPE_CHECKING:
-    from airgap.keys import KeySigner
-    from airgap.sign import SignSummary
+    from airgap.keys.private import KeySigner
+    from airgap.signing.targets import SignSummary
 
 
 @dataclass
@@ -43,7 +43,7 @@ class KeyPair:
 
     @property
     def key_id(self) -> str:
-        from airgap.keys import key_id
+        from airgap.keys.public import key_id
 
         return key_id(self.signer.public_key)
 
@@ -67,7 +67,8 @@ def write_keypair(directory: Path, name: str = "k1", kind: str = "ecdsa-p256",
     """Write ``<name>.key`` and ``<name>.pub`` under ``directory``."""
     from cryptography.hazmat.primitives import serialization
 
-    from airgap.keys import KeySigner, public_pem
+    from airgap.keys.private import KeySigner
+    from airgap.keys.public import public_pem
 
     key = make_private_key(kind)
     directory.mkdir(parents=True, exist_ok=True)
@@ -77,7 +78,7 @@ def write_keypair(directory: Path, name: str = "k1", kind: str = "ecdsa-p256",
         private_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                    serialization.NoEncryption()))
     else:
-        from airgap.keys import encrypt_private_key
+        from airgap.keys.private import encrypt_private_key
 
         private_path.write_bytes(encrypt_private_key(key, password))
     private_path.chmod(0o600)
@@ -111,7 +112,7 @@ def sign_pushed(reg: Registry, image: Image, key: KeyPair, **kwargs: Any) -> Sig
     """Sign an already pushed image on ``reg`` with airgap's library (kwargs go to ``sign_image``).
     Plain-HTTP loopback registries only (the client gets no CA file or credentials)."""
     from airgap.oci.registry import RegistryClient
-    from airgap.sign import sign_image
+    from airgap.signing.sign import sign_image
 
     return sign_image(f"{reg.host}/{image.repo}@{image.digest}", key.signer, client=RegistryClient(), **kwargs)
 

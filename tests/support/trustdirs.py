@@ -1,5 +1,5 @@
 """Trust directories as tests and benches write them: ``keys/<name>.pub``, ``trusted_root.json`` and a
-``policy.yaml`` of a ClusterImagePolicy, optionally followed by an AirgapPolicy (see airgap/trust.py).
+``policy.yaml`` of a ClusterImagePolicy, optionally followed by an AirgapPolicy (see airgap/verification/trust.py).
 
 - ``cip(name, authorities, glob="**", mode=None, extra="")``: a ClusterImagePolicy document; ``authorities`` is
   the YAML list under ``spec.authorities`` (items indented four spaces, e.g. :func:`key_authority`).

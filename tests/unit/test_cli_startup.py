@@ -29,11 +29,12 @@ REGISTRY_PATH_HEAVY = ("requests", "urllib3", "http.client", "email.parser", "ss
 def test_key_verify_and_copy_paths_import_no_http_library() -> None:
     code = (
         "import sys\n"
-        "import airgap.api, airgap.copy, airgap.discover, airgap.oci.registry, airgap.verify\n"
-        "from airgap.api import Verifier, policy_for_keys\n"
-        "from airgap.keys import load_public_keys_pem\n"
+        "import airgap.oci.copy, airgap.oci.registry, airgap.verification.discover, airgap.verification.evaluate\n"
+        "from airgap.verification.adhoc import policy_for_keys\n"
+        "from airgap.verification.verifier import Verifier\n"
+        "from airgap.keys.public import load_public_keys_pem\n"
         "from airgap.oci.registry import RegistryClient\n"
-        "from airgap.trust import Trust\n"
+        "from airgap.verification.trust import Trust\n"
         "from cryptography.hazmat.primitives import serialization\n"
         "from cryptography.hazmat.primitives.asymmetric import ec\n"
         "pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(\n"

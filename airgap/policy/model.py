@@ -1,0 +1,155 @@
+"""The typed policy model (ClusterImagePolicy-shaped) and the pure rules that combine authority results.
+
+Built by :mod:`airgap.policy.cip` from YAML; consumed by verification. Nothing here does I/O.
+
+Combination rules, as sigstore policy-controller applies them:
+
+* an image must satisfy EVERY policy whose globs match it;
+* a policy is satisfied when ANY of its authorities passes (a ``static: {action: fail}`` authority never
+  passes, ``static: {action: pass}`` always does), and then, when the policy says more, that too:
+  ``policy: {type: cel, data: EXPR}`` over ``authorities`` (map of authority name to bool) and ``passed``
+  (list of names that passed) (airgap's stand-in for policy-controller's CUE/Rego over ``authorityMatches``),
+  and/or ``match: {authorities: N}`` (airgap: at least N authorities passed);
+* an authority with ``attestations`` passes only when EVERY listed attestation is present, verified, and
+  its condition holds (policy-controller's ``ValidatePolicyAttestationsForAuthority``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from airgap.policy.cel import CelCondition
+from airgap.policy.glob import Glob
+from airgap.refs import Reference
+
+if TYPE_CHECKING:
+    from airgap.checks.keyless import Identity
+    from airgap.keys.public import PublicKey
+
+
+@dataclass(frozen=True)
+class KeylessSpec:
+    """``keyless``: certificate identities to accept, and which trust root (None: the bundled default)."""
+
+    identities: tuple[Identity, ...]
+    trust_root_ref: str | None = None
+    url: str | None = None
+    ca_cert_pem: bytes | None = None
+    insecure_ignore_sct: bool = False
+
+
+@dataclass(frozen=True)
+class AttestationSpec:
+    """One required attestation: its name, full predicate type URI, and optional CEL condition.
+
+    The condition sees ``predicate`` (the statement's predicate), ``predicateType``, ``subject`` (the
+    statement's subject list) and ``statement`` (the whole in-toto statement), e.g.
+    ``predicate.buildType == "https://slsa-framework.github.io/github-actions-buildtypes/workflow/v1"``.
+    No condition means: a verified attestation of this type is enough.
+    """
+
+    name: str
+    predicate_type: str
+    condition: CelCondition | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.condition, str):  # convenience for callers building specs in code
+            object.__setattr__(self, "condition", CelCondition.compile(self.condition))
+
+    def explain(self, predicate: Any, statement: Mapping[str, Any] | None = None) -> tuple[bool, str]:
+        if self.condition is None:
+            return True, ""
+        stmt = dict(statement) if statement is not None else {"predicate": predicate}
+        variables = {
+            "predicate": predicate,
+            "predicateType": stmt.get("predicateType", self.predicate_type),
+            "subject": stmt.get("subject", []),
+            "statement": stmt,
+        }
+        ok, why = self.condition.explain(variables)
+        return ok, (f"attestation {self.name}: {why}" if why else "")
+
+    def evaluate(self, predicate: Any, statement: Mapping[str, Any] | None = None) -> bool:
+        return self.explain(predicate, statement)[0]
+
+
+@dataclass(frozen=True)
+class Authority:
+    """One ``spec.authorities[]`` entry: exactly one of ``keys``, ``keyless``, ``static``.
+
+    ``sources`` are the repositories to look for signatures in (``source[].oci``; empty: the image's own
+    repository); ``ctlog_disabled`` is airgap's ``ctlog: {disabled: true}`` (do not require a transparency
+    log entry). ``key_refs`` says where each key came from, for evidence (``data``, ``secretRef:NAME``...).
+    """
+
+    name: str
+    keys: tuple[PublicKey, ...] | None = None
+    keyless: KeylessSpec | None = None
+    static: Literal["pass", "fail"] | None = None
+    static_message: str = ""
+    sources: tuple[str, ...] = ()
+    tag_prefix: str | None = None
+    ctlog_disabled: bool = False
+    ctlog_url: str | None = None
+    ctlog_trust_root_ref: str | None = None
+    rfc3161_trust_root_ref: str | None = None
+    attestations: tuple[AttestationSpec, ...] = ()
+    hash_algorithm: str = "sha256"
+    signature_format: Literal["legacy", "bundle"] = "legacy"
+    key_refs: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "static" if self.static else "keyless" if self.keyless else "key"
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """One ClusterImagePolicy: which images (globs), who may sign them (authorities), and how strictly."""
+
+    name: str
+    globs: tuple[Glob, ...]
+    authorities: tuple[Authority, ...]
+    mode: Literal["enforce", "warn"] = "enforce"
+    policy: CelCondition | None = None
+    threshold: int | None = None
+    docker_reference_strict: bool = False
+    resource_match: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.policy, str):
+            object.__setattr__(self, "policy", CelCondition.compile(self.policy))
+
+    def matches(self, ref: Reference) -> bool:
+        return any(g.matches(ref) for g in self.globs)
+
+    def explain(self, authority_ok: Mapping[str, bool]) -> tuple[bool, str]:
+        """Whether the per-authority results satisfy this policy, and why not (one line)."""
+        results = {a.name: bool(authority_ok.get(a.name, False)) for a in self.authorities}
+        passed = [name for name, ok in results.items() if ok]
+        if not passed:
+            return False, f"policy {self.name}: no authority passed"
+        if self.threshold is not None and len(passed) < self.threshold:
+            return False, (
+                f"policy {self.name}: {len(passed)} of {len(results)} authorities passed, "
+                f"{self.threshold} required"
+            )
+        if self.policy is not None:
+            ok, why = self.policy.explain({"authorities": results, "passed": passed})
+            if not ok:
+                return False, f"policy {self.name}: {why}"
+        return True, ""
+
+    def satisfied(self, authority_ok: Mapping[str, bool]) -> bool:
+        return self.explain(authority_ok)[0]
+
+
+@dataclass(frozen=True)
+class PreDecision:
+    """A decision made from the ref alone, before any signature is looked at."""
+
+    allowed: bool
+    reason: str

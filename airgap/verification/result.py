@@ -1,0 +1,67 @@
+"""What verification says of one image: allowed or not, why, and the evidence (which policy, which authority,
+which signature, which key id or identity). The CLI, the Python API, the webhook and the audit all read it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass
+class SignatureEvidence:
+    """One candidate checked against one authority: what was checked, with which key or identity."""
+
+    kind: str
+    location: str
+    layer_digest: str
+    ok: bool
+    reason: str
+    key_id: str | None = None
+    identity: str | None = None
+    issuer: str | None = None
+    docker_reference: str | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class AuthorityResult:
+    name: str
+    ok: bool
+    reason: str
+    evidence: list[SignatureEvidence] = field(default_factory=list)
+
+
+@dataclass
+class PolicyResult:
+    name: str
+    mode: str
+    ok: bool
+    authorities: list[AuthorityResult] = field(default_factory=list)
+
+
+@dataclass
+class VerificationResult:
+    """Truthy when the image may run. ``reasons`` say why (one line each); ``evidence`` is the JSON record
+    audits reuse: which policy, which authority, which signature, which key id or identity."""
+
+    ref: str
+    digest: str | None
+    upstream: str | None
+    upstream_source: str
+    allowed: bool
+    decision: str  # "allow", "warn" (allowed with warnings) or "deny"
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    policies: list[PolicyResult] = field(default_factory=list)
+    policy_digest: str | None = None
+    trust_digest: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+    @property
+    def evidence(self) -> dict[str, Any]:
+        return asdict(self)
