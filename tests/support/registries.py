@@ -18,12 +18,12 @@ PEER_BIN = Path(os.environ.get("AIRGAP_PEERS", Path.home() / ".cache" / "airgap"
 
 
 def find_tool(name: str) -> str | None:
-    """A peer binary: on PATH, or in the project's .peers/bin (where install-peers.sh puts Go peers)."""
-    found = shutil.which(name)
-    if found:
-        return found
+    """A peer binary: the pinned build install-peers.sh put in the peers dir first (a machine may have another
+    version on PATH, e.g. a cloud SDK's older kubectl), else on PATH."""
     candidate = PEER_BIN / name
-    return str(candidate) if candidate.exists() else None
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which(name)
 
 
 def free_port() -> int:
