@@ -38,6 +38,17 @@ class Limits:
     concurrency: int = 4
     # How deep we follow referrers of referrers (a signature on an SBOM on an image is depth 2).
     max_referrer_depth: int = 3
+    # Bounded work per image verified: what a registry attaches to an image is untrusted and could be made
+    # to cost unbounded time and memory. A signature manifest with more layers than this is refused (cosign
+    # caps signature layers at 1000 too); one attached layer (a .sig payload, an .att envelope, a sigstore
+    # bundle) over ``max_signature_layer_bytes`` is skipped as a failed candidate (cosign's default payload cap
+    # is 128 MiB; real payloads are KiBs and SBOM attestations a few MiB); everything fetched for one image
+    # (signature manifests, referrer manifests, layers) over ``max_attached_bytes`` stops the verification with
+    # a denial; more than ``max_referrers`` referrers of one image are refused. Exceeded caps deny with a reason.
+    max_signature_layers: int = 1000
+    max_signature_layer_bytes: int = 4 * MiB
+    max_attached_bytes: int = 32 * MiB
+    max_referrers: int = 1000
     # Pagination guard for tag lists.
     max_tag_pages: int = 1000
     # Bundles: the manifest and the small non-blob entries (trust files, oci-layout, index.json) are read

@@ -113,11 +113,9 @@ def verify_vsa(envelope: bytes, keys: list[PublicKey], *, evidence: bytes | None
 
     try:
         env = cosign.Envelope.from_bytes(envelope, "attestation")
+        env.require_intoto("attestation")
     except IntegrityError as exc:
         raise VerificationError(str(exc)) from None
-    if env.payload_type != cosign.DSSE_PAYLOAD_TYPE_INTOTO:
-        raise VerificationError(f"attestation: payloadType {env.payload_type!r} is not "
-                                f"{cosign.DSSE_PAYLOAD_TYPE_INTOTO}")
     signer = next((k for k in keys for _, sig in env.signatures if verify_signature(k, sig, env.pae)), None)
     if signer is None:
         raise VerificationError(f"attestation: no signature verifies with the {len(keys)} key(s) given")

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airgap import refs
+from airgap.config import Limits
 from airgap.errors import BundleError
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Manifest
-from airgap.verification.discover import MAX_SIGNATURE_BLOB, AttachedLookup, Candidate, Repo
+from airgap.verification.discover import AttachedLookup, Candidate, Repo
 
 if TYPE_CHECKING:
     from airgap.bundle.manifest import Attachment, BundleManifest, ImageEntry
@@ -69,6 +70,7 @@ class BundleArtifacts(AttachedLookup):
     blobs: BlobStore
     signature_repos: tuple[Repo, ...] = ()
     _homes: tuple[Repo, ...] = field(default=())
+    limits: Limits = field(default_factory=Limits)
 
     def _gather(self, kind: str, repos: tuple[Repo, ...] | None) -> list[Candidate]:
         out: list[Candidate] = []
@@ -89,10 +91,13 @@ class BundleArtifacts(AttachedLookup):
                     location = f"{repo}:{att.tag}" if att.tag else f"{repo}@{manifest.digest}"
                 else:
                     continue
+                if len(manifest.blobs) - 1 > self.limits.max_signature_layers:
+                    raise BundleError(f"{location}: {len(manifest.blobs) - 1} layers, more than the "
+                                      f"{self.limits.max_signature_layers} a signature manifest may have")
                 for layer in manifest.blobs[1:]:
                     if layer.media_type not in wanted:
                         continue
-                    if layer.size > MAX_SIGNATURE_BLOB:
+                    if layer.size > self.limits.max_signature_layer_bytes:
                         raise BundleError(f"{location}: signature layer of {layer.size} bytes is over the limit")
                     data = self.blobs.get(layer.digest)
                     if data is None:
@@ -158,7 +163,7 @@ def verify_bundle(source: BinaryIO, *, key: PublicKey | list[PublicKey] | None =
         spool.mkdir()
         blobs = BlobStore(spool)
         for digest, size, chunks in reader.blobs():
-            if digest in manifest_digests or size <= MAX_SIGNATURE_BLOB:
+            if digest in manifest_digests or size <= Limits.max_signature_layer_bytes:
                 blobs.keep(digest, size, chunks)
         reader.finish()
         trust = load_trust(reader.files, Path(tmp) / "trust")
@@ -172,6 +177,6 @@ def verify_bundle(source: BinaryIO, *, key: PublicKey | list[PublicKey] | None =
             homes = (_repo(entry.signature_repo),) if entry.signature_repo else ()
             artifacts = BundleArtifacts(Repo(upstream.registry, upstream.repository), root, attachments, blobs,
                                         _homes=homes)
-            results.append(evaluate(entry.upstream, artifacts, upstream.with_digest(entry.digest),
+            results.append(evaluate(entry.upstream, artifacts, (upstream.with_digest(entry.digest),),
                                     "bundle manifest", trust.policy, trust, resolve_source=_repo))
     return BundleVerification(reader.digest, reader.signed_by, manifest.name, manifest.version, results)

@@ -60,6 +60,7 @@ def check_sigstore_bundle(raw: bytes, *, expected_digest: str | None, authority:
         if doc.get("dsseEnvelope") is not None:
             try:
                 env = cosign.Envelope.from_json(doc["dsseEnvelope"], "bundle DSSE envelope")
+                env.require_intoto("bundle DSSE envelope")
             except Error as exc:
                 raise run.fail("bundle", str(exc)) from None
             if len(env.signatures) != 1:

@@ -30,6 +30,8 @@ SIMPLESIGNING_TYPE = "cosign container image signature"
 DSSE_PAYLOAD_TYPE_INTOTO = "application/vnd.in-toto+json"
 INTOTO_STATEMENT_V01 = "https://in-toto.io/Statement/v0.1"
 INTOTO_STATEMENT_V1 = "https://in-toto.io/Statement/v1"
+# The predicate type of the statement cosign v3 signs in a sigstore bundle: a signature, not an attestation.
+COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 
 # cosign's `--type` shorthands (cosign/pkg/cosign/attestation).
 PREDICATE_TYPES = {
@@ -166,6 +168,13 @@ class Envelope:
     def pae(self) -> bytes:
         return pae(self.payload_type, self.payload)
 
+    def require_intoto(self, what: str = "DSSE envelope") -> None:
+        """Refuse an envelope that does not say it carries an in-toto statement: cosign v2 and v3 accept only
+        ``application/vnd.in-toto+json`` for attestations and bundle signatures, and a signature over another
+        payload type is a signature over something else."""
+        if self.payload_type != DSSE_PAYLOAD_TYPE_INTOTO:
+            raise IntegrityError(f"{what}: payloadType {self.payload_type[:80]!r} is not {DSSE_PAYLOAD_TYPE_INTOTO}")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "payloadType": self.payload_type,
@@ -181,6 +190,7 @@ class Statement:
     predicate_type: str
     subjects: tuple[tuple[str, dict[str, str]], ...]
     predicate: Any
+    doc: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)  # the whole statement
 
     @classmethod
     def from_bytes(cls, data: bytes, what: str = "in-toto statement") -> Statement:
@@ -196,7 +206,7 @@ class Statement:
             if not isinstance(s, dict) or not isinstance(s.get("digest"), dict):
                 raise IntegrityError(f"{what}: subject[{i}] has no digest")
             parsed.append((str(s.get("name", "")), {str(k): str(v) for k, v in s["digest"].items()}))
-        return cls(ptype, tuple(parsed), doc.get("predicate"))
+        return cls(ptype, tuple(parsed), doc.get("predicate"), doc)
 
     def names_digest(self, digest: str) -> bool:
         """True when a subject carries ``digest`` (``sha256:<hex>``)."""

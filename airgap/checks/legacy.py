@@ -154,6 +154,7 @@ def check_attestation(envelope: bytes, annotations: Mapping[str, str], *, expect
     try:
         try:
             env = cosign.Envelope.from_bytes(envelope)
+            env.require_intoto()
         except Error as exc:
             raise run.fail("envelope", str(exc)) from None
         root = _root_for(authority, trusted_root)

@@ -184,6 +184,33 @@ class TrustedRoot:
         """Sigstore's staging root as shipped inside the sigstore package (for tests only)."""
         return cls.from_bytes(_store_file(_STAGING_STORE), "staging trusted root")
 
+    def with_fulcio_ca(self, pem: bytes, what: str = "ca-cert") -> TrustedRoot:
+        """This root with its certificate authorities replaced by the CA chain in ``pem`` (a keyless
+        authority's ``ca-cert``): certificates then chain to that CA alone, never to this root's Fulcio CAs;
+        the transparency logs, CT logs and TSAs stay this root's. The chain is ordered leaf-most first (the
+        self-signed root last, as ``trusted_root.json`` writes it); it is valid from its earliest
+        ``notBefore`` (each certificate's own validity is still checked by path building)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        try:
+            certs = x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            raise ConfigError(f"{what}: not a PEM certificate chain") from None
+        if not certs:
+            raise ConfigError(f"{what}: no certificate")
+        ordered = sorted(certs, key=lambda c: c.issuer == c.subject)  # stable: self-signed (roots) last
+        start = min(c.not_valid_before_utc for c in certs)
+        doc = json_object(self.data, "trusted root", ConfigError)
+        doc["certificateAuthorities"] = [{
+            "subject": {"organization": "", "commonName": ""},
+            "uri": "",
+            "certChain": {"certificates": [
+                {"rawBytes": base64.b64encode(c.public_bytes(Encoding.DER)).decode()} for c in ordered]},
+            "validFor": {"start": start.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        }]
+        return TrustedRoot.from_bytes(json.dumps(doc, sort_keys=True).encode(), f"{what} (with {what})")
+
     @property
     def digest(self) -> str:
         return "sha256:" + hashlib.sha256(self.data).hexdigest()

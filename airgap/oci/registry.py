@@ -246,9 +246,10 @@ class RegistryClient(BlobUploads):
             url = urljoin(resp.url, nxt) if nxt else None
         raise RegistryError(f"listing tags of {host}/{repo}: more than {self.limits.max_tag_pages} pages")
 
-    def referrers(self, host: str, repo: str, digest: str) -> list[Descriptor]:
-        """Referrers of ``digest``: the Referrers API when served, else the ``sha256-<hex>`` fallback tag."""
-        listed = self._referrers_api_list(host, repo, digest)
+    def referrers(self, host: str, repo: str, digest: str, *, max_items: int | None = None) -> list[Descriptor]:
+        """Referrers of ``digest``: the Referrers API when served, else the ``sha256-<hex>`` fallback tag.
+        ``max_items`` stops paging once that many are listed (a caller that refuses more needs no more)."""
+        listed = self._referrers_api_list(host, repo, digest, max_items)
         if listed is not None:
             return listed
         try:
@@ -265,7 +266,8 @@ class RegistryClient(BlobUploads):
             known = self._referrers_api_list(host, repo, probe) is not None
         return known
 
-    def _referrers_api_list(self, host: str, repo: str, digest: str) -> list[Descriptor] | None:
+    def _referrers_api_list(self, host: str, repo: str, digest: str,
+                            max_items: int | None = None) -> list[Descriptor] | None:
         with self._lock:
             if self._referrers_api.get(host) is False:
                 return None
@@ -290,7 +292,7 @@ class RegistryClient(BlobUploads):
                 raise IntegrityError(f"referrers of {host}/{repo}@{digest}: not an index")
             out += [Descriptor.from_json(d, f"referrers of {digest}") for d in items]
             nxt = resp.links.get("next", {}).get("url")
-            url = urljoin(resp.url, nxt) if nxt else None
+            url = urljoin(resp.url, nxt) if nxt and (max_items is None or len(out) < max_items) else None
         with self._lock:
             self._referrers_api[host] = True
         return out

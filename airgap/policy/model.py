@@ -9,14 +9,15 @@ Combination rules, as sigstore policy-controller applies them:
   passes, ``static: {action: pass}`` always does), and then, when the policy says more, that too:
   ``policy: {type: cel, data: EXPR}`` over ``authorities`` (map of authority name to bool) and ``passed``
   (list of names that passed) (airgap's stand-in for policy-controller's CUE/Rego over ``authorityMatches``),
-  and/or ``match: {authorities: N}`` (airgap: at least N authorities passed);
+  and/or ``match: {authorities: N}`` (airgap: at least N authorities passed, credited to N DISTINCT
+  signers: one key or keyless identity counts once however many authorities name it);
 * an authority with ``attestations`` passes only when EVERY listed attestation is present, verified, and
   its condition holds (policy-controller's ``ValidatePolicyAttestationsForAuthority``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -126,25 +127,52 @@ class ImagePolicy:
     def matches(self, ref: Reference) -> bool:
         return any(g.matches(ref) for g in self.globs)
 
-    def explain(self, authority_ok: Mapping[str, bool]) -> tuple[bool, str]:
-        """Whether the per-authority results satisfy this policy, and why not (one line)."""
+    def explain(self, authority_ok: Mapping[str, bool],
+                signers: Mapping[str, Collection[str]] | None = None) -> tuple[bool, str]:
+        """Whether the per-authority results satisfy this policy, and why not (one line).
+
+        ``signers`` names, per authority, the distinct signers (key ids, keyless identities) whose
+        signatures it verified; ``match: {authorities: N}`` needs N passed authorities matched to N DISTINCT
+        signers (one key named by two authorities, or under two names, counts once). Without ``signers``
+        every passed authority counts as a signer of its own."""
         results = {a.name: bool(authority_ok.get(a.name, False)) for a in self.authorities}
         passed = [name for name, ok in results.items() if ok]
         if not passed:
             return False, f"policy {self.name}: no authority passed"
-        if self.threshold is not None and len(passed) < self.threshold:
-            return False, (
-                f"policy {self.name}: {len(passed)} of {len(results)} authorities passed, "
-                f"{self.threshold} required"
-            )
+        if self.threshold is not None:
+            distinct = _distinct_signers({n: (signers or {}).get(n) or {f"authority:{n}"} for n in passed})
+            if distinct < self.threshold:
+                return False, (
+                    f"policy {self.name}: {len(passed)} of {len(results)} authorities passed with {distinct} "
+                    f"distinct signer(s), {self.threshold} required"
+                )
         if self.policy is not None:
             ok, why = self.policy.explain({"authorities": results, "passed": passed})
             if not ok:
                 return False, f"policy {self.name}: {why}"
         return True, ""
 
-    def satisfied(self, authority_ok: Mapping[str, bool]) -> bool:
-        return self.explain(authority_ok)[0]
+    def satisfied(self, authority_ok: Mapping[str, bool],
+                  signers: Mapping[str, Collection[str]] | None = None) -> bool:
+        return self.explain(authority_ok, signers)[0]
+
+
+def _distinct_signers(options: Mapping[str, Collection[str]]) -> int:
+    """The most authorities that can each be credited to a different signer: a maximum bipartite matching
+    (Kuhn's augmenting paths; policies have a handful of authorities, so this is tiny)."""
+    owner: dict[str, str] = {}
+
+    def assign(authority: str, seen: set[str]) -> bool:
+        for signer in sorted(options[authority]):
+            if signer in seen:
+                continue
+            seen.add(signer)
+            if signer not in owner or assign(owner[signer], seen):
+                owner[signer] = authority
+                return True
+        return False
+
+    return sum(assign(a, set()) for a in sorted(options))
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,22 @@ class PolicySet:
         """The policies whose globs match; the image must satisfy every one of them."""
         return [p for p in self.policies if p.matches(upstream_ref)]
 
+    def pre_decision_for(self, upstreams: Sequence[Reference]) -> PreDecision | None:
+        """:meth:`pre_decision` for an image with several upstream identities (a digest shipped under several
+        tags): refused when any identity is from a registry not approved, admitted without signatures only
+        when every identity is allow-listed, otherwise None (verify it)."""
+        decisions = [self.pre_decision(u) for u in upstreams]
+        refused = next((d for d in decisions if d is not None and not d.allowed), None)
+        if refused is not None:
+            return refused
+        if decisions and all(d is not None and d.allowed for d in decisions):
+            return decisions[0]
+        return None
+
+    def select_for(self, upstreams: Sequence[Reference]) -> list[ImagePolicy]:
+        """The policies whose globs match ANY of the image's upstream identities: all of them apply."""
+        return [p for p in self.policies if any(p.matches(u) for u in upstreams)]
+
 
 def _digest(canonical: list[Any], policies: list[ImagePolicy]) -> str:
     """sha256 over the parsed documents (canonical JSON) and the key ids every authority resolved to."""

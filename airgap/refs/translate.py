@@ -40,8 +40,8 @@ from airgap.refs.grammar import Reference
 from airgap.refs.translation_map import MapEntry, TranslationMap
 from airgap.refs.translation_map import as_ref as _as_ref
 
-__all__ = ["MODES", "Aliases", "Mode", "PrefixRule", "PrefixRules", "forward", "forward_repo", "reverse", "zarf_crc",
-           "zarf_forward"]
+__all__ = ["MODES", "Aliases", "Mode", "PrefixRule", "PrefixRules", "forward", "forward_repo", "reverse", "reverse_all",
+           "zarf_crc", "zarf_forward"]
 
 Mode = Literal["zarf", "zarf-plain", "prefix"]
 MODES: tuple[str, ...] = ("zarf", "zarf-plain", "prefix")
@@ -219,15 +219,60 @@ def forward(ref: Reference | str, mode: Mode | str, host_or_rules: str | PrefixR
 # --- reverse: through the translation map (airgap.refs.translation_map), then the rules --------------------
 
 
-def _unique_upstream(entries: list[MapEntry], what: str) -> tuple[Reference | None, str]:
+def _identities(entries: list[MapEntry], what: str) -> tuple[tuple[Reference, ...], str]:
+    """The distinct upstream refs of ``entries`` (one repository, any number of tags), each with its digest
+    when the entries agree on one; ``()`` and why when they name several upstream repositories."""
     names = sorted({e.upstream.name for e in entries})
     if len(names) > 1:
-        return None, f"ambiguous: {what} maps to {', '.join(names)}"
+        return (), f"ambiguous: {what} maps to {', '.join(names)}"
     digests = {e.digest for e in entries}
-    tags = {e.upstream.tag for e in entries}
-    first = entries[0].upstream
     digest = digests.pop() if len(digests) == 1 else None
-    return Reference(first.registry, first.repository, tags.pop() if len(tags) == 1 else None, digest), ""
+    tags = sorted({e.upstream.tag for e in entries}, key=lambda t: (t is None, t or ""))
+    first = entries[0].upstream
+    return tuple(Reference(first.registry, first.repository, tag, digest) for tag in tags), ""
+
+
+def reverse_all(
+    local_ref: Reference | str,
+    *,
+    tmap: TranslationMap | None = None,
+    rules: PrefixRules | None = None,
+    digest: str | None = None,
+) -> tuple[tuple[Reference, ...], str]:
+    """Every upstream identity of a local ref and how they were found, or ``((), why not)``.
+
+    Order: the translation map by local ref (its tag's entries; for a bare digest, every upstream tag shipped
+    with that digest: a policy scoped to any of those tags applies), then the map by digest (``digest`` or the
+    ref's own) anywhere in the map, then reversed prefix rules. The map's answer carries the recorded
+    manifest digest. A Zarf crc tag that the map does not know is refused (CRC-32 cannot be inverted and the
+    upstream host is not in the path). Identities from several upstream repositories are ambiguous: refused.
+    """
+    local = _as_ref(local_ref)
+    if tmap is not None:
+        hits = tmap.by_local(local if local.digest or digest is None else local.with_digest(digest))
+        if hits:
+            ups, why = _identities(hits, f"translation map entry for {local}")
+            return (ups, f"translation map: {local}") if ups else ((), why)
+        want = digest or local.digest
+        if want:
+            hits = tmap.by_digest(want)
+            if hits:
+                ups, why = _identities(hits, f"digest {want}")
+                return (ups, f"translation map: digest {want}") if ups else ((), why)
+    if rules:
+        up, why = rules.reverse(local)
+        if up is not None:
+            return (up,), why
+        rule_why = why
+    else:
+        rule_why = "no prefix rules given"
+    if local.tag and _ZARF_TAG.search(local.tag):
+        return (), (
+            f"{local} carries a Zarf crc tag: not reversible without the translation map "
+            "(a CRC-32 cannot be inverted and the upstream registry is not in the local path)"
+        )
+    source = "no translation map" if tmap is None else "not in the translation map"
+    return (), f"{local}: {source}; {rule_why}"
 
 
 def reverse(
@@ -237,38 +282,9 @@ def reverse(
     rules: PrefixRules | None = None,
     digest: str | None = None,
 ) -> tuple[Reference | None, str]:
-    """The upstream ref of a local ref and how it was found, or ``(None, why not)``.
-
-    Order: the translation map by local ref, then the map by digest (``digest`` or the ref's own), then
-    reversed prefix rules. The map's answer carries the recorded manifest digest. A Zarf crc tag that the
-    map does not know is refused (CRC-32 cannot be inverted and the upstream host is not in the path).
-    """
-    local = _as_ref(local_ref)
-    if tmap is not None:
-        hits = tmap.by_local(local)
-        if hits:
-            up, why = _unique_upstream(hits, f"translation map entry for {local}")
-            return (up, f"translation map: {local}") if up else (None, why)
-        want = digest or local.digest
-        if want:
-            hits = tmap.by_digest(want)
-            if hits:
-                up, why = _unique_upstream(hits, f"digest {want}")
-                return (up, f"translation map: digest {want}") if up else (None, why)
-    if rules:
-        up, why = rules.reverse(local)
-        if up is not None:
-            return up, why
-        rule_why = why
-    else:
-        rule_why = "no prefix rules given"
-    if local.tag and _ZARF_TAG.search(local.tag):
-        return None, (
-            f"{local} carries a Zarf crc tag: not reversible without the translation map "
-            "(a CRC-32 cannot be inverted and the upstream registry is not in the local path)"
-        )
-    source = "no translation map" if tmap is None else "not in the translation map"
-    return None, f"{local}: {source}; {rule_why}"
+    """:func:`reverse_all` when one identity is wanted: the first (by tag), or ``(None, why not)``."""
+    ups, how = reverse_all(local_ref, tmap=tmap, rules=rules, digest=digest)
+    return (ups[0] if ups else None), how
 
 
 def forward_repo(repo: Reference | str, tmap: TranslationMap | None = None,

@@ -97,18 +97,22 @@ class TranslationMap:
         write_atomic(Path(path), self.to_json())
 
     def by_local(self, local: Reference | str) -> list[MapEntry]:
-        """Entries for a local ref: same repository and the same digest (when pinned) or the same tag."""
+        """Entries for a local ref, in its repository: those for its tag when it has one (``name:tag``, and
+        ``name:tag@digest`` when the map recorded that digest for the tag), else those for its digest.
+
+        A tag names exactly the upstream refs it was pushed for; a bare digest is every upstream ref shipped
+        with that digest into this repository (``busybox:1.36`` and ``busybox:latest`` alike), so a caller
+        applies the policies of all of them. A tag the map recorded for another digest (re-tagged outside
+        airgap) falls back to the digest's entries: the map no longer describes that tag."""
         ref = as_ref(local)
-        out = []
-        for e in self.entries:
-            if e.local.name != ref.name:
-                continue
-            if ref.digest:
-                if e.digest == ref.digest:
-                    out.append(e)
-            elif ref.tag and e.local.tag == ref.tag:
-                out.append(e)
-        return out
+        same_repo = [e for e in self.entries if e.local.name == ref.name]
+        if ref.tag:
+            tagged = [e for e in same_repo if e.local.tag == ref.tag]
+            if tagged and (ref.digest is None or any(e.digest == ref.digest for e in tagged)):
+                return [e for e in tagged if ref.digest is None or e.digest == ref.digest]
+        if ref.digest:
+            return [e for e in same_repo if e.digest == ref.digest]
+        return []
 
     def by_digest(self, digest: str) -> list[MapEntry]:
         return [e for e in self.entries if e.digest == digest]

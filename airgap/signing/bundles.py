@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from airgap.oci.registry import RegistryClient
 
 
-COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 
 
 ANN_BUNDLE_CONTENT = "dev.sigstore.bundle.content"
@@ -77,7 +76,7 @@ def sign_statement(digest: str, annotations: dict[str, str] | None = None) -> by
     if annotations:
         subject["annotations"] = dict(sorted(annotations.items()))
     return _proto_json({"_type": cosign.INTOTO_STATEMENT_V1, "subject": [subject],
-                        "predicateType": COSIGN_SIGN_PREDICATE, "predicate": {}})
+                        "predicateType": cosign.COSIGN_SIGN_PREDICATE, "predicate": {}})
 
 
 def build_bundle(signer: Signer, subject_name: str, digest: str,
@@ -95,7 +94,7 @@ def build_bundle(signer: Signer, subject_name: str, digest: str,
     })
 
 
-def bundle_manifest(bundle: bytes, subject: Descriptor, *, predicate_type: str = COSIGN_SIGN_PREDICATE,
+def bundle_manifest(bundle: bytes, subject: Descriptor, *, predicate_type: str = cosign.COSIGN_SIGN_PREDICATE,
                     created: datetime.datetime | None = None) -> Manifest:
     """The OCI 1.1 artifact manifest cosign v3 pushes for a bundle: empty config (carrying the
     artifactType), the bundle as the only layer, ``subject`` = the signed image."""

@@ -23,14 +23,15 @@ from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Descriptor, Manifest
 from airgap.oci.registry import RegistryClient
 
-# Signature layers and bundles are small JSON documents; anything larger is hostile or broken.
-MAX_SIGNATURE_BLOB = 4 * 1024 * 1024
 _BUNDLE_PREFIX = "application/vnd.dev.sigstore.bundle"
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One signature, attestation or sigstore bundle found for an image, with where it came from."""
+    """One signature, attestation or sigstore bundle found for an image, with where it came from.
+
+    ``refused`` is set (and ``data`` empty) when the layer was not fetched because it is over
+    ``Limits.max_signature_layer_bytes``: it counts as a candidate that failed, with that reason."""
 
     kind: str  # "signature" (simple signing), "attestation" (DSSE), "bundle" (sigstore bundle)
     data: bytes  # the exact layer bytes: payload, envelope or bundle JSON
@@ -38,6 +39,7 @@ class Candidate:
     location: str  # host/repo:tag or host/repo@digest of the manifest that carried it
     layer_digest: str
     media_type: str
+    refused: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class Artifacts(AttachedLookup):
     signed_names: tuple[str, ...] = ()
     _cache: dict[tuple[str, Repo], list[Candidate]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _spent: list[int] = field(default_factory=lambda: [0])  # bytes fetched for this image (see _Fetch.take)
 
     def _repos(self, override: tuple[Repo, ...] | None) -> tuple[Repo, ...]:
         return override or self.signature_repos or (self.repo,)
@@ -99,7 +102,7 @@ class Artifacts(AttachedLookup):
             with self._lock:
                 cached = self._cache.get((kind, repo))
             if cached is None:
-                cached = _fetch(self.client, repo, self.digest, kind, self.signed_names)
+                cached = _Fetch(self, repo).run(kind)
                 with self._lock:
                     self._cache[(kind, repo)] = cached
             out += cached
@@ -110,13 +113,6 @@ def resolve(client: RegistryClient, repo: Repo, reference: str) -> Artifacts:
     """Fetch the manifest ``reference`` (tag or digest) names; its bytes are checked against the digest.
     A digest reference may be answered from the client's cache of verified content: it cannot change."""
     return Artifacts(client, repo, client.get_manifest(repo.host, repo.repository, reference, cached=True))
-
-
-def _blob(client: RegistryClient, repo: Repo, desc: Descriptor) -> bytes:
-    if desc.size > MAX_SIGNATURE_BLOB:
-        raise IntegrityError(f"{repo}@{desc.digest}: signature layer of {desc.size} bytes is over the limit")
-    # Content-addressed and verified: a repeat verification of the same signature skips the round trip.
-    return client.read_blob(repo.host, repo.repository, desc, cached=True)
 
 
 def _predicted_payload(layer: Descriptor, digest: str, names: tuple[str, ...]) -> bytes | None:
@@ -132,46 +128,89 @@ def _predicted_payload(layer: Descriptor, digest: str, names: tuple[str, ...]) -
     return None
 
 
-def _layers(client: RegistryClient, repo: Repo, manifest: Manifest, location: str, kind: str,
-            media_types: frozenset[str], subject: str = "", names: tuple[str, ...] = ()) -> list[Candidate]:
-    out = []
-    for layer in manifest.blobs[1:]:
-        if layer.media_type in media_types:
-            data = _predicted_payload(layer, subject, names) if names else None
-            out.append(Candidate(kind, data if data is not None else _blob(client, repo, layer),
-                                 dict(layer.annotations), location, layer.digest, layer.media_type))
-    return out
+class _Fetch:
+    """Fetching what is attached to one image from one repository, within the image's bounds (the registry
+    is untrusted: see ``Limits.max_signature_layers`` and the caps beside it)."""
 
+    def __init__(self, artifacts: Artifacts, repo: Repo) -> None:
+        self.a, self.repo, self.client = artifacts, repo, artifacts.client
+        self.limits = self.client.limits
 
-def _fetch(client: RegistryClient, repo: Repo, digest: str, kind: str,
-           names: tuple[str, ...] = ()) -> list[Candidate]:
-    if kind in ("signature", "attestation"):
-        tag = cosign.signature_tag(digest) if kind == "signature" else cosign.attestation_tag(digest)
+    def take(self, size: int, what: str) -> None:
+        """Count ``size`` bytes about to be fetched against the image's budget; refuse past it."""
+        with self.a._lock:
+            self.a._spent[0] += size
+            spent = self.a._spent[0]
+        if spent > self.limits.max_attached_bytes:
+            raise IntegrityError(f"{what}: the signatures, attestations and referrers of {self.a.digest} come to more "
+                                 f"than {self.limits.max_attached_bytes} bytes (limit max_attached_bytes): refused")
+
+    def manifest(self, reference: str, size: int | None = None) -> Manifest:
+        if size is not None:
+            self.take(size, f"{self.repo}@{reference}")
+        found = self.client.get_manifest(self.repo.host, self.repo.repository, reference, cached=True)
+        if size is None:
+            self.take(len(found.data), f"{self.repo}:{reference}")
+        return found
+
+    def layers(self, manifest: Manifest, location: str, kind: str, media_types: frozenset[str],
+               names: tuple[str, ...] = ()) -> list[Candidate]:
+        layers = manifest.blobs[1:]
+        if len(layers) > self.limits.max_signature_layers:
+            raise IntegrityError(f"{location}: {len(layers)} layers, more than the {self.limits.max_signature_layers} "
+                                 "a signature manifest may have (limit max_signature_layers): refused")
+        out = []
+        for layer in layers:
+            if layer.media_type not in media_types:
+                continue
+            data = _predicted_payload(layer, self.a.digest, names) if names else None
+            refused = ""
+            if data is None:
+                if layer.size > self.limits.max_signature_layer_bytes:
+                    refused = (f"layer of {layer.size} bytes is over the {self.limits.max_signature_layer_bytes}-byte "
+                               "limit for a signature (max_signature_layer_bytes): not fetched")
+                    data = b""
+                else:
+                    self.take(layer.size, location)
+                    # Content-addressed and verified: a repeat verification skips the round trip.
+                    data = self.client.read_blob(self.repo.host, self.repo.repository, layer, cached=True)
+            out.append(Candidate(kind, data, dict(layer.annotations), location, layer.digest, layer.media_type,
+                                 refused))
+        return out
+
+    def run(self, kind: str) -> list[Candidate]:
+        digest, repo = self.a.digest, self.repo
+        if kind in ("signature", "attestation"):
+            tag = cosign.signature_tag(digest) if kind == "signature" else cosign.attestation_tag(digest)
+            try:
+                manifest = self.manifest(tag)
+            except NotFoundError:
+                return []
+            if manifest.is_index:
+                return []
+            wanted = frozenset({mt.COSIGN_SIMPLESIGNING}) if kind == "signature" else frozenset({mt.DSSE_ENVELOPE})
+            return self.layers(manifest, f"{repo}:{tag}", kind, wanted,
+                               self.a.signed_names if kind == "signature" else ())
+        out: list[Candidate] = []
         try:
-            manifest = client.get_manifest(repo.host, repo.repository, tag)
+            referrers = self.client.referrers(repo.host, repo.repository, digest,
+                                              max_items=self.limits.max_referrers + 1)
         except NotFoundError:
             return []
-        if manifest.is_index:
-            return []
-        wanted = frozenset({mt.COSIGN_SIMPLESIGNING}) if kind == "signature" else frozenset({mt.DSSE_ENVELOPE})
-        return _layers(client, repo, manifest, f"{repo}:{tag}", kind, wanted, digest,
-                       names if kind == "signature" else ())
-    out: list[Candidate] = []
-    try:
-        referrers = client.referrers(repo.host, repo.repository, digest)
-    except NotFoundError:
-        return []
-    for desc in referrers:
-        # The index's artifactType is a hint only (some registries report the config media type there):
-        # skip only what is clearly something else; the manifest's own artifactType decides.
-        if desc.artifact_type not in (None, mt.OCI_EMPTY) and not desc.artifact_type.startswith(_BUNDLE_PREFIX):
-            continue
-        manifest = client.get_manifest(repo.host, repo.repository, desc.digest, cached=True)
-        if manifest.subject is None or manifest.subject.digest != digest:
-            continue  # a referrers index may not list what it does not refer to: ignore, never trust
-        if not (manifest.artifact_type or "").startswith(_BUNDLE_PREFIX):
-            continue
-        out += _layers(client, repo, manifest, f"{repo}@{desc.digest}", "bundle",
-                       frozenset(b.media_type for b in manifest.blobs[1:]
-                                 if b.media_type.startswith(_BUNDLE_PREFIX)))
-    return out
+        if len(referrers) > self.limits.max_referrers:
+            raise IntegrityError(f"{repo}@{digest}: more than {self.limits.max_referrers} referrers "
+                                 "(limit max_referrers): refused")
+        for desc in referrers:
+            # The index's artifactType is a hint only (some registries report the config media type there):
+            # skip only what is clearly something else; the manifest's own artifactType decides.
+            if desc.artifact_type not in (None, mt.OCI_EMPTY) and not desc.artifact_type.startswith(_BUNDLE_PREFIX):
+                continue
+            manifest = self.manifest(desc.digest, desc.size)
+            if manifest.subject is None or manifest.subject.digest != digest:
+                continue  # a referrers index may not list what it does not refer to: ignore, never trust
+            if not (manifest.artifact_type or "").startswith(_BUNDLE_PREFIX):
+                continue
+            out += self.layers(manifest, f"{repo}@{desc.digest}", "bundle",
+                               frozenset(b.media_type for b in manifest.blobs[1:]
+                                         if b.media_type.startswith(_BUNDLE_PREFIX)))
+        return out

@@ -2,17 +2,26 @@
 
 Inputs are an :class:`~airgap.verification.discover.AttachedLookup` (a registry's
 :class:`~airgap.verification.discover.Artifacts`, lazy, its fetching in :mod:`airgap.verification.discover`; or a
-bundle's, in memory), the upstream reference the image was translated back to, the policy set and the trust
+bundle's, in memory), the upstream identities the image was translated back to (one ref, or several when a
+digest was shipped under several tags: ``busybox:1.36`` and ``busybox:latest``), the policy set and the trust
 material. The same function serves the CLI, the Python API, the webhook and the audit.
 
 Rules, in order (policy-controller's, plus airgap's global settings):
-1. the allow-list passes an image outright; an image from a registry not in ``approvedRegistries`` fails;
-2. every policy whose globs match the upstream ref applies, and the image must satisfy each of them;
-   none matching -> ``noMatchPolicy`` (allow | warn | deny, default deny);
-3. a policy is satisfied when its authorities are (any one, unless the policy says otherwise);
+1. an image whose identities are all allow-listed passes outright; one identity from a registry not in
+   ``approvedRegistries`` fails it;
+2. every policy whose globs match ANY of the image's upstream identities applies (information that selects
+   policies is never dropped: a tag-scoped glob such as ``**:latest`` still sees the ``latest`` identity of a
+   digest also shipped as ``1.36``), and the image must satisfy each of them; none matching ->
+   ``noMatchPolicy`` (allow | warn | deny, default deny);
+3. a policy is satisfied when its authorities are (any one, unless the policy says otherwise;
+   ``match: {authorities: N}`` counts distinct signers, see :meth:`~airgap.policy.model.ImagePolicy.explain`);
 4. an authority is satisfied by one signature (or, with ``attestations``, one verified attestation per
    entry whose condition holds) that verifies against its key or keyless identity and names the image's
-   digest; ``dockerReference: strict`` also requires the signed docker-reference to be the upstream repo;
+   digest; ``dockerReference: strict`` also requires the signed docker-reference to be an upstream repo the
+   policy matched. A sigstore bundle counts as a signature only when it is a message signature or a DSSE
+   statement of cosign's signature type (``https://sigstore.dev/cosign/sign/v1``): a bundle carrying an
+   attestation satisfies ``attestations`` entries, never a signature authority (stricter than cosign v3.1.3,
+   which accepts any verified bundle as a signature). A keyless authority's ``ca-cert`` is its only anchor;
 5. a failing policy in ``warn`` mode adds a warning instead of denying;
 6. an authority with ``rfc3161timestamp`` needs a signed timestamp verified against the TSAs of its
    ``trustRootRef`` (empty: the default root) and no transparency-log entry: policy-controller sets
@@ -28,12 +37,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from airgap.checks.cosign import ANN_SIGNATURE
+from airgap.checks.bundle import check_sigstore_bundle
+from airgap.checks.cosign import ANN_SIGNATURE, COSIGN_SIGN_PREDICATE
+from airgap.checks.legacy import check_attestation, check_simple_signing
+from airgap.checks.outcome import KeyAuthority, KeylessAuthority
 from airgap.verification.result import AuthorityResult, PolicyResult, SignatureEvidence, VerificationResult
 
 if TYPE_CHECKING:
     from airgap.checks.outcome import Outcome
-    from airgap.policy.model import Authority, ImagePolicy
+    from airgap.checks.roots import TrustedRoot
+    from airgap.policy.model import AttestationSpec, Authority, ImagePolicy
     from airgap.policy.policyset import PolicySet
     from airgap.refs import Reference
     from airgap.verification.discover import AttachedLookup, Candidate, Repo
@@ -52,114 +65,169 @@ def _evidence(candidate: Candidate, outcome: Outcome) -> SignatureEvidence:
     )
 
 
-def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: AttachedLookup, upstream: Reference,
-                     trust: Trust, resolve_source: SourceResolver) -> AuthorityResult:
-    from airgap.checks.bundle import check_sigstore_bundle
-    from airgap.checks.legacy import check_attestation, check_simple_signing
-    from airgap.checks.outcome import KeyAuthority, KeylessAuthority
+def signer_of(outcome: Outcome) -> str:
+    """Who made a verified signature, as N-of-M counts signers: the key, or the keyless identity."""
+    if outcome.key_id:
+        return f"key {outcome.key_id}"
+    return f"identity {outcome.identity} from {outcome.issuer}"
 
+
+class _AuthorityCheck:
+    """One authority of one policy checked against the candidates of one image."""
+
+    def __init__(self, authority: Authority, policy: ImagePolicy, artifacts: AttachedLookup,
+                 upstreams: Sequence[Reference], trust: Trust, resolve_source: SourceResolver) -> None:
+        self.authority, self.artifacts = authority, artifacts
+        self.repos = tuple(resolve_source(s) for s in authority.sources) or None
+        self.trusted_root: TrustedRoot | None
+        if authority.keys is not None:
+            self.check_as: KeyAuthority | KeylessAuthority = KeyAuthority(tuple(authority.keys))
+            self.trusted_root = trust.trusted_root(None) if trust.has_roots else None
+        else:
+            assert authority.keyless is not None  # noqa: S101 - the caller handled static
+            self.trusted_root = trust.keyless_root(authority.keyless.trust_root_ref, authority.keyless.ca_cert_pem)
+            self.check_as = KeylessAuthority(tuple(authority.keyless.identities), self.trusted_root)
+        self.require_sct = authority.keyless is None or not authority.keyless.insecure_ignore_sct
+        self.wants_timestamp = authority.rfc3161_trust_root_ref is not None
+        self.tsa_root = (trust.trusted_root(authority.rfc3161_trust_root_ref or None) if self.wants_timestamp
+                         else self.trusted_root)
+        self.require_tlog = not authority.ctlog_disabled and not self.wants_timestamp
+        # dockerReference: strict accepts a signed docker-reference naming an upstream this policy matched
+        self.strict_names = ({n for u in upstreams if policy.matches(u) for n in (u.name, str(u))}
+                             if policy.docker_reference_strict else None)
+        self.evidence: list[SignatureEvidence] = []
+
+    def _strict(self, outcome: Outcome) -> bool:
+        if outcome.ok and self.strict_names is not None and outcome.docker_reference not in self.strict_names:
+            outcome.ok = False
+            outcome.reason = (f"signed docker-reference {outcome.docker_reference!r} is not "
+                              f"{' or '.join(sorted(self.strict_names))!r} (dockerReference: strict)")
+        return outcome.ok
+
+    def signatures(self, collect_all: bool) -> AuthorityResult:
+        """Signatures (legacy ``.sig`` layers, then sigstore bundles of cosign's signature type). The first
+        that verifies satisfies the authority; ``collect_all`` (N-of-M) goes on to find every signer."""
+        a, signers = self.artifacts, list[str]()
+        for cand in a.signatures(self.repos):
+            outcome = check_simple_signing(
+                cand.data, cand.annotations.get(ANN_SIGNATURE, ""), cand.annotations, expected_digest=a.digest,
+                authority=self.check_as, trusted_root=self.trusted_root, require_tlog=self.require_tlog,
+                require_sct=self.require_sct, require_timestamp=self.wants_timestamp, tsa_root=self.tsa_root)
+            if self._record(cand, outcome, signers) and not collect_all:
+                break
+        if not signers or collect_all:
+            for cand in a.bundles(self.repos):
+                outcome = check_sigstore_bundle(
+                    cand.data, expected_digest=a.digest, authority=self.check_as, require_tlog=self.require_tlog,
+                    trusted_root=self.trusted_root, require_timestamp=self.wants_timestamp, tsa_root=self.tsa_root,
+                    predicate_type=COSIGN_SIGN_PREDICATE)
+                if self._record(cand, outcome, signers) and not collect_all:
+                    break
+        name = self.authority.name
+        if signers:
+            return AuthorityResult(name, True, "", self.evidence, sorted(set(signers)))
+        if not self.evidence:
+            return AuthorityResult(name, False, f"no signatures found for {a.digest}", self.evidence)
+        last = "; ".join(sorted({e.reason for e in self.evidence if e.reason}))
+        return AuthorityResult(name, False, f"no signature verified ({last})", self.evidence)
+
+    def _record(self, cand: Candidate, outcome: Outcome, signers: list[str]) -> bool:
+        if cand.refused:  # not fetched (over a size cap): a failed candidate, whatever the check said
+            outcome.ok, outcome.reason = False, cand.refused
+        accepted = self._strict(outcome)
+        self.evidence.append(_evidence(cand, outcome))
+        if accepted:
+            signers.append(signer_of(outcome))
+        return accepted
+
+    def attestations(self, collect_all: bool) -> AuthorityResult:
+        """Every ``attestations`` entry needs one verified attestation (a legacy ``.att`` DSSE envelope, or a
+        sigstore bundle) of its predicate type whose condition holds over the whole statement."""
+        reasons, signers = list[str](), list[str]()
+        for spec in self.authority.attestations:
+            found = False
+            for cand, outcome in self._attestation_outcomes(spec):
+                if outcome.ok and outcome.statement is not None:
+                    holds, why = spec.explain(outcome.statement.predicate, outcome.statement.doc)
+                    if not holds:
+                        outcome.ok = False
+                        detail = why.split(": ", 1)[-1] if why else ""
+                        outcome.reason = f"attestation {spec.name}: condition is false" + (f" ({detail})" if detail
+                                                                                          else "")
+                if self._record(cand, outcome, signers):
+                    found = True
+                    if not collect_all:
+                        break
+            if not found:
+                reasons.append(f"no verified {spec.predicate_type} attestation satisfying {spec.name!r}")
+        ok = not reasons
+        return AuthorityResult(self.authority.name, ok, "; ".join(reasons), self.evidence,
+                               sorted(set(signers)) if ok else [])
+
+    def _attestation_outcomes(self, spec: AttestationSpec) -> list[tuple[Candidate, Outcome]]:
+        a, out = self.artifacts, []
+        for cand in a.attestations(self.repos):
+            out.append((cand, check_attestation(
+                cand.data, cand.annotations, expected_digest=a.digest, authority=self.check_as,
+                trusted_root=self.trusted_root, require_tlog=self.require_tlog, predicate_type=spec.predicate_type,
+                require_sct=self.require_sct, require_timestamp=self.wants_timestamp, tsa_root=self.tsa_root)))
+        for cand in a.bundles(self.repos):
+            out.append((cand, check_sigstore_bundle(
+                cand.data, expected_digest=a.digest, authority=self.check_as, require_tlog=self.require_tlog,
+                trusted_root=self.trusted_root, require_timestamp=self.wants_timestamp, tsa_root=self.tsa_root,
+                predicate_type=spec.predicate_type)))
+        return out
+
+
+def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: AttachedLookup,
+                     upstreams: Sequence[Reference], trust: Trust, resolve_source: SourceResolver) -> AuthorityResult:
     name = authority.name
     if authority.static is not None:
         ok = authority.static == "pass"
-        return AuthorityResult(name, ok, "" if ok else "static authority: fail")
-    repos = tuple(resolve_source(s) for s in authority.sources) or None
-    if authority.keys is not None:
-        check_as: KeyAuthority | KeylessAuthority = KeyAuthority(tuple(authority.keys))
-        trusted_root = trust.trusted_root(None) if trust.has_roots else None
-    elif authority.keyless is not None:
-        trusted_root = trust.trusted_root(authority.keyless.trust_root_ref)
-        check_as = KeylessAuthority(tuple(authority.keyless.identities), trusted_root)
-    else:
+        return AuthorityResult(name, ok, "" if ok else "static authority: fail", [], [f"static {name}"] if ok else [])
+    if authority.keys is None and authority.keyless is None:
         return AuthorityResult(name, False, "authority has neither key, keyless nor static")
-    wants_timestamp = authority.rfc3161_trust_root_ref is not None
-    tsa_root = trust.trusted_root(authority.rfc3161_trust_root_ref or None) if wants_timestamp else trusted_root
-    require_tlog = not authority.ctlog_disabled and not wants_timestamp
-    strict_ref = policy.docker_reference_strict
-    evidence: list[SignatureEvidence] = []
-
-    def accept(outcome: Outcome) -> bool:
-        if outcome.ok and strict_ref and outcome.docker_reference not in (upstream.name, str(upstream)):
-            outcome.ok = False
-            outcome.reason = (f"signed docker-reference {outcome.docker_reference!r} is not {upstream.name!r} "
-                              "(dockerReference: strict)")
-        return outcome.ok
-
-    if authority.attestations:
-        reasons = []
-        for spec in authority.attestations:
-            found = False
-            for cand in artifacts.attestations(repos):
-                outcome = check_attestation(
-                    cand.data, cand.annotations, expected_digest=artifacts.digest, authority=check_as,
-                    trusted_root=trusted_root, require_tlog=require_tlog, predicate_type=spec.predicate_type,
-                    require_timestamp=wants_timestamp, tsa_root=tsa_root)
-                if outcome.ok and outcome.statement is not None and not spec.evaluate(outcome.statement.predicate):
-                    outcome.ok = False
-                    outcome.reason = f"attestation {spec.name}: condition is false"
-                evidence.append(_evidence(cand, outcome))
-                if outcome.ok:
-                    found = True
-                    break
-            if not found:
-                reasons.append(f"no verified {spec.predicate_type} attestation satisfying {spec.name!r}")
-        return AuthorityResult(name, not reasons, "; ".join(reasons), evidence)
-
-    for cand in artifacts.signatures(repos):
-        outcome = check_simple_signing(
-            cand.data, cand.annotations.get(ANN_SIGNATURE, ""), cand.annotations,
-            expected_digest=artifacts.digest, authority=check_as, trusted_root=trusted_root,
-            require_tlog=require_tlog, require_timestamp=wants_timestamp, tsa_root=tsa_root)
-        accepted = accept(outcome)
-        evidence.append(_evidence(cand, outcome))
-        if accepted:
-            return AuthorityResult(name, True, "", evidence)
-    for cand in artifacts.bundles(repos):
-        outcome = check_sigstore_bundle(cand.data, expected_digest=artifacts.digest, authority=check_as,
-                                               require_tlog=require_tlog, trusted_root=trusted_root,
-                                               require_timestamp=wants_timestamp, tsa_root=tsa_root)
-        accepted = accept(outcome)
-        evidence.append(_evidence(cand, outcome))
-        if accepted:
-            return AuthorityResult(name, True, "", evidence)
-    if not evidence:
-        return AuthorityResult(name, False, f"no signatures found for {artifacts.digest}", evidence)
-    last = "; ".join(sorted({e.reason for e in evidence if e.reason}))
-    return AuthorityResult(name, False, f"no signature verified ({last})", evidence)
+    check = _AuthorityCheck(authority, policy, artifacts, upstreams, trust, resolve_source)
+    collect_all = policy.threshold is not None
+    return check.attestations(collect_all) if authority.attestations else check.signatures(collect_all)
 
 
-def evaluate(ref: str, artifacts: AttachedLookup, upstream: Reference | None, upstream_source: str,
+def evaluate(ref: str, artifacts: AttachedLookup, upstreams: Sequence[Reference], upstream_source: str,
              policies: PolicySet, trust: Trust, *, resolve_source: SourceResolver) -> VerificationResult:
-    """Apply ``policies`` to the image; see the module docstring for the rules."""
-    result = VerificationResult(ref=ref, digest=artifacts.digest, upstream=str(upstream) if upstream else None,
+    """Apply ``policies`` to the image known upstream as ``upstreams`` (empty: unknown origin, denied); see the
+    module docstring for the rules."""
+    result = VerificationResult(ref=ref, digest=artifacts.digest, upstream=str(upstreams[0]) if upstreams else None,
                                 upstream_source=upstream_source, allowed=False, decision="deny",
-                                policy_digest=policies.digest, trust_digest=trust.digest)
-    if upstream is None:
+                                policy_digest=policies.digest, trust_digest=trust.digest,
+                                upstreams=[str(u) for u in upstreams])
+    if not upstreams:
         result.reasons.append(f"cannot tell where {ref} came from: {upstream_source}")
         return result
-    pre = policies.pre_decision(upstream)
+    pre = policies.pre_decision_for(upstreams)
     if pre is not None:
         result.allowed = pre.allowed
         result.decision = "allow" if pre.allowed else "deny"
         (result.warnings if pre.allowed else result.reasons).append(pre.reason)
         return result
-    selected: Sequence[ImagePolicy] = policies.select(upstream)
+    selected = policies.select_for(upstreams)
     if not selected:
         action = policies.no_match
         result.allowed = action in ("allow", "warn")
         result.decision = {"allow": "allow", "warn": "warn"}.get(action, "deny")
-        message = f"no policy matches {upstream} (noMatchPolicy: {action})"
+        names = " or ".join(str(u) for u in upstreams)
+        message = f"no policy matches {names} (noMatchPolicy: {action})"
         (result.warnings if result.allowed else result.reasons).append(message)
         return result
     denied = False
     for policy in selected:
-        outcomes = [_check_authority(a, policy, artifacts, upstream, trust, resolve_source)
+        outcomes = [_check_authority(a, policy, artifacts, upstreams, trust, resolve_source)
                     for a in policy.authorities]
-        ok = policy.satisfied({a.name: a.ok for a in outcomes})
+        ok, why = policy.explain({a.name: a.ok for a in outcomes}, {a.name: a.signers for a in outcomes})
         result.policies.append(PolicyResult(policy.name, policy.mode, ok, outcomes))
         if ok:
             continue
-        why = "; ".join(f"{a.name}: {a.reason}" for a in outcomes if not a.ok) or "authorities not satisfied"
-        message = f"policy {policy.name}: {why}"
+        failed = "; ".join(f"{a.name}: {a.reason}" for a in outcomes if not a.ok)
+        message = f"policy {policy.name}: {failed}" if failed else why
         if policy.mode == "warn":
             result.warnings.append(message)
         else:

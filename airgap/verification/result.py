@@ -4,10 +4,7 @@ which signature, which key id or identity). The CLI, the Python API, the webhook
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    pass
+from typing import Any
 
 
 @dataclass
@@ -28,10 +25,14 @@ class SignatureEvidence:
 
 @dataclass
 class AuthorityResult:
+    """One authority of one policy: passed or not, why, the candidates it checked, and who signed what it
+    accepted (``key sha256:...`` or ``identity SUBJECT from ISSUER``; distinct signers count toward N-of-M)."""
+
     name: str
     ok: bool
     reason: str
     evidence: list[SignatureEvidence] = field(default_factory=list)
+    signers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +59,9 @@ class VerificationResult:
     policies: list[PolicyResult] = field(default_factory=list)
     policy_digest: str | None = None
     trust_digest: str | None = None
+    # Every upstream identity the image has (``upstream`` is the first): a digest shipped under several tags
+    # has one per tag, and the policies of all of them applied.
+    upstreams: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return self.allowed

@@ -121,6 +121,10 @@ class Trust:
         if name in self.keys:
             raise ConfigError(f"{self.source}: two keys are named {name!r}")
         entry = KeyEntry(name, key, key_id(key), algorithm(key), source)
+        twin = next((e for e in self.keys.values() if e.key_id == entry.key_id), None)
+        if twin is not None:  # N-of-M counts signers by key: one key under two names must not count twice
+            raise ConfigError(f"{self.source}: {twin.source} and {source} are the same key ({entry.key_id}); "
+                              "remove one of them")
         self.keys[name] = entry
         return entry
 
@@ -151,6 +155,18 @@ class Trust:
     @property
     def has_roots(self) -> bool:
         return bool(self.roots)
+
+    def keyless_root(self, trust_root_ref: str | None, ca_cert_pem: bytes | None) -> TrustedRoot:
+        """The root a keyless authority checks certificates against: its ``trustRootRef`` (the default
+        root when None), with the Fulcio CAs replaced by its ``ca-cert`` when it pins one. A pinned CA is the
+        only anchor: a certificate from the trust's (or the public-good) Fulcio does not chain to it."""
+        base = self.trusted_root(trust_root_ref)
+        if ca_cert_pem is None:
+            return base
+        key = f"{trust_root_ref or ''}\0ca-cert\0" + hashlib.sha256(ca_cert_pem).hexdigest()
+        if key not in self._parsed_roots:
+            self._parsed_roots[key] = base.with_fulcio_ca(ca_cert_pem)
+        return self._parsed_roots[key]
 
     def trusted_root(self, name: str | None) -> TrustedRoot:
         """The parsed trusted root called ``name`` (a ``trustRootRef``); the only/default one when None;

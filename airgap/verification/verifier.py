@@ -96,15 +96,15 @@ class Verifier:
             artifacts = discover.resolve(self._client, repo, local.identifier)
             if self.signature_repos:
                 artifacts.signature_repos = tuple(self._repo(r) for r in self.signature_repos)
-            upstream, how = translate.reverse(local.with_digest(artifacts.digest), tmap=self.trust.tmap,
-                                              digest=artifacts.digest)
-            if upstream is None and self.trust.tmap is None:
-                upstream, how = local.with_digest(artifacts.digest), "no translation configured: verified as named"
+            # The ref as given (its tag, when it has one, selects policies) pinned to the digest just resolved.
+            upstreams, how = translate.reverse_all(local.with_digest(artifacts.digest), tmap=self.trust.tmap,
+                                                   digest=artifacts.digest)
+            if not upstreams and self.trust.tmap is None:
+                upstreams, how = (local.with_digest(artifacts.digest),), "no translation configured: verified as named"
             names = [(local.registry, local.repository), (repo.host, repo.repository)]
-            if upstream is not None:
-                names.append((upstream.registry, upstream.repository))
+            names += [(u.registry, u.repository) for u in upstreams]
             artifacts.signed_names = tuple(dict.fromkeys(cosign.docker_reference(*n) for n in names))
-            return evaluate(ref, artifacts, upstream, how, self._policy, self.trust, resolve_source=self._source)
+            return evaluate(ref, artifacts, upstreams, how, self._policy, self.trust, resolve_source=self._source)
         except Error as exc:
             # Fail closed: anything we could not fetch or parse is a denial with the reason, not a crash.
             return VerificationResult(ref=ref, digest=None, upstream=None, upstream_source="", allowed=False,

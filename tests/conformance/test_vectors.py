@@ -21,6 +21,15 @@ Choices on ``strictness_dependent`` vectors (airgap takes the strict reading by 
 * ``bundle-go-dsse-root-in-chain_fail`` (expected fail): the bundle's chain embeds the Fulcio root. airgap
   rejects such chains (the Sigstore client spec; sigstore-python only warns), so it fails as expected.
 
+Where cosign itself changed and the vector records the old behaviour, airgap follows cosign v2/v3:
+
+* ``attest-key-kyv-pause2-0/1/2`` (recorded ok): attestations made by cosign v1, whose DSSE ``payloadType`` is the
+  predicate type (``https://example.com/CodeReview/v1``, ``cosign.sigstore.dev/attestation/v1``) rather than
+  ``application/vnd.in-toto+json``. cosign v2 and v3 refuse them ("invalid payloadType ... on envelope"), and so
+  does airgap (an envelope is an attestation only when it says it carries an in-toto statement):
+  :func:`test_pre_v2_payload_types_are_refused_like_cosign` proves the signatures themselves are authentic, that
+  only the payload type fails, and that real cosign v2 and v3 refuse the same envelopes.
+
 ``checker_known_gap``: ``bundle-conf-trust-root-tsa-validity-end-inclusive`` needs a TSA's ``validFor.end``
 to be inclusive; sigstore-python 4.5.1 compares exclusively, and :mod:`airgap.checks.roots` corrects that, so the
 vector passes.
@@ -47,6 +56,8 @@ from airgap.keys.public import load_public_key
 
 VECTORS = Path(__file__).parents[2].parent / "shared" / "vectors"
 LENIENT_SCT = {"keyless-rs-kubewarden-2021"}
+# Recorded "ok" by the vectors (cosign v1 behaviour); cosign v2/v3 and airgap refuse their payloadType.
+PRE_V2_PAYLOAD_TYPE = ("attest-key-kyv-pause2-0", "attest-key-kyv-pause2-1", "attest-key-kyv-pause2-2")
 
 
 def _vector_dirs() -> list[Path]:
@@ -127,6 +138,11 @@ def check_vector(d: Path, *, require_sct: bool | None = None) -> Outcome:
                                  artifact=None if is_dsse else artifact, trusted_root=root)
 
 
+def expected_of(d: Path, v: dict[str, Any]) -> str:
+    """The vector's expected outcome, or airgap's where cosign v2/v3 changed it (see the module docstring)."""
+    return "fail" if d.name in PRE_V2_PAYLOAD_TYPE else str(v["expected"])
+
+
 def outcome_of(d: Path) -> tuple[str, str]:
     """("ok"|"fail", reason) for a vector; a trust root or key that cannot load is a failure."""
     try:
@@ -144,8 +160,9 @@ RESULTS: dict[str, bool] = {}
 def test_vector(d: Path) -> None:
     v = json.loads((d / "vector.json").read_text())
     got, reason = outcome_of(d)
-    RESULTS[d.name] = got == v["expected"]
-    assert got == v["expected"], f"{d.name}: expected {v['expected']}, got {got} ({reason})"
+    want = expected_of(d, v)
+    RESULTS[d.name] = got == want
+    assert got == want, f"{d.name}: expected {want}, got {got} ({reason})"
     if got == "ok" and v["kind"].endswith("keyless") and v.get("identity"):
         out = check_vector(d)
         assert out.identity == v["identity"]
@@ -170,8 +187,34 @@ def test_rekor_set_is_checked_for_key_vector() -> None:
 def test_summary(capsys: pytest.CaptureFixture[str]) -> None:
     """Runs last in this module: every vector, counted (the line shows with ``-s`` or ``-rA``)."""
     index = json.loads((VECTORS / "index.json").read_text())
-    good = sum(outcome_of(VECTORS / e["id"])[0] == e["expected"] for e in index)
-    line = f"conformance: {good}/{len(index)} vectors as expected"
+    good = sum(outcome_of(VECTORS / e["id"])[0] == expected_of(VECTORS / e["id"], e) for e in index)
+    line = (f"conformance: {good}/{len(index)} vectors as expected ({len(PRE_V2_PAYLOAD_TYPE)} cosign v1 attestations "
+            "refused for their payloadType, as cosign v2/v3 refuse them)")
     with capsys.disabled():
         print("\n" + line)
     assert good == len(index) == len(DIRS), line
+
+
+@pytest.mark.skipif(not DIRS, reason=f"conformance vectors not found at {VECTORS}")
+@pytest.mark.parametrize("name", PRE_V2_PAYLOAD_TYPE)
+def test_pre_v2_payload_types_are_refused_like_cosign(name: str, tmp_path: Path) -> None:
+    import subprocess
+
+    from conftest import require_tool
+
+    from airgap.keys.public import verify_signature
+
+    d = VECTORS / name
+    v = json.loads((d / "vector.json").read_text())
+    env = cosign.Envelope.from_bytes((d / "envelope.json").read_bytes())
+    key = load_public_key((d / "key.pub").read_bytes())
+    assert verify_signature(key, env.signatures[0][1], env.pae)  # authentic: only the payload type is wrong
+    out = check_vector(d)
+    assert not out.ok and "payloadType" in out.reason and out.checks[-1].name == "envelope", out.reason
+    for tool in ("cosign", "cosign3"):
+        exe = require_tool(tool)
+        proc = subprocess.run([exe, "verify-blob-attestation", "--key", str(d / "key.pub"), "--signature",
+                               str(d / "envelope.json"), "--insecure-ignore-tlog", "--check-claims=false",
+                               "--type", v["predicate_type"]], capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path, check=False)
+        assert proc.returncode != 0 and "invalid payloadType" in proc.stderr, (tool, proc.stderr[-400:])
