@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from airgap import __version__
-from airgap.commands.common import emit_json, make_options, registry_options
+from airgap.commands.common import echo, emit_json, make_options, registry_options
 from airgap.errors import Error
 
 
@@ -22,16 +22,16 @@ class AirgapGroup(click.Group):
         try:
             return super().invoke(ctx)
         except Error as exc:
-            click.echo(f"error: {exc}", err=True)
+            echo(f"error: {exc}", err=True)
             if (ctx.obj or {}).get("verbose"):
                 cause = exc.__cause__ or exc.__context__
                 while cause is not None:
-                    click.echo(f"  caused by: {type(cause).__name__}: {cause}", err=True)
+                    echo(f"  caused by: {type(cause).__name__}: {cause}", err=True)
                     cause = cause.__cause__ or cause.__context__
             ctx.exit(exc.exit_code)
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
-            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            echo(f"error: {exc.strerror or exc}{where}", err=True)
             ctx.exit(1)
 
 
@@ -75,7 +75,7 @@ def copy(source: str, destination: str, jobs: int | None, as_json: bool, insecur
         extras.append(f"{len(summary.tags)} signature/attestation tag(s)")
     if summary.referrers:
         extras.append(f"{len(summary.referrers)} referrer(s)")
-    click.echo(
+    echo(
         f"copied {summary.source} -> {summary.destination}@{summary.digest}\n"
         f"  {summary.manifests} manifest(s), {summary.blobs} blob(s) "
         f"({summary.blobs_copied} sent, {human_bytes(summary.bytes_copied)}) in {summary.seconds:.2f}s"

@@ -57,6 +57,10 @@ class TransportError(RegistryError):
     """The connection failed: refused, reset, TLS error, timeout."""
 
 
+class ConflictError(Error):
+    """The target holds something this operation does not own (another bundle's tag): refused unless forced."""
+
+
 class BundleError(Error):
     """A bundle file is malformed, tampered with, or incomplete."""
 

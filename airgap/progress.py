@@ -11,6 +11,8 @@ import time
 from types import TracebackType
 from typing import TextIO
 
+from airgap.terminal import printable
+
 
 def human_bytes(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
@@ -25,7 +27,7 @@ class Progress:
 
     def __init__(self, label: str, *, total_bytes: int = 0, total_items: int = 0,
                  enabled: bool | None = None, stream: TextIO | None = None) -> None:
-        self.label = label
+        self.label = printable(label)  # names a bundle or an image: untrusted text bound for the terminal
         self.total_bytes = total_bytes
         self.total_items = total_items
         self.bytes = 0

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap.errors import ConfigError
+from airgap.fileio import write_atomic
 
 PORT = 8443
 TRUST_MOUNT = "/etc/airgap/trust"
@@ -83,11 +84,10 @@ def make_certs(service: str, namespace: str, out: str | Path, *, days: int = 365
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     files = CertFiles(directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
-    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.touch(mode=0o600)
-    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
+    write_atomic(files.ca, ca.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_atomic(files.cert, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    write_atomic(files.key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()), mode=0o600)
     return files
 
 

@@ -142,7 +142,10 @@ def _policies(text: bytes) -> dict[str, Any]:
 
 
 def render(info: Mapping[str, Any]) -> str:
-    """The human-readable form of :func:`inspect`'s report."""
+    """The human-readable form of :func:`inspect`'s report. A bundle is untrusted until its signature is
+    checked (and inspect also reads unsigned ones): every value from it is made one inert line."""
+    from airgap.terminal import printable as q
+
     if info["signedBy"]:
         sig = f"signed, verified with key {info['signedBy']}"
     elif info["signed"]:
@@ -150,7 +153,7 @@ def render(info: Mapping[str, Any]) -> str:
     else:
         sig = "unsigned"
     lines = [
-        f"bundle   {info['name']} {info['version']}  ({info['bundle']})",
+        f"bundle   {q(info['name'])} {q(info['version'])}  ({q(info['bundle'])})",
         f"digest   {info['digest']}" + ("  (pinned digest matched)" if info["trusted"] and not info["signedBy"]
                                          else ""),
         f"trust    {sig}",
@@ -159,24 +162,26 @@ def render(info: Mapping[str, Any]) -> str:
         "images:",
     ]
     for img in info["images"]:
-        plats = ", ".join(p["platform"] for p in img["platforms"]) or "single manifest"
-        lines.append(f"  {img['ref']}")
-        lines.append(f"    {img['digest']}  {_size(img['bytes'])}  [{plats}]")
+        plats = ", ".join(q(p["platform"]) for p in img["platforms"]) or "single manifest"
+        lines.append(f"  {q(img['ref'])}")
+        lines.append(f"    {q(img['digest'])}  {_size(img['bytes'])}  [{plats}]")
         extras = [f"{img[k]} {k}" for k in ("signatures", "attestations", "sboms", "referrers") if img[k]]
         lines.append("    " + (", ".join(extras) if extras else "no signatures or attestations"))
         if img["signatureRepo"]:
-            lines.append(f"    signatures from {img['signatureRepo']}")
+            lines.append(f"    signatures from {q(img['signatureRepo'])}")
     lines.append("keys:" if info["keys"] else "keys: none")
     for k in info["keys"]:
-        used = f"  (policies: {', '.join(k['policies'])})" if k["policies"] else ""
-        lines.append(f"  {k['name']}  {k['id']}  {k['algorithm']}{used}")
+        used = f"  (policies: {', '.join(q(x) for x in k['policies'])})" if k["policies"] else ""
+        lines.append(f"  {q(k['name'])}  {q(k['id'])}  {q(k['algorithm'])}{used}")
     pol = info["policies"]
     lines.append("policies:" if pol["policies"] else "policies: none")
     for p in pol["policies"]:
-        lines.append(f"  {p['name']}: {', '.join(str(g) for g in p['images'])} <- {', '.join(p['authorities'])}")
+        lines.append(f"  {q(p['name'])}: {', '.join(q(g) for g in p['images'])} <- "
+                     f"{', '.join(q(a) for a in p['authorities'])}")
     if pol["settings"]:
-        lines.append("  settings: " + ", ".join(f"{k}={v}" for k, v in sorted(pol["settings"].items())))
-    lines.append("trusted roots: " + (", ".join(info["trustedRoots"]) or "none (Sigstore public-good built in)"))
+        lines.append("  settings: " + ", ".join(f"{q(k)}={q(v)}" for k, v in sorted(pol["settings"].items())))
+    lines.append("trusted roots: " + (", ".join(q(r) for r in info["trustedRoots"]) or
+                                      "none (Sigstore public-good built in)"))
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 from airgap import refs
 from airgap.bundle.load_blobs import stream_blobs
 from airgap.bundle.placement import Placed, plan_targets, translation_map
-from airgap.errors import BundleError, IntegrityError
+from airgap.errors import BundleError, ConflictError, Error, IntegrityError
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Manifest
 from airgap.progress import Progress
@@ -62,6 +62,7 @@ class LoadSummary:
     map_ref: str = ""
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)  # with --force: what another bundle (or nobody) held
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,19 +93,75 @@ def map_tag(name: str, version: str) -> str:
     return tag if re.match(r"[A-Za-z0-9_]", tag) else f"_{tag}"[:128]
 
 
-def _all_in_place(client: RegistryClient, placed: list[Placed], map_host: str, map_repo: str, tag: str,
-                  map_manifest: Manifest, jobs: int) -> bool:
-    checks: list[tuple[str, str, str, str]] = [(map_host, map_repo, tag, map_manifest.digest)]
-    for p in placed:
-        checks += [(p.host, local.repository, local.tag or local.digest or "", p.entry.digest) for local in p.locals]
-
-    def ok(item: tuple[str, str, str, str]) -> bool:
-        host, repo, ref, digest = item
-        desc = client.head_manifest(host, repo, ref)
-        return desc is not None and desc.digest == digest
+def _heads(client: RegistryClient, checks: list[tuple[str, str, str]], jobs: int) -> list[str | None]:
+    """The digest each ``(host, repo, tag)`` names now (None: absent), looked up concurrently."""
+    def head(item: tuple[str, str, str]) -> str | None:
+        desc = client.head_manifest(*item)
+        return desc.digest if desc is not None else None
 
     with ThreadPoolExecutor(max_workers=max(1, min(jobs * 2, len(checks)))) as pool:
-        return all(pool.map(ok, checks))
+        return list(pool.map(head, checks))
+
+
+def _map_owner(manifest: Manifest) -> tuple[str, str]:
+    """(bundle name, version) a map artifact says it records (empty when it says nothing)."""
+    ann = manifest.annotations
+    return ann.get("dev.airgap.bundle.name", ""), ann.get("dev.airgap.bundle.version", "")
+
+
+def registry_owners(client: RegistryClient, map_host: str, map_repo: str
+                    ) -> dict[tuple[str, str, str], tuple[str, str]]:
+    """Who loaded each tag, as the registry's map artifacts (``airgap/maps:*``) record it: ``(repository, tag,
+    digest)`` -> (bundle name, version). A tag belongs to the bundle whose map records it with the digest it holds
+    (a later ``--force`` load took it over). A map that cannot be read records nothing (and so owns nothing)."""
+    from airgap.refs.translation_map import TranslationMap
+
+    owners: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for tag in client.list_tags(map_host, map_repo):
+        try:
+            manifest = client.get_manifest(map_host, map_repo, tag)
+            if manifest.artifact_type != MAP_ARTIFACT_TYPE or len(manifest.blobs) < 2:
+                continue
+            layer = manifest.blobs[1]
+            if layer.size > client.limits.max_json_bytes:
+                continue
+            tmap = TranslationMap.from_json(client.read_blob(map_host, map_repo, layer), f"map {tag}")
+        except Error:
+            continue
+        owner = _map_owner(manifest)
+        for entry in tmap.entries:
+            if entry.local.tag:
+                owners.setdefault((entry.local.repository, entry.local.tag, entry.digest), owner)
+    return owners
+
+
+def check_ownership(client: RegistryClient, name: str, placed: list[Placed], map_host: str, map_repo: str,
+                    conflicts: list[tuple[str, str, str]], *, force: bool) -> list[str]:
+    """Refuse to replace what another bundle (or nobody airgap knows) put in the registry: ``conflicts`` are the
+    ``(repository, tag, digest now)`` that this load would change. A tag loaded by a bundle of the same name
+    (an earlier or a rebuilt version) is ours to replace. With ``force`` the takeovers are returned, to be
+    reported; without it they are a ConflictError naming them."""
+    taken: list[str] = []
+    for p in placed:
+        for repo in p.repos:
+            if repo == map_repo or repo.endswith(f"/{MAP_REPO}"):
+                taken.append(f"{p.host}/{repo}: airgap's own translation-map repository")
+    if conflicts:
+        owners = registry_owners(client, map_host, map_repo)
+        for repo, tag, now in conflicts:
+            if repo == map_repo:
+                owner = _map_owner(client.get_manifest(map_host, map_repo, tag))
+            else:
+                owner = owners.get((repo, tag, now), ("", ""))
+            if owner[0] == name:
+                continue
+            held = f"bundle {owner[0]} {owner[1]}".rstrip() if owner[0] else "no airgap bundle"
+            taken.append(f"{map_host}/{repo}:{tag} (now {now[:19]}..., loaded by {held})")
+    if taken and not force:
+        shown = "; ".join(taken[:5]) + (f"; and {len(taken) - 5} more" if len(taken) > 5 else "")
+        raise ConflictError(f"load would replace what bundle {name} does not own: {shown}. "
+                            "Pass --force to replace it anyway")
+    return taken
 
 
 class _Manifests:
@@ -167,7 +224,8 @@ def push_image(client: RegistryClient, p: Placed, manifests: _Manifests) -> int:
                 if m is not top:
                     put(repo, m.digest, m)
             if att.tag:
-                put(repo, att.tag, top)
+                merged = _merged_signatures(client, p.host, repo, att.tag, top)
+                put(repo, att.tag, merged or top)
             elif top.subject is not None:
                 client.add_referrer(p.host, repo, top)
                 count += 1
@@ -177,6 +235,29 @@ def push_image(client: RegistryClient, p: Placed, manifests: _Manifests) -> int:
     for local in p.locals:
         put(local.repository, local.tag or root.digest, root)
     return count
+
+
+def _merged_signatures(client: RegistryClient, host: str, repo: str, tag: str, ours: Manifest) -> Manifest | None:
+    """When ``tag`` (a cosign ``.sig``/``.att`` tag) already holds another signature manifest (another bundle's
+    signatures of the same digest), the manifest holding its layers and then ours not already there, as cosign
+    appends a signature: loading never drops what another signer attached. None when there is nothing to merge."""
+    from airgap.signing.attach import push_bytes, signature_manifest
+
+    if not tag.endswith((".sig", ".att")):
+        return None
+    desc = client.head_manifest(host, repo, tag)
+    if desc is None or desc.digest == ours.digest:
+        return None
+    existing = client.get_manifest(host, repo, tag)
+    if existing.is_index or existing.media_type not in mt.IMAGE_MANIFESTS:
+        return None
+    have = {(d.digest, tuple(sorted(d.annotations.items()))) for d in existing.blobs[1:]}
+    new = [d for d in ours.blobs[1:] if (d.digest, tuple(sorted(d.annotations.items()))) not in have]
+    if not new:
+        return existing
+    data, config = signature_manifest([*existing.blobs[1:], *new])
+    push_bytes(client, host, repo, mt.OCI_CONFIG, config)
+    return Manifest.from_bytes(data, mt.OCI_MANIFEST)
 
 
 def _bytes_opener(data: bytes) -> Callable[[], Iterator[bytes]]:
@@ -201,8 +282,13 @@ def _drain(source: IO[bytes]) -> None:
 def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules: Sequence[str] = (),
          key: PublicKey | Sequence[PublicKey] | None = None, bundle_digest: str | None = None,
          allow_unsigned: bool = False, client: RegistryClient | None = None, jobs: int = 4,
-         map_out: str | None = None, trust_out: str | None = None, progress: bool | None = None) -> LoadSummary:
-    """Load the bundle read from ``source`` into ``registry`` (``HOST[:PORT][/PREFIX]``); see the module doc."""
+         map_out: str | None = None, trust_out: str | None = None, progress: bool | None = None,
+         force: bool = False) -> LoadSummary:
+    """Load the bundle read from ``source`` into ``registry`` (``HOST[:PORT][/PREFIX]``); see the module doc.
+
+    A tag another bundle loaded (or that no airgap bundle loaded), and anything in ``airgap/maps``, is refused
+    before anything is pushed unless ``force`` (then :attr:`LoadSummary.replaced` names what was taken over);
+    a tag of a bundle with the same name (an upgrade, a rebuild) is replaced."""
     from airgap.bundle.reader import BundleReader
     from airgap.oci.registry import RegistryClient
 
@@ -228,7 +314,14 @@ def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules
         map_ref=f"{target}/{MAP_REPO}:{tag}",
     )
     jobs = max(1, jobs)
-    if _all_in_place(client, placed, map_host, map_repo, tag, map_manifest, jobs):
+    wanted = [(map_host, map_repo, tag, map_manifest.digest)]
+    for p in placed:
+        wanted += [(p.host, local.repository, local.tag or local.digest or "", p.entry.digest) for local in p.locals]
+    now = _heads(client, [w[:3] for w in wanted], jobs)
+    conflicts = [(repo, ref, current) for (_, repo, ref, ours), current in zip(wanted, now, strict=True)
+                 if current is not None and current != ours and not ref.startswith("sha256:")]
+    summary.replaced = check_ownership(client, manifest.name, placed, map_host, map_repo, conflicts, force=force)
+    if all(current == ours for (*_, ours), current in zip(wanted, now, strict=True)):
         summary.already_loaded = True
         _drain(source)
     else:

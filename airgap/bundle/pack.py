@@ -15,7 +15,7 @@ against its digest before it can reach the bundle.
 from __future__ import annotations
 
 import json
-import os
+import sys
 import tempfile
 import threading
 import time
@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from airgap import refs
 from airgap.bundle.pack_collect import Collected, collect_image, verify_at_source
-from airgap.bundle.pack_write import Counting, Order, Sources, open_output, write_bundle, write_bundle_at
+from airgap.bundle.pack_write import Counting, Order, Sources, write_bundle, write_bundle_at
+from airgap.fileio import Output
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Manifest
 from airgap.progress import Progress
@@ -191,8 +192,15 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
             specs.append(wanted)
     with ThreadPoolExecutor(max_workers=max(1, min(4 * jobs, len(specs) or 1))) as pool:
         images = list(pool.map(lambda s: collect_image(client, s.ref, s.platforms, trust.policy), specs))
-    if verify and output == "-":
-        verify_at_source(images, trust, client, jobs)  # on stdout, not one byte before every image passed
+    target = None if output == "-" else Output(output)  # a device or FIFO is written through, never replaced
+    sequential = target is None or not target.atomic
+    if verify and sequential:
+        try:  # on stdout or a device, not one byte before every image passed
+            verify_at_source(images, trust, client, jobs)
+        except BaseException:
+            if target is not None:
+                target.abort()
+            raise
     files["oci-layout"] = LAYOUT_FILE
     files["index.json"] = index_json(images)
     order = blob_order(images)
@@ -214,17 +222,17 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
     cache = Path(cache_dir) if cache_dir else None
     meter = Progress(f"pack {spec.name}", total_bytes=manifest.blob_bytes, total_items=len(order),
                      enabled=progress)
-    raw, tmp_path = open_output(output)
+    raw = sys.stdout.buffer if target is None else target.file
     out = Counting(raw)
     stop = threading.Event()
-    checker = ThreadPoolExecutor(max_workers=1) if verify and tmp_path is not None else None
+    checker = ThreadPoolExecutor(max_workers=1) if verify and not sequential else None
     verdict: Future[None] | None = None
     try:
         if checker is not None:  # a temp file: verify while downloading; a failure stops the download
             verdict = checker.submit(verify_at_source, images, trust, client, jobs)
             verdict.add_done_callback(lambda f: _stop_on_failure(f, stop))
         with meter:
-            if tmp_path is not None and cache is None:
+            if not sequential and cache is None:
                 out.count = write_bundle_at(raw.fileno(), manifest_bytes, signature, files, order, sources,
                                             created=spec.created, jobs=jobs, meter=meter, stop=stop)
             else:
@@ -233,14 +241,12 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
             if verdict is not None:
                 verdict.result()  # raises the PolicyError naming every failure
         out.flush()
-        if tmp_path is not None:
-            raw.close()
-            os.replace(tmp_path, output)
+        if target is not None:
+            target.commit()
     except BaseException as exc:
         stop.set()
-        if tmp_path is not None:
-            raw.close()
-            tmp_path.unlink(missing_ok=True)
+        if target is not None:
+            target.abort()
         failure = verdict.exception() if verdict is not None and not isinstance(exc, KeyboardInterrupt) else None
         if failure is not None:
             raise failure from None  # the reason the download stopped (or also failed): every failing image
@@ -255,5 +261,5 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
                  "attachments": len(i.attachments), "signature_repo": i.signature_repo} for i in images],
         blobs=len(order), blob_bytes=manifest.blob_bytes, bytes_written=out.count,
         seconds=round(time.monotonic() - started, 3), verified=verify,
-        file_sha256=None if tmp_path is None or cache is None else "sha256:" + out.hasher.hexdigest(),
+        file_sha256=None if sequential or cache is None else "sha256:" + out.hasher.hexdigest(),
     )

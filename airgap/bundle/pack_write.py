@@ -16,7 +16,6 @@ the writer then raises :class:`Stopped` at the next chunk (the caller deletes th
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from airgap import digest as digests
-from airgap.errors import ConfigError
 from airgap.fileio import write_atomic
 from airgap.oci.manifest import Descriptor, Manifest
 from airgap.progress import Progress
@@ -52,20 +50,6 @@ class Stopped(Exception):  # noqa: N818 - control flow, never shown: the caller 
 def _check(stop: threading.Event | None) -> None:
     if stop is not None and stop.is_set():
         raise Stopped
-
-
-def open_output(output: str) -> tuple[IO[bytes], Path | None]:
-    """``-`` is stdout; else a temp file next to ``output`` (renamed over it at the end), and its path."""
-    if output == "-":
-        return sys.stdout.buffer, None
-    target = Path(output)
-    if target.is_dir():
-        raise ConfigError(f"output {output} is a directory")
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError(f"output directory {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".part")
-    return os.fdopen(fd, "wb"), Path(tmp)
 
 
 class Counting:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from airgap.commands.common import emit_json, make_options, registry_alias_option, registry_options
+from airgap.commands.common import echo, emit_json, make_options, registry_alias_option, registry_options
 
 FORMATS = ("json", "md", "html", "policyreport")
 OUTPUT_FILES = {"json": "audit.json", "md": "audit.md", "html": "audit.html", "policyreport": "policyreports.yaml"}
@@ -31,11 +31,11 @@ def _render(doc: dict[str, Any], fmt: str) -> str:
 
 
 def _write(path: Path, text: str | bytes) -> None:
-    """Write next to the target, then rename: a crash leaves the old file or the new one."""
-    data = text.encode() if isinstance(text, str) else text
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write next to the target, then rename (a crash leaves the old file or the new one); a device or FIFO
+    is written through."""
+    from airgap.fileio import write_atomic
+
+    write_atomic(path, text.encode() if isinstance(text, str) else text, mode=0o644)
 
 
 @click.command()
@@ -121,14 +121,14 @@ def audit(trust_dir: str, registry: str | None, images_file: str | None, pods_fi
         if vsa is not None:
             _write(out / VSA_FILE, vsa)
     if fmt or not output_dir:
-        click.echo(_render(doc, fmt or "json"), nl=False)
+        echo(_render(doc, fmt or "json"), nl=False)
     summary = doc["summary"]
     failed = summary["FAIL"] + summary["ERROR"]
-    click.echo(f"audit: {summary['images']} image(s): " + ", ".join(
+    echo(f"audit: {summary['images']} image(s): " + ", ".join(
         f"{summary[k]} {k}" for k in STATUSES) + (f"; written to {output_dir}" if output_dir else ""),
         err=True)
     if failed and not exit_zero:
-        click.echo(f"error: {failed} of {summary['images']} image(s) failed the audit", err=True)
+        echo(f"error: {failed} of {summary['images']} image(s) failed the audit", err=True)
         sys.exit(1)
 
 
@@ -160,10 +160,10 @@ def verify_attestation(attestation: str, key_refs: tuple[str, ...], evidence: st
     if as_json:
         emit_json(check.to_json())
     else:
-        click.echo(f"Verified OK: {attestation} signed by {check.key_id}")
-        click.echo(f"  predicate {check.predicate_type}: {check.verification_result or '(none)'} "
+        echo(f"Verified OK: {attestation} signed by {check.key_id}")
+        echo(f"  predicate {check.predicate_type}: {check.verification_result or '(none)'} "
                    f"for {check.resource_uri or '(no resourceUri)'} at {check.time_verified or '(no time)'}")
-        click.echo(f"  {len(check.subjects)} subject(s)" + ("; evidence digest matches" if check.evidence_checked
+        echo(f"  {len(check.subjects)} subject(s)" + ("; evidence digest matches" if check.evidence_checked
                                                             else ""))
     if require_passed and check.verification_result != "PASSED":
         raise VerificationError(f"the attestation is authentic but records {check.verification_result or 'no result'}"

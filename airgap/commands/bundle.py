@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
-from airgap.commands.common import emit_json, make_options, registry_options
+from airgap.commands.common import echo, emit_json, make_options, registry_options
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -88,13 +88,13 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
         client.locations.save()
     to_stderr = output == "-"
     if as_json:
-        click.echo(__import__("json").dumps(summary.to_json(), indent=2, sort_keys=True), err=to_stderr)
+        echo(__import__("json").dumps(summary.to_json(), indent=2, sort_keys=True), err=to_stderr)
         return
-    click.echo(f"packed {len(summary.images)} image(s), {summary.blobs} blob(s) "
+    echo(f"packed {len(summary.images)} image(s), {summary.blobs} blob(s) "
                f"({human_bytes(summary.blob_bytes)}) -> {output} in {summary.seconds:.2f}s", err=to_stderr)
     for image in summary.images:
-        click.echo(f"  {image['ref']}@{image['digest']}", err=to_stderr)
-    click.echo(f"bundle digest: {summary.bundle_digest}" + (f" (signed by {summary.signed_by})"
+        echo(f"  {image['ref']}@{image['digest']}", err=to_stderr)
+    echo(f"bundle digest: {summary.bundle_digest}" + (f" (signed by {summary.signed_by})"
                                                             if summary.signed_by else " (unsigned)"), err=to_stderr)
 
 
@@ -111,11 +111,13 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
               help="Also write the translation map (map.json) to this file.")
 @click.option("--trust-out", type=click.Path(file_okay=False), default=None,
               help="Write the bundle's trust directory (with map.json) for `airgap verify --trust`.")
+@click.option("--force", is_flag=True,
+              help="Replace tags another bundle (or no airgap bundle) holds; says what it replaced.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
 @registry_options
 def load(bundle: str, target: str, mode: str, rules: tuple[str, ...], key_refs: tuple[str, ...],
          bundle_digest: str | None, allow_unsigned_bundle: bool, jobs: int | None, map_out: str | None,
-         trust_out: str | None, as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
+         trust_out: str | None, force: bool, as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
     """Load a bundle (a file, or - for stdin) into the local registry, verifying every byte on the way.
 
     The bundle must be signed with --key, pinned with --bundle-digest, or explicitly allowed unsigned.
@@ -132,7 +134,9 @@ def load(bundle: str, target: str, mode: str, rules: tuple[str, ...], key_refs: 
     with _open_bundle(bundle) as source:
         summary = do_load(source, target, translate_mode=mode, rules=rules, key=keys, bundle_digest=bundle_digest,
                           allow_unsigned=allow_unsigned_bundle, client=client, jobs=options.limits.concurrency,
-                          map_out=map_out, trust_out=trust_out, progress=False if as_json else None)
+                          map_out=map_out, trust_out=trust_out, progress=False if as_json else None, force=force)
+    for what in summary.replaced:
+        echo(f"warning: --force: replaced {what}", err=True)
     if client.locations is not None:
         client.locations.save()
     if as_json:
@@ -141,10 +145,10 @@ def load(bundle: str, target: str, mode: str, rules: tuple[str, ...], key_refs: 
     state = "already loaded, nothing pushed" if summary.already_loaded else (
         f"{summary.blobs_pushed} blob(s) pushed ({human_bytes(summary.bytes_pushed)}), "
         f"{summary.manifests_pushed} manifest(s)")
-    click.echo(f"loaded {len(summary.images)} image(s) into {summary.registry}: {state} in {summary.seconds:.2f}s")
+    echo(f"loaded {len(summary.images)} image(s) into {summary.registry}: {state} in {summary.seconds:.2f}s")
     for image in summary.images:
-        click.echo(f"  {image['upstream']} -> {', '.join(image['local'])}")
-    click.echo(f"translation map: {summary.map_ref}" + (f", {map_out}" if map_out else "")
+        echo(f"  {image['upstream']} -> {', '.join(image['local'])}")
+    echo(f"translation map: {summary.map_ref}" + (f", {map_out}" if map_out else "")
                + (f"; trust directory: {trust_out}" if trust_out else ""))
 
 
@@ -164,7 +168,7 @@ def inspect(bundle: str, key_refs: tuple[str, ...], bundle_digest: str | None, a
     if as_json:
         emit_json(info)
     else:
-        click.echo(inspect_mod.render(info))
+        echo(inspect_mod.render(info))
 
 
 @click.command("verify-bundle")
@@ -186,13 +190,13 @@ def verify_bundle(bundle: str, key_refs: tuple[str, ...], bundle_digest: str | N
                    "version": outcome.version, "ok": outcome.ok, "images": [r.evidence for r in outcome.results]})
     else:
         how = f"signed by {outcome.signed_by}" if outcome.signed_by else "pinned or explicitly allowed unsigned"
-        click.echo(f"bundle {outcome.name} {outcome.version} {outcome.bundle_digest}: every entry verified ({how})")
+        echo(f"bundle {outcome.name} {outcome.version} {outcome.bundle_digest}: every entry verified ({how})")
         for result in outcome.results:
-            click.echo(_render(result))
+            echo(_render(result))
     if not outcome.ok:
         failed = sum(1 for r in outcome.results if not r)
         if not as_json:
-            click.echo(f"error: {failed} of {len(outcome.results)} image(s) failed verification", err=True)
+            echo(f"error: {failed} of {len(outcome.results)} image(s) failed verification", err=True)
         sys.exit(1)
 
 
@@ -213,7 +217,7 @@ def trust_export(bundle: str, out_dir: str, key_refs: tuple[str, ...], bundle_di
     reader = read_bundle(bundle, key=_public_keys(key_refs), bundle_digest=bundle_digest,
                          allow_unsigned=allow_unsigned_bundle)
     written = write_trust(reader.files, out_dir, extra={"map.json": Path(map_file).read_bytes()} if map_file else None)
-    click.echo(f"wrote {len(written)} trust file(s) to {out_dir}: {', '.join(written)}")
+    echo(f"wrote {len(written)} trust file(s) to {out_dir}: {', '.join(written)}")
 
 
 @click.group("trust")

@@ -46,4 +46,12 @@ def make_options(insecure: tuple[str, ...], ca_file: str | None, jobs: int | Non
 
 
 def emit_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))  # json.dumps escapes every control character
+
+
+def echo(text: object = "", *, err: bool = False, nl: bool = True) -> None:
+    """Print a command's human output with untrusted text made inert (:func:`airgap.terminal.safe_text`): the
+    only way commands print, so no escape sequence from a registry, a bundle or a pod spec reaches a terminal."""
+    from airgap.terminal import safe_text
+
+    click.echo(safe_text(text), err=err, nl=nl)

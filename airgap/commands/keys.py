@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from airgap.commands.common import emit_json
+from airgap.commands.common import echo, emit_json
 from airgap.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,18 +35,12 @@ def _check_free(paths: list[Path], force: bool) -> None:
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temp file in the same directory, created with ``mode`` (never briefly world-readable),
-    then rename over ``path``: a crash leaves the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode)  # umask may have narrowed it; 0600 for a private key is what we promise
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write via a temp file in the same directory (created 0600, so never briefly world-readable), set to
+    ``mode``, then renamed over ``path``: a crash leaves the old file or the new one. A device or FIFO is
+    written through."""
+    from airgap.fileio import write_atomic
+
+    write_atomic(path, data, mode=mode)
 
 
 def _report(pub: PublicKey, written: dict[str, str], as_json: bool, extra: dict[str, str] | None = None) -> None:
@@ -57,10 +50,10 @@ def _report(pub: PublicKey, written: dict[str, str], as_json: bool, extra: dict[
         emit_json({**_key_json(pub), **written, **(extra or {})})
         return
     for kind, path in written.items():
-        click.echo(f"{kind.replace('_', ' ').capitalize()} written to {path}")
+        echo(f"{kind.replace('_', ' ').capitalize()} written to {path}")
     for name, value in (extra or {}).items():
-        click.echo(f"{name}: {value}")
-    click.echo(f"key id: {key_id(pub)}")
+        echo(f"{name}: {value}")
+    echo(f"key id: {key_id(pub)}")
 
 
 @key.command()
@@ -140,8 +133,8 @@ def public(keyref: str, password_file: str | None, as_json: bool) -> None:
         emit_json(_key_json(pubs[0]) if len(pubs) == 1 else [_key_json(p) for p in pubs])
         return
     for pub in pubs:
-        click.echo(public_pem(pub).decode(), nl=False)
-        click.echo(f"key id: {key_id(pub)}", err=True)
+        echo(public_pem(pub).decode(), nl=False)
+        echo(f"key id: {key_id(pub)}", err=True)
 
 
 def register(cli: click.Group) -> None:

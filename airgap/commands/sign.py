@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from airgap.commands.common import emit_json, make_options, registry_options
+from airgap.commands.common import echo, emit_json, make_options, registry_options
 
 if TYPE_CHECKING:
     from airgap.signing.targets import SignedDigest, SignSummary
@@ -66,7 +66,7 @@ def _printer(as_json: bool) -> Callable[[SignedDigest], None] | None:
         where = entry.written or ", ".join(entry.files)
         note = " (already present)" if entry.duplicate else ""
         verb = {"signature": "signed", "bundle": "signed", "attestation": "attested"}.get(entry.kind, "signed")
-        click.echo(f"{verb} {entry.reference}\n  -> {where}{note} in {entry.seconds:.2f}s")
+        echo(f"{verb} {entry.reference}\n  -> {where}{note} in {entry.seconds:.2f}s")
 
     return show
 
@@ -77,7 +77,7 @@ def _finish(summaries: list[SignSummary], started: float, as_json: bool) -> None
         emit_json({"images": [s.to_json() for s in summaries], "seconds": round(total, 3)})
     elif len(summaries) > 1:
         count = sum(len(s.signed) for s in summaries)
-        click.echo(f"{count} digest(s) of {len(summaries)} image(s) in {total:.2f}s")
+        echo(f"{count} digest(s) of {len(summaries)} image(s) in {total:.2f}s")
 
 
 @click.command(epilog=_OFFLINE)

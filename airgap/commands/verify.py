@@ -9,33 +9,37 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from airgap.commands.common import emit_json, make_options, registry_alias_option, registry_options
+from airgap.commands.common import echo, emit_json, make_options, registry_alias_option, registry_options
 
 if TYPE_CHECKING:
     from airgap.verification.result import VerificationResult
 
 
 def _render(result: VerificationResult) -> str:
+    """The human report of one result. Every value in it may come from the registry (refs it resolved, identities
+    in certificates, reasons quoting what it served): each is made one inert line with :func:`printable`."""
+    from airgap.terminal import printable as p
+
     mark = {"allow": "OK  ", "warn": "WARN", "deny": "FAIL"}[result.decision]
-    lines = [f"{mark} {result.ref}" + (f"@{result.digest}" if result.digest and "@" not in result.ref else "")]
+    lines = [f"{mark} {p(result.ref)}" + (f"@{p(result.digest)}" if result.digest and "@" not in result.ref else "")]
     if result.upstream and result.upstream.split("@")[0].rsplit(":", 1)[0] not in result.ref:
-        lines.append(f"     upstream {result.upstream} ({result.upstream_source})")
+        lines.append(f"     upstream {p(result.upstream)} ({p(result.upstream_source)})")
     for policy in result.policies:
-        lines.append(f"     policy {policy.name} [{policy.mode}]: {'passed' if policy.ok else 'FAILED'}")
+        lines.append(f"     policy {p(policy.name)} [{policy.mode}]: {'passed' if policy.ok else 'FAILED'}")
         for auth in policy.authorities:
             winner = next((e for e in auth.evidence if e.ok), None)
             if auth.ok and winner is not None:
                 who = f"key {winner.key_id}" if winner.key_id else f"identity {winner.identity} ({winner.issuer})"
-                lines.append(f"       authority {auth.name}: {winner.kind} signature at {winner.location} "
-                             f"verified with {who}")
+                lines.append(f"       authority {p(auth.name)}: {p(winner.kind)} signature at {p(winner.location)} "
+                             f"verified with {p(who)}")
                 for check in (c for c in winner.checks if c["ok"]):
-                    lines.append(f"         - {check['name']}: {check['detail']}")
+                    lines.append(f"         - {p(check['name'])}: {p(check['detail'])}")
             elif auth.ok:
-                lines.append(f"       authority {auth.name}: passed (static)")
+                lines.append(f"       authority {p(auth.name)}: passed (static)")
             else:
-                lines.append(f"       authority {auth.name}: {auth.reason}")
-    lines += [f"     warning: {w}" for w in result.warnings]
-    lines += [f"     reason: {r}" for r in result.reasons]
+                lines.append(f"       authority {p(auth.name)}: {p(auth.reason)}")
+    lines += [f"     warning: {p(w)}" for w in result.warnings]
+    lines += [f"     reason: {p(r)}" for r in result.reasons]
     return "\n".join(lines)
 
 
@@ -111,11 +115,11 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
         emit_json(doc if len(doc) > 1 else doc[0])
     else:
         for result in results:
-            click.echo(_render(result))
+            echo(_render(result))
     if not all(results):
         denied = sum(1 for r in results if not r)
         if not as_json:
-            click.echo(f"error: {denied} of {len(results)} image(s) failed verification", err=True)
+            echo(f"error: {denied} of {len(results)} image(s) failed verification", err=True)
         sys.exit(1)
 
 

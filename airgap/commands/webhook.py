@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from airgap.commands.common import make_options, registry_alias_option, registry_options
+from airgap.commands.common import echo, make_options, registry_alias_option, registry_options
 
 MODES = ("enforce", "warn", "audit")
 
@@ -61,7 +61,7 @@ def certs(service: str, namespace: str, out: str, days: int) -> None:
     from airgap.admission.manifests import make_certs, service_names
 
     files = make_certs(service, namespace, out, days=days)
-    click.echo(f"wrote {files.ca}, {files.cert}, {files.key} for {', '.join(service_names(service, namespace))}")
+    echo(f"wrote {files.ca}, {files.cert}, {files.key} for {', '.join(service_names(service, namespace))}")
 
 
 @webhook.command()
@@ -87,9 +87,11 @@ def manifests(image: str, trust_dir: str, certs_dir: str, name: str, namespace: 
                                 namespace=namespace, mode=mode, timeout_seconds=timeout_seconds, replicas=replicas,
                                 aliases=aliases))
     if out:
-        Path(out).write_text(text)
+        from airgap.fileio import write_atomic
+
+        write_atomic(Path(out), text.encode(), mode=0o644)
     else:
-        click.echo(text, nl=False)
+        echo(text, nl=False)
 
 
 def register(cli: click.Group) -> None:

@@ -153,7 +153,7 @@ class RegistrySession:
             errs = body.get("errors") if isinstance(body, dict) else None
             if errs and isinstance(errs, list) and isinstance(errs[0], dict):
                 code = errs[0].get("code")
-                detail = f": {code} {errs[0].get('message', '')}".rstrip()
+                detail = f": {str(code)[:80]} {str(errs[0].get('message', ''))[:240]}".rstrip()  # untrusted
         except ValueError:
             pass
         finally:

@@ -6,6 +6,6 @@ local registry (Zarf's scheme, registries.conf-style prefix rules) and back; :mo
 is the record ``airgap load`` writes of what went where.
 """
 
-from airgap.refs.grammar import DOCKER_HUB, Reference, api_host, is_loopback_host, parse
+from airgap.refs.grammar import DOCKER_HUB, Reference, api_host, host_key, is_loopback_host, parse, same_host
 
-__all__ = ["DOCKER_HUB", "Reference", "api_host", "is_loopback_host", "parse"]
+__all__ = ["DOCKER_HUB", "Reference", "api_host", "host_key", "is_loopback_host", "parse", "same_host"]

@@ -105,6 +105,18 @@ def parse(text: str, *, default_tag: str | None = "latest") -> Reference:
     return Reference(domain, path, tag, digest or None)
 
 
+def host_key(host: str) -> str:
+    """A registry host as compared: ``host[:port]`` lowercased (DNS names are case-insensitive), without a
+    trailing dot. Hosts are compared whole, never by prefix: ``127.0.0.1:5410`` is not ``127.0.0.1:54102``."""
+    name, sep, port = host.rpartition(":") if host.count(":") == 1 or "]:" in host else (host, "", "")
+    return f"{name.lower().rstrip('.')}{sep}{port}"
+
+
+def same_host(a: str, b: str) -> bool:
+    """True when two registry hosts are the same ``host[:port]`` (see :func:`host_key`)."""
+    return host_key(a) == host_key(b)
+
+
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost``, ``127.0.0.0/8`` and ``[::1]``, with or without a port."""
     if host.startswith("["):

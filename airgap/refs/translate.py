@@ -14,8 +14,9 @@ Zarf (``src/pkg/transform/image.go``, followed exactly so Zarf clusters interope
   a digest-pinned ref becomes ``HOST/<path>@<digest>`` (no crc, and a tag next to the digest is dropped);
 * ``zarf-plain`` mode (``ImageTransformHostWithoutChecksum``, the plain tag Zarf also pushes):
   ``HOST/<path>:<tag>``, or ``HOST/<path>@<digest>`` when pinned (the digest wins over a tag);
-* in both, a ref whose registry host is a string prefix of HOST (``strings.HasPrefix(targetHost, host)``)
-  is "already transformed" and returned unchanged.
+* in both, a ref already on the target host is "already transformed" and returned unchanged. Zarf tests
+  ``strings.HasPrefix(targetHost, host)``; airgap compares the normalized ``host:port`` exactly, so an image
+  from ``127.0.0.1:5410`` is translated onto ``127.0.0.1:54102`` instead of being taken for local.
 
 Known deviation: :func:`airgap.refs.parse` also folds ``registry-1.docker.io`` into ``docker.io`` (Zarf
 folds only ``index.docker.io``), so such a spelling gets the ``docker.io`` crc.
@@ -82,7 +83,7 @@ def zarf_forward(ref: Reference | str, host: str, *, checksum: bool = True) -> R
     """Zarf's ``ImageTransformHost`` (``checksum=True``) or ``ImageTransformHostWithoutChecksum``."""
     src = _as_ref(ref)
     target = _check_target(host)
-    if target.startswith(src.registry):  # Zarf: "check if image has already been transformed"
+    if refs.same_host(target.split("/", 1)[0], src.registry):  # already on the target: nothing to translate
         return src
     if src.digest:
         return _build(f"{target}/{src.repository}@{src.digest}", "zarf")
