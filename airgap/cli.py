@@ -92,6 +92,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "keys",
     "audit",
     "bundle",
+    "site",
     "webhook",
 )
 
