@@ -55,6 +55,8 @@ class LoadSummary:
     bundle_digest: str
     signed_by: str | None
     images: list[dict[str, Any]]
+    name: str = ""
+    version: str = ""
     blobs_pushed: int = 0
     bytes_pushed: int = 0
     manifests_pushed: int = 0
@@ -63,9 +65,11 @@ class LoadSummary:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)  # with --force: what another bundle (or nobody) held
+    # The bundle's trust directory (trust/ entries and map.json), for a site to keep; not part of the JSON.
+    trust_files: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "trust_files"}
 
 
 def map_artifact(tmap_bytes: bytes, name: str, version: str, created: int) -> tuple[Manifest, bytes]:
@@ -311,7 +315,9 @@ def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules
         images=[{"upstream": str(p.upstream), "digest": p.entry.digest, "local": [str(r) for r in p.locals],
                  "signature_repo": f"{p.locals[0].registry}/{p.sig_repo}" if p.sig_repo else None}
                 for p in placed],
-        map_ref=f"{target}/{MAP_REPO}:{tag}",
+        map_ref=f"{target}/{MAP_REPO}:{tag}", name=manifest.name, version=manifest.version,
+        trust_files={**{n.removeprefix("trust/"): d for n, d in reader.files.items() if n.startswith("trust/")},
+                     "map.json": tmap_bytes},
     )
     jobs = max(1, jobs)
     wanted = [(map_host, map_repo, tag, map_manifest.digest)]

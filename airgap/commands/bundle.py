@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
@@ -111,13 +113,18 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
               help="Also write the translation map (map.json) to this file.")
 @click.option("--trust-out", type=click.Path(file_okay=False), default=None,
               help="Write the bundle's trust directory (with map.json) for `airgap verify --trust`.")
+@click.option("--site", "site_dir", type=click.Path(file_okay=False), default=None,
+              help="Record the bundle in this site directory (its trust kept beside every other bundle's).")
+@click.option("--site-key", "site_key", default=None, metavar="KEYREF",
+              help="With --site: also push the site state to the registry, signed with this key.")
 @click.option("--force", is_flag=True,
               help="Replace tags another bundle (or no airgap bundle) holds; says what it replaced.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
 @registry_options
 def load(bundle: str, target: str, mode: str, rules: tuple[str, ...], key_refs: tuple[str, ...],
          bundle_digest: str | None, allow_unsigned_bundle: bool, jobs: int | None, map_out: str | None,
-         trust_out: str | None, force: bool, as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
+         trust_out: str | None, site_dir: str | None, site_key: str | None, force: bool, as_json: bool,
+         insecure: tuple[str, ...], ca_file: str | None) -> None:
     """Load a bundle (a file, or - for stdin) into the local registry, verifying every byte on the way.
 
     The bundle must be signed with --key, pinned with --bundle-digest, or explicitly allowed unsigned.
@@ -131,10 +138,31 @@ def load(bundle: str, target: str, mode: str, rules: tuple[str, ...], key_refs: 
     keys = _public_keys(key_refs)
     options = make_options(insecure, ca_file, jobs)
     client = RegistryClient(options, locations=BlobLocations.default())
-    with _open_bundle(bundle) as source:
-        summary = do_load(source, target, translate_mode=mode, rules=rules, key=keys, bundle_digest=bundle_digest,
-                          allow_unsigned=allow_unsigned_bundle, client=client, jobs=options.limits.concurrency,
-                          map_out=map_out, trust_out=trust_out, progress=False if as_json else None, force=force)
+    if site_key and not site_dir:
+        raise click.UsageError("--site-key needs --site")
+    signer = None
+    if site_key:
+        from airgap.keys.references import load_signer
+
+        signer = load_signer(site_key)
+    with contextlib.ExitStack() as stack:
+        if site_dir:
+            from airgap.site.state import SiteLock
+
+            stack.enter_context(SiteLock(Path(site_dir)))  # one writer at a time, for the whole load
+        with _open_bundle(bundle) as source:
+            summary = do_load(source, target, translate_mode=mode, rules=rules, key=keys,
+                              bundle_digest=bundle_digest, allow_unsigned=allow_unsigned_bundle, client=client,
+                              jobs=options.limits.concurrency, map_out=map_out, trust_out=trust_out,
+                              progress=False if as_json else None, force=force)
+        if site_dir:
+            from airgap.site.state import record_load
+
+            record_load(Path(site_dir), summary, client=client)
+            if signer is not None:
+                from airgap.site.mirror import push_state
+
+                push_state(client, Path(site_dir), target, signer)
     for what in summary.replaced:
         echo(f"warning: --force: replaced {what}", err=True)
     if client.locations is not None:

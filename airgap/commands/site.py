@@ -1,13 +1,138 @@
-"""`airgap site ...`: what a disconnected site holds, its inventory, and removing what a bundle brought."""
+"""`airgap site ...`: what a disconnected site holds, removing what a bundle brought, and its state mirrored
+into the registry (signed) for a second verifier."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+
+from airgap.commands.common import echo, emit_json, make_options, registry_options
 
 
 @click.group("site")
 def site_group() -> None:
     """The disconnected site: loaded bundles, their trust, and the inventory for delta bundles."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _site_option(func: F) -> F:
+    return click.option("--site", "site_dir", type=click.Path(file_okay=False), required=True,
+                        help="The site directory (`airgap load --site DIR` records every bundle there).")(func)
+
+
+@site_group.command("list")
+@_site_option
+@click.option("--json", "as_json", is_flag=True, help="Print the site state as JSON.")
+def list_(site_dir: str, as_json: bool) -> None:
+    """The bundles the site holds: name, version, digest, signer, images, when loaded."""
+    import json
+
+    from airgap.verification.scopes import SiteState
+
+    state = SiteState.load(Path(site_dir))
+    if as_json:
+        emit_json(json.loads(state.to_bytes()))
+        return
+    if not state.bundles:
+        echo(f"{site_dir}: no bundles loaded")
+    for b in state.bundles:
+        echo(f"{b.name} {b.version}  {b.digest[:19]}...  signer {b.signer or 'none (pinned or unsigned)'}  "
+             f"{len(b.images)} image(s)  loaded {b.loaded_at}")
+
+
+@site_group.command("show")
+@click.argument("name")
+@_site_option
+@click.option("--json", "as_json", is_flag=True, help="Print the bundle's record as JSON.")
+def show(name: str, site_dir: str, as_json: bool) -> None:
+    """One bundle: its images (upstream -> local -> digest), its keys and policies."""
+    from airgap.errors import ConfigError
+    from airgap.verification.scopes import SiteState
+    from airgap.verification.trust import Trust
+
+    state = SiteState.load(Path(site_dir))
+    bundle = state.get(name)
+    if bundle is None:
+        raise ConfigError(f"the site {site_dir} holds no bundle named {name!r}")
+    if as_json:
+        emit_json(bundle.to_json())
+        return
+    trust = Trust.load(Path(site_dir) / bundle.trust_dir)
+    echo(f"{bundle.name} {bundle.version}\n  digest  {bundle.digest}\n  signer  {bundle.signer or 'none'}\n"
+         f"  loaded  {bundle.loaded_at} into {bundle.registry}\n  trust   {bundle.trust_dir}")
+    for key in trust.key_manifest()["keys"]:
+        echo(f"  key     {key['name']} {key['id']} {key['algorithm']}")
+    for policy in trust.policy.policies if trust.policy is not None else ():
+        echo(f"  policy  {policy.name}: {', '.join(g.text for g in policy.globs)}")
+    echo("  images:")
+    for img in bundle.images:
+        echo(f"    {img.upstream} -> {', '.join(img.local)}  {img.digest}")
+
+
+@site_group.command("remove")
+@click.argument("name")
+@_site_option
+@click.option("--keep-images", is_flag=True, help="Only forget the bundle's record and trust; leave the registry.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+@registry_options
+def remove(name: str, site_dir: str, keep_images: bool, as_json: bool, insecure: tuple[str, ...],
+           ca_file: str | None) -> None:
+    """Remove a bundle: its tags (never one another bundle, or a tag outside airgap, still uses), its map
+    artifact, its trust and its record. Blobs are left to the registry's garbage collection."""
+    from airgap.oci.registry import RegistryClient
+    from airgap.site.state import SiteLock, remove_bundle
+
+    client = None if keep_images else RegistryClient(make_options(insecure, ca_file))
+    with SiteLock(Path(site_dir)):
+        removal = remove_bundle(Path(site_dir), name, client=client)
+    report = {"bundle": removal.bundle.name, "version": removal.bundle.version, "deleted": removal.retired.deleted,
+              "kept": removal.retired.kept, "gone": removal.retired.gone, "map_deleted": removal.map_deleted}
+    if as_json:
+        emit_json(report)
+        return
+    echo(f"removed {name} {removal.bundle.version}: {len(removal.retired.deleted)} tag(s) deleted, "
+         f"{len(removal.retired.kept)} kept (still used elsewhere), trust and record removed")
+    for ref in removal.retired.kept:
+        echo(f"  kept {ref}")
+
+
+@site_group.command("push")
+@_site_option
+@click.option("--registry", "target", required=True, metavar="HOST[/PREFIX]", help="Where the state goes.")
+@click.option("--key", "key_ref", required=True, metavar="KEYREF", help="The site key that signs the state.")
+@registry_options
+def push(site_dir: str, target: str, key_ref: str, insecure: tuple[str, ...], ca_file: str | None) -> None:
+    """Mirror the site state into the registry as a signed artifact (HOST/airgap/site:state)."""
+    from airgap.keys.references import load_signer
+    from airgap.oci.registry import RegistryClient
+    from airgap.site.mirror import push_state
+
+    signer = load_signer(key_ref)
+    ref = push_state(RegistryClient(make_options(insecure, ca_file)), Path(site_dir), target, signer)
+    echo(f"site state pushed and signed: {ref}")
+
+
+@site_group.command("pull")
+@click.option("--registry", "target", required=True, metavar="HOST[/PREFIX]", help="Where the state is.")
+@click.option("--key", "key_refs", required=True, multiple=True, metavar="KEYREF",
+              help="The site's public key: the state is used only if its signature verifies with it.")
+@click.option("-o", "--output", "out", type=click.Path(file_okay=False), required=True,
+              help="A new (or empty) directory to rebuild the site in.")
+@registry_options
+def pull(target: str, key_refs: tuple[str, ...], out: str, insecure: tuple[str, ...], ca_file: str | None) -> None:
+    """Rebuild a site directory from the registry's signed state (for the webhook, an auditor)."""
+    from airgap.keys.references import load_public_keys
+    from airgap.oci.registry import RegistryClient
+    from airgap.site.mirror import pull_state
+
+    keys = [k for ref in key_refs for k in load_public_keys(ref)]
+    digest = pull_state(RegistryClient(make_options(insecure, ca_file)), target, keys, Path(out))
+    echo(f"site state {digest} verified and written to {out}")
 
 
 def register(cli: click.Group) -> None:

@@ -37,10 +37,13 @@ class AuthorityResult:
 
 @dataclass
 class PolicyResult:
+    """One policy applied to the image; ``scope`` says whose it is on a site (``bundle NAME``, ``site policy``)."""
+
     name: str
     mode: str
     ok: bool
     authorities: list[AuthorityResult] = field(default_factory=list)
+    scope: str | None = None
 
 
 @dataclass

@@ -7,6 +7,7 @@ A trust directory is what a bundle carries and what the webhook mounts::
     trusted_root.json        a Sigstore trusted root (and/or trusted_roots/<name>.json, several)
     policy.yaml              ClusterImagePolicy documents + airgap's global settings
     map.json                 the translation map written by `airgap load` (upstream <-> local)
+    site.json, bundles/      a site: one trust per loaded bundle (see :mod:`airgap.verification.scopes`)
 
 Threat model: the directory is trusted (it is the operator's, or came out of a bundle whose signature was
 checked); its contents are still validated, and a key manifest that disagrees with the key files is an
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from airgap.errors import ConfigError
 from airgap.keys.public import algorithm, key_id, load_public_key
+from airgap.verification.scopes import SiteState, is_site
 
 if TYPE_CHECKING:
     from airgap.checks.roots import TrustedRoot
@@ -59,6 +61,10 @@ class Trust:
     tmap: TranslationMap | None = None
     digest: str = ""
     source: str = "(in memory)"
+    # A site (see :mod:`airgap.verification.scopes`): each loaded bundle's own trust, by bundle name; this
+    # object's keys, roots and policy are then the site-wide ones, and ``tmap`` the union of the bundles' maps.
+    scopes: dict[str, Trust] = field(default_factory=dict)
+    site: SiteState | None = None
     _parsed_roots: dict[str, TrustedRoot] = field(default_factory=dict, repr=False)
 
     # ---- construction ---------------------------------------------------------------------------
@@ -87,12 +93,30 @@ class Trust:
             from airgap.refs.translation_map import TranslationMap
 
             trust.tmap = TranslationMap.load(root / "map.json")
+        if is_site(root):
+            trust._load_site(root)
         if (root / "policy.yaml").exists():
             from airgap.policy.policyset import PolicySet
 
             trust.policy = PolicySet.load(root / "policy.yaml", keys={n: e.key for n, e in trust.keys.items()})
             trust._note_policies()
         return trust
+
+    def _load_site(self, root: Path) -> None:
+        """Each bundle the site state records, as a trust scope of its own (files checked against the state)."""
+        from airgap.refs.translation_map import TranslationMap
+
+        self.site = SiteState.load(root)
+        self.site.check_files(root)
+        union = TranslationMap()
+        for bundle in self.site.bundles:
+            scope = Trust.load(root / bundle.trust_dir)
+            if scope.site is not None:
+                raise ConfigError(f"{root / bundle.trust_dir}: a bundle's trust directory may not be a site")
+            self.scopes[bundle.name] = scope
+            for entry in scope.tmap.entries if scope.tmap is not None else ():
+                union.add(entry.upstream, entry.local, entry.digest)
+        self.tmap = union
 
     def _note_policies(self) -> None:
         """Record in each key entry which policies use it (by key id: named, secretRef or inline data)."""

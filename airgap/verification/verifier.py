@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from airgap.oci.registry import RegistryClient
     from airgap.policy.policyset import PolicySet
     from airgap.refs.translate import Aliases
-    from airgap.verification.discover import Repo
+    from airgap.verification.discover import Artifacts, Repo
 
 
 _DEFAULT_CLIENT: RegistryClient | None = None
@@ -58,16 +58,21 @@ class Verifier:
     signature_repos: Sequence[str] = ()
     _policy: PolicySet = field(init=False, repr=False)
     _client: RegistryClient = field(init=False, repr=False)
+    _site: bool = field(init=False, repr=False, default=False)
 
     def __post_init__(self) -> None:
+        from airgap.policy.policyset import PolicySet
+
         self._client = self.client or default_client()
+        # A site judges each image by the bundles that loaded it (unless a policy is given explicitly).
+        self._site = self.policy is None and self.trust.site is not None
         policy = self.policy or self.trust.policy
-        if policy is None:
+        if policy is None and not self._site:
             from airgap.errors import ConfigError
 
             raise ConfigError(f"trust {self.trust.source} has no policy.yaml, and no --key or "
                               "--certificate-identity was given: nothing to verify against")
-        self._policy = policy
+        self._policy = policy or PolicySet(digest=self.trust.digest, where=f"site {self.trust.source}")
 
     def _repo(self, text: str) -> Repo:
         from airgap.verification.discover import Repo
@@ -76,12 +81,14 @@ class Verifier:
         host = self.aliases.access_host(ref.registry) if self.aliases else ref.registry
         return Repo(refs.api_host(host), ref.repository)
 
-    def _source(self, upstream_repo: str) -> Repo:
-        """A policy ``source.oci`` repo (upstream spelling) -> where it lives at the local registry."""
+    def _source(self, upstream_repo: str, trust: Trust | None = None) -> Repo:
+        """A policy ``source.oci`` repo (upstream spelling) -> where it lives at the local registry (through the
+        translation map of ``trust``: the bundle whose policy names it, by default the verifier's)."""
         from airgap.refs import translate
 
+        tmap = (trust or self.trust).tmap
         ref = refs.parse(upstream_repo, default_tag=None)
-        local = translate.forward_repo(ref, self.trust.tmap) if self.trust.tmap else None
+        local = translate.forward_repo(ref, tmap) if tmap else None
         return self._repo(str(local or ref))
 
     def verify(self, ref: str) -> VerificationResult:
@@ -96,6 +103,8 @@ class Verifier:
             artifacts = discover.resolve(self._client, repo, local.identifier)
             if self.signature_repos:
                 artifacts.signature_repos = tuple(self._repo(r) for r in self.signature_repos)
+            if self._site:
+                return self._verify_site(ref, local, repo, artifacts)
             # The ref as given (its tag, when it has one, selects policies) pinned to the digest just resolved.
             upstreams, how = translate.reverse_all(local.with_digest(artifacts.digest), tmap=self.trust.tmap,
                                                    digest=artifacts.digest)
@@ -111,6 +120,50 @@ class Verifier:
                                       decision="deny", reasons=[str(exc)], policy_digest=self._policy.digest,
                                       trust_digest=self.trust.digest)
 
+    def _verify_site(self, ref: str, local: refs.Reference, repo: Repo,
+                     artifacts: Artifacts) -> VerificationResult:
+        """Judge an image of a site: by the policies of every bundle that loaded it (each with its own keys and
+        roots), then by the site-wide policy on top, which can only add requirements (see
+        :mod:`airgap.verification.scopes`). Every judgement must allow."""
+        from dataclasses import replace
+        from functools import partial
+
+        from airgap.checks import cosign
+        from airgap.refs import translate
+        from airgap.verification.evaluate import evaluate
+
+        pinned = local.with_digest(artifacts.digest)
+        owned = []
+        for name, scope in self.trust.scopes.items():
+            ups, how = translate.reverse_all(pinned, tmap=scope.tmap, digest=artifacts.digest)
+            if ups:
+                owned.append((name, scope, ups, how))
+        everyone = list(dict.fromkeys(u for *_, ups, _how in owned for u in ups))
+        if not owned:
+            return self._denied(ref, artifacts.digest, f"{pinned} was not loaded by any bundle of the site "
+                                f"{self.trust.source} ({len(self.trust.scopes)} bundle(s) recorded)")
+        names = [(local.registry, local.repository), (repo.host, repo.repository)]
+        names += [(u.registry, u.repository) for u in everyone]
+        artifacts.signed_names = tuple(dict.fromkeys(cosign.docker_reference(*n) for n in names))
+        judged: list[tuple[str, VerificationResult]] = []
+        for name, scope, ups, how in owned:
+            if scope.policy is None:
+                judged.append((f"bundle {name}", self._denied(ref, artifacts.digest, "the bundle ships no policy")))
+                continue
+            judged.append((f"bundle {name}", evaluate(
+                ref, artifacts, ups, how, scope.policy, scope,
+                resolve_source=partial(self._source, trust=scope))))
+        if self.trust.policy is not None:  # on top: only its matching policies and approved registries count
+            additive = replace(self.trust.policy, no_match="allow", allow=())
+            judged.append(("site policy", evaluate(ref, artifacts, everyone, "site", additive, self.trust,
+                                                   resolve_source=self._source)))
+        return _combine(ref, artifacts.digest, everyone, judged, self.trust.digest)
+
+    def _denied(self, ref: str, digest: str | None, reason: str) -> VerificationResult:
+        return VerificationResult(ref=ref, digest=digest, upstream=None, upstream_source="", allowed=False,
+                                  decision="deny", reasons=[reason], policy_digest=self._policy.digest,
+                                  trust_digest=self.trust.digest)
+
     def verify_many(self, images: Sequence[str], jobs: int = 8) -> list[VerificationResult]:
         """Verify several refs concurrently over one connection pool; results in input order."""
         if len(images) <= 1:
@@ -119,6 +172,30 @@ class Verifier:
 
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(images)))) as pool:
             return list(pool.map(self.verify, images))
+
+
+def _combine(ref: str, digest: str, upstreams: Sequence[refs.Reference],
+             judged: Sequence[tuple[str, VerificationResult]], trust_digest: str) -> VerificationResult:
+    """One result from the judgements of several scopes: allowed only when every one allows; reasons, warnings
+    and policies say which scope they come from."""
+    import hashlib
+
+    allowed = all(r.allowed for _, r in judged)
+    warned = any(r.decision == "warn" for _, r in judged)
+    policy_digest = "sha256:" + hashlib.sha256("".join(f"{s}\0{r.policy_digest}\0" for s, r in judged)
+                                               .encode()).hexdigest()
+    out = VerificationResult(
+        ref=ref, digest=digest, upstream=str(upstreams[0]) if upstreams else None,
+        upstream_source="; ".join(f"{s}: {r.upstream_source}" for s, r in judged if r.upstream_source),
+        allowed=allowed, decision="deny" if not allowed else ("warn" if warned else "allow"),
+        policy_digest=policy_digest, trust_digest=trust_digest, upstreams=[str(u) for u in upstreams])
+    for scope, result in judged:
+        out.reasons += [f"{scope}: {r}" for r in result.reasons]
+        out.warnings += [f"{scope}: {w}" for w in result.warnings]
+        for policy in result.policies:
+            policy.scope = scope
+            out.policies.append(policy)
+    return out
 
 
 def verify_image(ref: str, trust: Trust, *, policy: PolicySet | None = None, client: RegistryClient | None = None,
