@@ -23,11 +23,12 @@
 # other subcommand (`podman run IMAGE verify ...`, `... webhook certs ...`). User 65532:65532 (no shell login,
 # home /home/nonroot); works with a read-only root filesystem (caches go to /tmp, an emptyDir in the Deployment).
 #
-# Reproducibility: file mtimes of the Debian and dependency layers are LAYER_EPOCH (a constant of this recipe),
-# those of the airgap layer and the image's creation time SOURCE_DATE_EPOCH (default: HEAD's commit time);
-# bytecode is hash-based (valid whatever the mtimes), no build history, no builder label. Rebuilding the same
-# commit from the same caches gives the same image digest; a fresh machine gets the same digest only while
-# Debian's mirror and PyPI serve the same files.
+# Reproducibility: every file of the Debian and dependency layers has the mtime LAYER_EPOCH (a constant of this
+# recipe, so those layers do not change with airgap's commits), every file of the airgap layer and the image's
+# creation time SOURCE_DATE_EPOCH (default: HEAD's commit time); bytecode is hash-based (valid whatever the
+# mtimes), no build history, no builder label. The same commit gives the same image digest, from the caches or
+# from nothing (mmdebstrap and the wheel build are reproducible), as long as Debian's mirror and PyPI serve the
+# same files.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,7 +37,7 @@ SELF="$ROOT/scripts/$(basename "${BASH_SOURCE[0]}")"
 SUITE=bookworm
 PYVER=3.11
 GLIBC_MINOR=36  # bookworm's glibc 2.36: manylinux_2_17 .. manylinux_2_36 wheels run on it
-LAYER_EPOCH=1735689600  # 2025-01-01T00:00:00Z: mtimes of the Debian and dependency layers (newer files clamped)
+LAYER_EPOCH=1735689600  # 2025-01-01T00:00:00Z: the mtime of every file of the Debian and dependency layers
 UID_GID=65532
 MIRRORS=(
   "deb http://deb.debian.org/debian $SUITE main"
@@ -110,9 +111,6 @@ EOF
 unqualified-search-registries = []
 EOF
   [ -f "$C/conf/auth.json" ] || echo '{}' > "$C/conf/auth.json"
-  cat > "$C/conf/policy.json" <<EOF
-{"default": [{"type": "insecureAcceptAnything"}]}
-EOF
 }
 
 # Runs inside `unshare -m --propagation private`: what is mounted here is seen by nobody else.
@@ -197,8 +195,12 @@ build_rootfs() {
     tail -20 "$WORKDIR/base/mmdebstrap.log" >&2; die "mmdebstrap failed (log: $WORKDIR/base/mmdebstrap.log)"
   fi
   # No device nodes in the layer (mmdebstrap puts /dev/null & co. in the tar): runtimes mount their own /dev, and
-  # an unprivileged unpacker could not create them.
-  tar --delete --wildcards -f "${ROOTFS%.tar}.partial.tar" './dev/?*'
+  # an unprivileged unpacker could not create them. No apt directories either: apt is not installed (essential
+  # variant) and they are leftovers of the bootstrap, owned by root or by the host's _apt user depending on
+  # whether packages were downloaded, which made the tar differ between runs. (mmdebstrap's own cleanup, after
+  # the hook, still needs them.)
+  tar --delete --wildcards -f "${ROOTFS%.tar}.partial.tar" './dev/?*' ./etc/apt ./var/lib/apt ./var/cache/apt \
+    ./var/log/apt
   mv "${ROOTFS%.tar}.partial.tar" "$ROOTFS"
 }
 
@@ -276,7 +278,8 @@ strip_extensions() {
   local mnt f
   mnt="$(buildah mount "$1")"
   while IFS= read -r -d '' f; do
-    if readelf -S "$f" 2>/dev/null | grep -q '\.symtab'; then strip --strip-unneeded "$f"; fi
+    # (no `readelf | grep -q` here: under pipefail, grep quitting early fails the pipe now and then)
+    case "$(readelf -S "$f" 2>/dev/null || true)" in *.symtab*) strip --strip-unneeded "$f" ;; esac
   done < <(find "$mnt/app" -type f -name '*.so*' -print0)
   buildah umount "$1" >/dev/null
 }
@@ -327,7 +330,8 @@ phase2() {
       "$ctr" "$base" >/dev/null
   fi
 
-  deps_key="$( { echo "$BASE_KEY"; cat "$WHEELS/SHA256SUMS"; printf '%s\n' "${INSTALL_OPTS[@]}" "${COMPILE[@]}"; } \
+  deps_key="$( { echo "$BASE_KEY"; cat "$WHEELS/SHA256SUMS"; printf '%s\n' "${INSTALL_OPTS[@]}" "${COMPILE[@]}" \
+    "$(declare -f phase2 strip_extensions build_run)" "$IMPORT_EXTENSIONS"; } \
     | sha | cut -c1-16)"
   deps="localhost/airgap-deps:$deps_key"
   if ! image_exists "$deps"; then
@@ -372,7 +376,7 @@ phase2() {
   # Keep the store small: older base/dependency layers and images left untagged by this build go.
   local old
   for old in $(buildah images --format '{{.Name}}:{{.Tag}}' | grep -E '^localhost/airgap-(base|deps):' || true); do
-    case "$old" in "$base"|"$deps") ;; *) buildah rmi "$old" >/dev/null || true ;; esac
+    case "$old" in "$base"|"$deps") ;; *) buildah rmi "$old" >/dev/null 2>&1 || say "kept $old (in use)" ;; esac
   done
   buildah rmi --prune >/dev/null 2>&1 || true
 

@@ -88,7 +88,6 @@ class Podman:
             "storage.conf": f'[storage]\ndriver = "overlay"\ngraphroot = "{state}/storage"\n'
                             f'runroot = "{state}/run/storage"\n',
             "registries.conf": "unqualified-search-registries = []\n",
-            "policy.json": '{"default": [{"type": "insecureAcceptAnything"}]}\n',
         }
         for name, text in files.items():
             if not (conf / name).exists() or (conf / name).read_text() != text:
