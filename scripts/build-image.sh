@@ -82,7 +82,10 @@ done
 [ "$(id -u)" -eq 0 ] || die "run as root (mmdebstrap and rootful podman/buildah)"
 mkdir -p "$WORKDIR"
 WORKDIR="$(cd "$WORKDIR" && pwd)"
+case "$WORKDIR/" in /var/lib/*|/run/*) die "--workdir must not be under /var/lib or /run (hidden or read-only while podman runs)" ;; esac
 C="$WORKDIR/containers"  # podman/buildah state: config, storage, run, tmp
+# `mount` (libmount) records mounts in /run/mount/utab: keep that file, and the directory, out of the host's /run
+export LIBMOUNT_UTAB="$WORKDIR/utab"
 
 sha() { sha256sum | cut -d' ' -f1; }
 
@@ -100,6 +103,9 @@ cgroups = "disabled"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 runtime = "crun"
+image_copy_tmp_dir = "$C/tmp"
+# file locks under /run/libpod (ours), not a segment in the host's /dev/shm
+lock_type = "file"
 EOF
   cat > "$C/conf/storage.conf" <<EOF
 [storage]
@@ -115,11 +121,18 @@ EOF
 
 # Runs inside `unshare -m --propagation private`: what is mounted here is seen by nobody else.
 confine() {
-  if [ -d /sys/fs/cgroup/unified ]; then mount -t tmpfs -o size=64k,mode=755 none /sys/fs/cgroup/unified; fi
-  mount --bind "$C/run" /run
+  mount --bind "$C/run" /run  # first: what follows must not land in the host's /run
   # `podman exec` without -i once chowned the host's /dev/null (podman 4.3): shield it with a node of our own
   [ -c "$C/null" ] || { rm -f "$C/null"; mknod -m 666 "$C/null" c 1 3; }
   mount --bind "$C/null" /dev/null
+  # crun refuses the host's cgroup v1 + v2 mix: hide v2 (containers.conf disables cgroups)
+  if [ -d /sys/fs/cgroup/unified ]; then mount -t tmpfs -o size=64k,mode=755 none /sys/fs/cgroup/unified; fi
+  # For root, containers/image keeps its blob-info cache in /var/lib/containers/cache whatever storage.conf says;
+  # with /var/lib read-only (here only) it keeps it in memory.
+  mount --bind /var/lib /var/lib
+  mount -o remount,bind,ro /var/lib
+  # Loading an OCI archive unpacks it in /var/tmp, whatever TMPDIR and image_copy_tmp_dir say.
+  mount --bind "$C/tmp" /var/tmp
   export CONTAINERS_CONF="$C/conf/containers.conf" CONTAINERS_STORAGE_CONF="$C/conf/storage.conf"
   export CONTAINERS_REGISTRIES_CONF="$C/conf/registries.conf" TMPDIR="$C/tmp" BUILDAH_ISOLATION=oci
   export REGISTRY_AUTH_FILE="$C/conf/auth.json"
@@ -163,7 +176,7 @@ mkdir -p "$R"/home/nonroot && chown 65532:65532 "$R"/home/nonroot && chmod 0750 
 # Hash-based bytecode for the standard library: valid whatever the mtimes (dpkg's is timestamp-based and goes
 # stale once mtimes are clamped), and nothing is compiled at start on a read-only root filesystem.
 find "$R"/usr/lib/python3* -name __pycache__ -type d -prune -exec rm -rf {} +
-chroot "$R" /usr/bin/python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash /usr/lib/python3.11 \
+chroot "$R" /usr/bin/python3 -m compileall -q --invalidation-mode unchecked-hash /usr/lib/python3.11 \
   /usr/lib/python3/dist-packages >/dev/null
 HOOK
 )
@@ -295,7 +308,11 @@ print(f"{len(names)} extension modules import", file=sys.stderr)
 PY
 )
 
-image_exists() { buildah inspect --type image "$1" >/dev/null 2>&1; }
+# built IMAGE KEY: IMAGE is in the store, built from the recipe KEY
+built() {
+  local role="${1##*:}"
+  buildah inspect --type image "$1" >/dev/null 2>&1 && [ "$(cat "$C/$role.key" 2>/dev/null)" = "$2" ]
+}
 
 # buildah run with the wheels mounted read-only at /wheels and a scratch /tmp outside the layer; no network.
 build_run() {
@@ -319,22 +336,26 @@ remove_working() { [ ${#WORKING[@]} -eq 0 ] || buildah rm "${WORKING[@]}" >/dev/
 phase2() {
   confine
   trap remove_working EXIT
-  local base="localhost/airgap-base:$BASE_KEY" deps_key deps ctr
+  # Intermediate images have fixed names, because the final manifest names its base (annotation
+  # org.opencontainers.image.base.name): a name carrying a cache key would change the digest with the recipe's
+  # wording. Which key an image was built from is kept beside the store.
+  local base=localhost/airgap-build:base deps=localhost/airgap-build:deps deps_key ctr
   # pip runs from its wheel file (python pip-X.whl/pip ...): it is never installed in the image
   local pip=(/app/venv/bin/python "/wheels/$(cd "$WHEELS" && ls pip-*.whl)/pip")
-  if ! image_exists "$base" || [ "$REFRESH_BASE" -eq 1 ]; then
+  if ! built "$base" "$BASE_KEY" || [ "$REFRESH_BASE" -eq 1 ]; then
     say "layer 1: Debian $SUITE rootfs"
     new_container scratch; ctr="$CTR"
     buildah add --quiet "$ctr" "$ROOTFS" / >/dev/null
     buildah commit --quiet --rm --omit-history --identity-label=false --timestamp "$LAYER_EPOCH" \
       "$ctr" "$base" >/dev/null
+    echo "$BASE_KEY" > "$C/base.key"
+    rm -f "$C/deps.key"
   fi
 
   deps_key="$( { echo "$BASE_KEY"; cat "$WHEELS/SHA256SUMS"; printf '%s\n' "${INSTALL_OPTS[@]}" "${COMPILE[@]}" \
     "$(declare -f phase2 strip_extensions build_run)" "$IMPORT_EXTENSIONS"; } \
     | sha | cut -c1-16)"
-  deps="localhost/airgap-deps:$deps_key"
-  if ! image_exists "$deps"; then
+  if ! built "$deps" "$deps_key"; then
     say "layer 2: runtime dependencies, offline from $(ls "$WHEELS"/*.whl | wc -l) wheels"
     new_container "$base"; ctr="$CTR"
     build_run "$ctr" /usr/bin/python3 -m venv --without-pip /app/venv
@@ -345,6 +366,7 @@ phase2() {
     build_run "$ctr" sh -c 'rm -f /app/venv/bin/activate* /app/venv/bin/Activate.ps1'
     buildah commit --quiet --rm --omit-history --identity-label=false --timestamp "$LAYER_EPOCH" \
       "$ctr" "$deps" >/dev/null
+    echo "$deps_key" > "$C/deps.key"
   fi
 
   say "layer 3: airgap $VERSION ($REVISION)"
@@ -373,12 +395,7 @@ phase2() {
   buildah commit --quiet --rm --omit-history --identity-label=false --timestamp "$SOURCE_DATE_EPOCH" \
     "$ctr" "$TAG" >/dev/null
 
-  # Keep the store small: older base/dependency layers and images left untagged by this build go.
-  local old
-  for old in $(buildah images --format '{{.Name}}:{{.Tag}}' | grep -E '^localhost/airgap-(base|deps):' || true); do
-    case "$old" in "$base"|"$deps") ;; *) buildah rmi "$old" >/dev/null 2>&1 || say "kept $old (in use)" ;; esac
-  done
-  buildah rmi --prune >/dev/null 2>&1 || true
+  buildah rmi --prune >/dev/null 2>&1 || true  # images this build left untagged (older bases, deps, builds)
 
   say "OCI archive: $OUTPUT"
   mkdir -p "$(dirname "$OUTPUT")"
