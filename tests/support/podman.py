@@ -8,8 +8,13 @@ handles them, so tests can run the image that script built (same default state d
    mount namespace (``unshare -m --propagation private``) with a tmpfs over ``/sys/fs/cgroup/unified``.
 3. Host state stays untouched: in that namespace ``/run`` is our ``run/`` directory and ``/dev/null`` our own
    null device (``podman exec`` without ``-i`` once chowned the host's), and ``CONTAINERS_CONF``,
-   ``CONTAINERS_STORAGE_CONF``, ``CONTAINERS_REGISTRIES_CONF`` and ``TMPDIR`` point into the state directory.
-   Always pass ``-i`` to ``podman exec`` all the same.
+   ``CONTAINERS_STORAGE_CONF``, ``CONTAINERS_REGISTRIES_CONF``, ``TMPDIR`` and ``LIBMOUNT_UTAB`` (``mount``
+   writes ``/run/mount/utab`` otherwise) point into the state directory. ``/var/lib`` is read-only there:
+   containers/image keeps its blob-info cache in ``/var/lib/containers/cache`` for root whatever the storage
+   configuration, and falls back to memory when it cannot (so the state directory must not be under
+   ``/var/lib``). ``/var/tmp`` is our ``tmp/``: ``podman load`` unpacks an OCI archive there whatever ``TMPDIR``
+   and ``image_copy_tmp_dir`` say. ``lock_type = "file"`` keeps podman's locks in our ``run/`` instead of a
+   ``libpod_lock`` segment in the host's ``/dev/shm``. Always pass ``-i`` to ``podman exec`` all the same.
 
 Each call gets a namespace of its own; what persists between calls (storage, the runtime's state under ``run/``)
 lives in the state directory, so ``podman run -d`` in one call and ``podman rm -f`` in another work together.
@@ -43,9 +48,12 @@ DEFAULT_STATE = Path(os.environ.get("AIRGAP_IMAGE_WORKDIR", Path.home() / ".cach
 _CONFINE = r"""
 set -e
 state="$1"; shift
-if [ -d /sys/fs/cgroup/unified ]; then mount -t tmpfs -o size=64k,mode=755 none /sys/fs/cgroup/unified; fi
 mount --bind "$state/run" /run
 mount --bind "$state/null" /dev/null
+if [ -d /sys/fs/cgroup/unified ]; then mount -t tmpfs -o size=64k,mode=755 none /sys/fs/cgroup/unified; fi
+mount --bind /var/lib /var/lib
+mount -o remount,bind,ro /var/lib
+mount --bind "$state/tmp" /var/tmp
 exec "$@"
 """
 
@@ -57,6 +65,8 @@ cgroups = "disabled"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 runtime = "crun"
+image_copy_tmp_dir = "{tmp}"
+lock_type = "file"
 """
 
 
@@ -80,11 +90,13 @@ class Podman:
     def create(cls, state: Path | None = None) -> Podman:
         """Lay out ``state`` (config files, storage, run, tmp, the null device) if needed and return the handle."""
         state = Path(state or DEFAULT_STATE).resolve()
+        if state.is_relative_to("/var/lib") or state.is_relative_to("/run"):
+            raise ValueError(f"{state}: podman's state must not be under /var/lib or /run (read-only or hidden there)")
         conf = state / "conf"
         for sub in ("conf", "storage", "run", "tmp"):
             (state / sub).mkdir(parents=True, exist_ok=True)
         files = {
-            "containers.conf": _CONTAINERS_CONF,
+            "containers.conf": _CONTAINERS_CONF.format(tmp=state / "tmp"),
             "storage.conf": f'[storage]\ndriver = "overlay"\ngraphroot = "{state}/storage"\n'
                             f'runroot = "{state}/run/storage"\n',
             "registries.conf": "unqualified-search-registries = []\n",
@@ -108,7 +120,8 @@ class Podman:
                 "CONTAINERS_STORAGE_CONF": str(conf / "storage.conf"),
                 "CONTAINERS_REGISTRIES_CONF": str(conf / "registries.conf"),
                 "REGISTRY_AUTH_FILE": str(conf / "auth.json"),
-                "TMPDIR": str(self.state / "tmp"), "BUILDAH_ISOLATION": "oci"}
+                "TMPDIR": str(self.state / "tmp"), "BUILDAH_ISOLATION": "oci",
+                "LIBMOUNT_UTAB": str(self.state / "utab")}
 
     def command(self, *args: str, tool: str = "podman") -> list[str]:
         """The argv that runs ``tool args...`` confined (pass it to subprocess with ``env=self.env()``)."""
@@ -158,7 +171,8 @@ def running_container(podman: Podman, image: str, args: Sequence[str] = (), *, o
     is given it is polled every 20 ms until it returns True (``Container.ready_after`` records how long that
     took from the start), failing with the container's output if the container exits first or ``timeout``
     passes. On exit the container gets SIGTERM (podman run forwards it; ``--rm`` removes the container), and
-    is force-removed if it has not stopped within 10 s.
+    is force-removed if it has not stopped within 10 s; its log file (``log_dir``, default the state's
+    ``tmp/``) is removed unless the block raised.
     """
     name = name or f"airgap-test-{uuid.uuid4().hex[:12]}"
     log_dir = log_dir or podman.state / "tmp"
@@ -169,6 +183,7 @@ def running_container(podman: Podman, image: str, args: Sequence[str] = (), *, o
         process = podman.popen("run", "--rm", "--name", name, *options, image, *args,
                                stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
     container = Container(name, process, log, started)
+    failed = True
     try:
         if ready is not None:
             deadline = started + timeout
@@ -183,8 +198,11 @@ def running_container(podman: Podman, image: str, args: Sequence[str] = (), *, o
                     raise TimeoutError(f"container {name} not ready after {timeout:g} s:\n{container.output()[-4000:]}")
                 time.sleep(0.02)
         yield container
+        failed = False
     finally:
         stop_container(podman, container)
+        if not failed:
+            log.unlink(missing_ok=True)  # kept when something failed, for a look
 
 
 def stop_container(podman: Podman, container: Container, grace: float = 10.0) -> int | None:
