@@ -92,6 +92,10 @@ class Verifier:
         return self._repo(str(local or ref))
 
     def verify(self, ref: str) -> VerificationResult:
+        """Decide whether the image ``ref`` (served by the local registry) may run, with the evidence: resolved
+        and hashed there, translated back to its upstream identities, judged by the policies that apply (on a
+        site, those of the bundles that loaded it). Fails closed: anything that cannot be fetched, parsed or
+        checked is a denial with its reason, never an exception."""
         from airgap.checks import cosign
         from airgap.refs import translate
         from airgap.verification import discover
@@ -164,6 +168,13 @@ class Verifier:
                                   decision="deny", reasons=[reason], policy_digest=self._policy.digest,
                                   trust_digest=self.trust.digest)
 
+    async def averify(self, ref: str) -> VerificationResult:
+        """:meth:`verify` for asyncio callers: the same code path, run on the loop's default executor (registry
+        I/O and crypto are blocking), so the event loop stays free."""
+        import asyncio
+
+        return await asyncio.get_running_loop().run_in_executor(None, self.verify, ref)
+
     def verify_many(self, images: Sequence[str], jobs: int = 8) -> list[VerificationResult]:
         """Verify several refs concurrently over one connection pool; results in input order."""
         if len(images) <= 1:
@@ -172,6 +183,16 @@ class Verifier:
 
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(images)))) as pool:
             return list(pool.map(self.verify, images))
+
+
+async def verify_image_async(ref: str, trust: Trust, *, policy: PolicySet | None = None,
+                             client: RegistryClient | None = None, aliases: Aliases | None = None,
+                             signature_repos: Sequence[str] | None = None) -> VerificationResult:
+    """:func:`verify_image` for asyncio callers (see :meth:`Verifier.averify`)."""
+    if signature_repos is None:
+        env = os.environ.get("COSIGN_REPOSITORY")
+        signature_repos = [env] if env else []
+    return await Verifier(trust, policy, client, aliases, signature_repos).averify(ref)
 
 
 def _combine(ref: str, digest: str, upstreams: Sequence[refs.Reference],
