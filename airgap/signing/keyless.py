@@ -1,0 +1,463 @@
+"""Keyless signing on the connected side: an OIDC identity token buys a short-lived Fulcio certificate for an
+ephemeral key, and everything signed with it is recorded in a Rekor log, as cosign does without ``--key``.
+
+Which Sigstore: ``--signing-config`` (sigstore's ``signing_config.json``, as cosign v3 reads it; its Rekor v1
+log and Fulcio are used), ``--fulcio-url``/``--rekor-url`` (which override it), else the public-good instance
+named in the signing config shipped inside sigstore-python. ``--trusted-root`` is what checks what they return
+(the public-good root shipped with sigstore-python when none is given, which only fits the public-good
+services: a private Sigstore must come with its root).
+
+The protocol is sigstore-python 4.5.x's: :class:`sigstore.sign.SigningContext` holds its Fulcio and Rekor v1
+clients and the trusted root, and its :class:`sigstore.sign.Signer` requests the certificate (a CSR as proof
+of possession) and checks its SCT; ``Signer.sign_artifact`` signs and logs a legacy payload (hashedrekord).
+DSSE signatures (bundles, attestations) are logged through the same Rekor client with the exact envelope
+bytes airgap writes (sigstore-python's own ``sign_dsse`` only takes in-toto v1 statements with named
+subjects, which cosign's are not). Private pieces used, pinned to sigstore 4.5.x: ``Signer._private_key``,
+``Signer._signing_cert``, ``FulcioClient.session``, ``RekorClient._session``, ``dsse.Envelope._from_json``
+and ``Bundle._from_parts``.
+
+Threat model: Fulcio and Rekor are trusted only as far as the trusted root vouches for what they return.
+The certificate must be for our key and chain to the root; every log entry is checked (SET, inclusion proof,
+body about this very signature) by :mod:`airgap.checks` before anything is pushed (see
+:func:`check_before_push`). Every request has a deadline: connect and read timeouts per request, and one
+overall deadline for the Sigstore calls of a run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airgap.errors import ConfigError, Error, IntegrityError, TransportError, VerificationError, first_line
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509 import Certificate
+
+    from airgap.checks.outcome import KeylessAuthority
+    from airgap.checks.roots import TrustedRoot
+    from airgap.keys.public import PublicKey
+
+ENV_TOKEN = "SIGSTORE_ID_TOKEN"  # noqa: S105  (the variable's name, not a token)
+AUDIENCE = "sigstore"
+_PUBLIC_GOOD_STORE = "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev"
+_LOOPBACK = ("localhost", "::1")
+
+
+class IdentityTokenError(ConfigError):
+    """The identity token is missing, malformed, for another audience, or outside its validity."""
+
+
+# ---- where: the Sigstore instance ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Services:
+    """A Sigstore instance to sign with: Fulcio and Rekor (v1) URLs, the root that checks their answers, and
+    the deadlines of the calls to them (seconds: per connect, per read, and for all calls of one run)."""
+
+    fulcio_url: str
+    rekor_url: str
+    trusted_root: TrustedRoot
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    timeout: float = 180.0
+
+
+def _check_url(url: str, what: str) -> str:
+    """http(s) URLs only, plain HTTP only on loopback (the identity token must not cross a network in clear)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{what} {url!r} is not an http(s) URL")
+    if parts.scheme == "http" and not (parts.hostname in _LOOPBACK or parts.hostname.startswith("127.")):
+        raise ConfigError(f"{what} {url!r}: plain HTTP is only allowed to a loopback address")
+    return url.rstrip("/")
+
+
+def _signing_config_urls(data: bytes, what: str) -> tuple[str, str]:
+    """(Fulcio URL, Rekor v1 URL) from a sigstore ``signing_config.json`` (v0.2), through sigstore-python's
+    parser (valid services only, one per operator, Rekor v1 because cosign v2 annotations need a SET)."""
+    from sigstore.models import SigningConfig
+    from sigstore_models.trustroot import v1 as trustroot_v1
+
+    try:
+        config = SigningConfig(trustroot_v1.SigningConfig.from_json(data), tlog_version=1)
+        fulcio, rekor = config.get_fulcio(), config.get_tlogs()[0]
+    except Exception as exc:  # pydantic and sigstore errors alike: the file is unusable, say so in one line
+        raise ConfigError(f"{what}: not a usable signing config ({first_line(exc)})") from None
+    rekor_url = str(getattr(rekor, "url", ""))
+    return str(fulcio.url), rekor_url.removesuffix("/api/v1")
+
+
+def _public_good_signing_config() -> bytes:
+    from importlib import resources
+
+    try:
+        return (resources.files("sigstore") / "_store" / _PUBLIC_GOOD_STORE / "signing_config.v0.2.json").read_bytes()
+    except (OSError, ModuleNotFoundError) as exc:
+        raise ConfigError(f"the sigstore package ships no public-good signing config ({exc})") from None
+
+
+def resolve_services(*, signing_config: str | None = None, fulcio_url: str | None = None,
+                     rekor_url: str | None = None, trusted_root: str | None = None,
+                     connect_timeout: float = 10.0, read_timeout: float = 60.0,
+                     timeout: float = 180.0) -> Services:
+    """The Sigstore instance the flags name (see the module docstring)."""
+    from airgap.checks.roots import TrustedRoot
+
+    if signing_config is not None:
+        try:
+            data = Path(signing_config).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"signing config {signing_config}: {exc.strerror or exc}") from None
+        config_fulcio, config_rekor = _signing_config_urls(data, f"signing config {signing_config}")
+    else:
+        config_fulcio, config_rekor = _signing_config_urls(_public_good_signing_config(),
+                                                           "public-good signing config")
+    private = signing_config is not None or fulcio_url is not None or rekor_url is not None
+    if trusted_root is not None:
+        root = TrustedRoot.from_file(trusted_root)
+    elif private:
+        raise ConfigError("--signing-config/--fulcio-url/--rekor-url name a private Sigstore: give its root "
+                          "with --trusted-root")
+    else:
+        root = TrustedRoot.public_good()
+    return Services(_check_url(fulcio_url or config_fulcio, "Fulcio URL"),
+                    _check_url(rekor_url or config_rekor, "Rekor URL"), root,
+                    connect_timeout=connect_timeout, read_timeout=read_timeout, timeout=timeout)
+
+
+# ---- who: the identity token --------------------------------------------------------------------------
+
+def read_identity_token(value: str | None) -> str | None:
+    """``--identity-token``: the token, ``@FILE``, or (as cosign) the path of a file holding it; else the
+    ``SIGSTORE_ID_TOKEN`` environment variable; None when there is neither."""
+    value = value if value is not None else os.environ.get(ENV_TOKEN)
+    if value is None or not value.strip():
+        return None
+    path = value[1:] if value.startswith("@") else value if os.path.isfile(value) else None
+    if path is not None:
+        try:
+            value = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IdentityTokenError(f"identity token file {path}: {getattr(exc, 'strerror', None) or exc}"
+                                     ) from None
+        if not value.strip():
+            raise IdentityTokenError(f"identity token file {path} is empty")
+    return value.strip()
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What the (unverified) token says: Fulcio verifies it; we only refuse what Fulcio would refuse anyway."""
+
+    identity: str
+    issuer: str
+    expires: datetime
+
+
+def parse_identity_token(raw: str) -> Any:
+    """A sigstore ``IdentityToken`` for ``raw``, with its errors turned into one line each: not a JWT, a
+    missing claim, audience not ``sigstore``, expired or not yet valid."""
+    import jwt
+    from sigstore.oidc import IdentityError, IdentityToken
+
+    try:
+        return IdentityToken(raw, client_id=AUDIENCE)
+    except IdentityError as exc:
+        cause = exc.__cause__
+        try:
+            claims = jwt.decode(raw, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise IdentityTokenError("identity token: not a JWT") from None
+        if isinstance(cause, jwt.ExpiredSignatureError) or (
+                cause is None and isinstance(claims.get("exp"), int | float) and claims["exp"] <= time.time()):
+            when = datetime.fromtimestamp(claims["exp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            raise IdentityTokenError(f"identity token expired at {when}: get a fresh one") from None
+        if isinstance(cause, jwt.InvalidAudienceError):
+            raise IdentityTokenError(f"identity token is for audience {claims.get('aud')!r}, not {AUDIENCE!r}"
+                                     ) from None
+        if isinstance(cause, jwt.MissingRequiredClaimError):
+            raise IdentityTokenError(f"identity token lacks the {cause.claim!r} claim") from None
+        if isinstance(cause, jwt.ImmatureSignatureError) or cause is None:
+            raise IdentityTokenError("identity token is not valid yet") from None
+        raise IdentityTokenError(f"identity token: {first_line(cause)}") from None
+
+
+def token_info(token: Any) -> TokenInfo:
+    """Identity (the ``email`` claim when there is one, as Fulcio binds it, else sigstore's choice) and issuer."""
+    claims = token._unverified_claims  # sigstore 4.5.x: the decoded claims
+    identity = str(claims.get("email") or token.identity)
+    return TokenInfo(identity, str(token.issuer), datetime.fromtimestamp(int(claims["exp"]), UTC))
+
+
+# ---- how: deadlines on sigstore-python's HTTP sessions ---------------------------------------------------
+
+def _session(services: Services, started: float) -> Any:
+    """A ``requests`` session whose every request gets connect/read timeouts, cut to what is left of the
+    run's overall deadline (sigstore-python's clients set none)."""
+    import requests
+
+    class DeadlineSession(requests.Session):
+        def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+            left = started + services.timeout - time.monotonic()
+            if left <= 0:
+                raise requests.Timeout(f"deadline of {services.timeout:g}s passed")
+            kwargs["timeout"] = (min(services.connect_timeout, left), min(services.read_timeout, left))
+            kwargs.setdefault("allow_redirects", False)
+            return super().request(method, url, *args, **kwargs)
+
+    session = DeadlineSession()
+    session.headers.update({"User-Agent": "airgap/0.1 (sigstore-python)"})
+    return session
+
+
+def _http_message(response: Any) -> str:
+    """``HTTP 401: <message>`` from a Fulcio/Rekor error response (their JSON ``message``; untrusted: one
+    line, printable, bounded)."""
+    detail = ""
+    try:
+        doc = response.json()
+        if isinstance(doc, dict) and isinstance(doc.get("message"), str):
+            detail = doc["message"]
+    except ValueError:
+        detail = response.text[:200] if isinstance(response.text, str) else ""
+    detail = "".join(c if c.isprintable() else " " for c in detail.splitlines()[0] if detail)[:200] if detail else ""
+    return f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
+
+
+def _transport_error(exc: BaseException, service: str, url: str, services: Services) -> Error:
+    """One line for a failed call to ``service`` at ``url``."""
+    import requests
+
+    if isinstance(exc, requests.Timeout):
+        return TransportError(f"{service} at {url} did not answer in time (timeouts {services.connect_timeout:g}s "
+                              f"connect, {services.read_timeout:g}s read, {services.timeout:g}s in all)")
+    if isinstance(exc, requests.ConnectionError):
+        return TransportError(f"{service} at {url} is unreachable ({_reason(exc)})")
+    response = getattr(exc, "response", None)
+    if response is None and exc.__cause__ is not None:
+        response = getattr(exc.__cause__, "response", None)
+    if response is not None:
+        return TransportError(f"{service} at {url} refused the request ({_http_message(response)})")
+    return TransportError(f"{service} at {url} failed: {first_line(exc)}")
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a connection error, briefly (``Connection refused``, a DNS failure ...)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = first_line(exc)
+    return text.split("] ", 1)[-1] if "] " in text else text
+
+
+# ---- the signer ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LoggedEntry:
+    """A Rekor v1 entry as a sigstore bundle's ``tlogEntries[0]`` holds it (protobuf JSON)."""
+
+    tlog: dict[str, Any]
+
+    @property
+    def log_index(self) -> int:
+        return int(self.tlog["logIndex"])
+
+    def cosign_annotation(self) -> str:
+        """The ``dev.sigstore.cosign/bundle`` annotation as cosign v2 writes it (Go JSON, field order kept)."""
+        from airgap.signing.attach import go_json
+
+        try:
+            doc = {"SignedEntryTimestamp": self.tlog["inclusionPromise"]["signedEntryTimestamp"],
+                   "Payload": {"body": self.tlog["canonicalizedBody"],
+                               "integratedTime": int(self.tlog["integratedTime"]),
+                               "logIndex": int(self.tlog["logIndex"]),
+                               "logID": base64.b64decode(self.tlog["logId"]["keyId"]).hex()}}
+        except (KeyError, TypeError, ValueError):
+            raise IntegrityError("Rekor returned an entry without SET, integrated time or log id") from None
+        return go_json(doc).decode()
+
+
+class KeylessSigner:
+    """An ephemeral P-256 key with a Fulcio certificate for one identity token, and a Rekor v1 log.
+
+    Satisfies :class:`airgap.keys.private.Signer` (``public_key``, ``sign``), so DSSE envelopes are made by
+    the same code as with a key. One certificate serves every signature of a run (it lives ten minutes).
+    """
+
+    def __init__(self, token: str, services: Services) -> None:
+        from sigstore._internal.fulcio.client import FulcioClient
+        from sigstore._internal.rekor.client import RekorClient
+        from sigstore.sign import Signer, SigningContext
+
+        self.services = services
+        self._token = parse_identity_token(token)
+        self.token = token_info(self._token)
+        started = time.monotonic()
+        session = _session(services, started)
+
+        class _Rekor(RekorClient):
+            @property
+            def _session(self) -> Any:  # sigstore 4.5.x: a lazily made thread-local session
+                return session
+
+        fulcio = FulcioClient(services.fulcio_url)
+        fulcio.session = session
+        self._rekor = _Rekor(services.rekor_url)
+        context = SigningContext(fulcio=fulcio, rekor=self._rekor, trusted_root=services.trusted_root.to_sigstore())
+        self._signer = self._call("Fulcio", services.fulcio_url, lambda: Signer(self._token, context, cache=True))
+        self._key: ec.EllipticCurvePrivateKey = self._signer._private_key
+        self.certificate: Certificate = self._signer._signing_cert()
+        self.chain = self._check_certificate()
+        from airgap.checks.keyless import issuer_of, subject_of
+
+        self.identity, self.issuer = subject_of(self.certificate), issuer_of(self.certificate) or ""
+
+    def _call(self, service: str, url: str, fn: Any) -> Any:
+        """Run one Fulcio/Rekor exchange, turning every way it can fail into one line."""
+        import requests
+        from sigstore._internal.fulcio.client import FulcioClientError
+        from sigstore._internal.rekor import RekorClientError
+        from sigstore.errors import Error as SigstoreError
+        from sigstore.oidc import ExpiredIdentity
+
+        try:
+            return fn()
+        except ExpiredIdentity:
+            raise IdentityTokenError("identity token expired before Fulcio was asked") from None
+        except (requests.RequestException, FulcioClientError, RekorClientError) as exc:
+            raise _transport_error(exc, service, url, self.services) from None
+        except SigstoreError as exc:  # e.g. an SCT that no CT log key of the trusted root verifies
+            raise VerificationError(f"{service} at {url} returned something the trusted root does not "
+                                    f"verify: {first_line(exc)}") from None
+        except (ValueError, KeyError, TypeError) as exc:  # a malformed answer (pydantic errors are ValueErrors)
+            raise IntegrityError(f"{service} at {url} returned a malformed answer ({first_line(exc)})") from None
+
+    def _check_certificate(self) -> list[Certificate]:
+        """The certificate is for our key and chains to the trusted root now; returns its chain."""
+        from airgap.checks.keyless import CertError, verify_chain
+        from airgap.keys.public import spki_der
+
+        url = self.services.fulcio_url
+        if spki_der(self.certificate.public_key()) != spki_der(self._key.public_key()):  # type: ignore[arg-type]
+            raise IntegrityError(f"Fulcio at {url} certified another key than ours")
+        try:
+            return verify_chain(self.certificate, [], self.services.trusted_root, datetime.now(UTC))
+        except CertError as exc:
+            raise VerificationError(f"Fulcio at {url} returned a certificate the trusted root does not "
+                                    f"verify: {exc}") from None
+
+    # -- the Signer protocol (airgap.keys.private.Signer) --
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._key.public_key()
+
+    def sign(self, data: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        return self._key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+    # -- what goes next to a signature --
+
+    @property
+    def certificate_pem(self) -> str:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return self.certificate.public_bytes(Encoding.PEM).decode()
+
+    @property
+    def chain_pem(self) -> str:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return "".join(c.public_bytes(Encoding.PEM).decode() for c in self.chain)
+
+    @property
+    def authority(self) -> KeylessAuthority:
+        """The authority our own signatures must satisfy before they are pushed: this identity, this root."""
+        from airgap.checks.keyless import Identity
+        from airgap.checks.outcome import KeylessAuthority
+
+        return KeylessAuthority((Identity(issuer=self.issuer, subject=self.identity),), self.services.trusted_root)
+
+    def describe(self) -> str:
+        not_after = self.certificate.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return (f"keyless: {self.identity} from {self.issuer} (certificate from {self.services.fulcio_url}, "
+                f"valid until {not_after}); logging to {self.services.rekor_url}")
+
+    # -- signing and logging --
+
+    def sign_artifact(self, payload: bytes) -> tuple[bytes, LoggedEntry]:
+        """Sign ``payload`` and log it (hashedrekord v0.0.1): what cosign v2 ``sign`` does keylessly."""
+        bundle = self._call("Rekor", self.services.rekor_url, lambda: self._signer.sign_artifact(payload))
+        doc = json.loads(bundle.to_json())
+        signature = base64.b64decode(doc["messageSignature"]["signature"])
+        return signature, LoggedEntry(doc["verificationMaterial"]["tlogEntries"][0])
+
+    def log_dsse(self, envelope: bytes) -> tuple[Any, LoggedEntry]:
+        """Log a DSSE envelope (``envelope`` are its exact JSON bytes) as a dsse v0.0.1 entry; returns the
+        sigstore ``TransparencyLogEntry`` and the entry as bundle JSON."""
+        from sigstore._internal.rekor import EntryRequestBody
+
+        request = EntryRequestBody({"apiVersion": "0.0.1", "kind": "dsse", "spec": {"proposedContent": {
+            "envelope": envelope.decode(), "verifiers": [base64.b64encode(self.certificate_pem.encode()).decode()]}}})
+        entry = self._call("Rekor", self.services.rekor_url, lambda: self._rekor.create_entry(request))
+        return entry, LoggedEntry(json.loads(entry._inner.to_json()))
+
+    def log_intoto(self, envelope: bytes) -> LoggedEntry:
+        """Log a DSSE envelope as an intoto v0.0.1 entry (cosign v2 ``attest --rekor-entry-type intoto``).
+        sigstore-python reads no intoto answers, so the Rekor v1 answer is read here."""
+        request = {"apiVersion": "0.0.1", "kind": "intoto", "spec": {
+            "content": {"envelope": envelope.decode()},
+            "publicKey": base64.b64encode(self.certificate_pem.encode()).decode()}}
+        url = self.services.rekor_url
+
+        def post() -> dict[str, Any]:
+            response = self._rekor._session.post(f"{self._rekor.url}/log/entries", json=request)
+            if response.status_code != 201:
+                import requests
+
+                raise requests.HTTPError(f"HTTP {response.status_code}", response=response)
+            doc = response.json()
+            if not isinstance(doc, dict) or len(doc) != 1:
+                raise ValueError("expected one entry")
+            (record,) = doc.values()
+            promise, proof = record["verification"]["signedEntryTimestamp"], record["verification"]["inclusionProof"]
+            return {"logIndex": str(int(record["logIndex"])),
+                    "logId": {"keyId": base64.b64encode(bytes.fromhex(record["logID"])).decode()},
+                    "kindVersion": {"kind": "intoto", "version": "0.0.1"},
+                    "integratedTime": str(int(record["integratedTime"])),
+                    "inclusionPromise": {"signedEntryTimestamp": str(promise)},
+                    "inclusionProof": proof, "canonicalizedBody": str(record["body"])}
+
+        return LoggedEntry(self._call("Rekor", url, post))
+
+    def dsse_bundle(self, envelope: bytes) -> tuple[bytes, LoggedEntry]:
+        """A sigstore bundle v0.3 for a DSSE envelope: the certificate, the logged dsse entry (SET and
+        inclusion proof), the envelope (cosign v3's keyless ``sign``/``attest``)."""
+        from sigstore.dsse import Envelope
+        from sigstore.models import Bundle
+
+        entry, logged = self.log_dsse(envelope)
+        bundle = self._call("Rekor", self.services.rekor_url,
+                            lambda: Bundle._from_parts(self.certificate, Envelope._from_json(envelope), entry))
+        return bundle.to_json().encode(), logged
+
+
+def check_before_push(outcome: Any, services: Services) -> None:
+    """Refuse to push a signature whose own verification failed: name the service whose answer is at fault."""
+    if outcome.ok:
+        return
+    failed = next((c.name for c in outcome.checks if not c.ok), "")
+    service, url = (("Rekor", services.rekor_url) if failed == "tlog" else
+                    ("Fulcio", services.fulcio_url) if failed in ("certificate", "chain", "sct") else
+                    ("Fulcio/Rekor", services.rekor_url))
+    raise IntegrityError(f"{service} at {url} returned an entry that does not verify ({outcome.reason}); "
+                         "nothing was pushed")
