@@ -246,7 +246,12 @@ def _transport_error(exc: BaseException, service: str, url: str, services: Servi
         response = getattr(exc.__cause__, "response", None)
     if response is not None:
         return TransportError(f"{service} at {url} refused the request ({_http_message(response)})")
-    return TransportError(f"{service} at {url} failed: {first_line(exc)}")
+    text = "".join(c if c.isprintable() else " " for c in first_line(exc))[:300]
+    if text[:3].isdigit() and text[3:5] == ": ":  # sigstore's RekorClientError: "<code>: <message>"
+        return TransportError(f"{service} at {url} refused the request (HTTP {text})")
+    if text.startswith("Rekor returned an unknown error with HTTP "):
+        return TransportError(f"{service} at {url} refused the request (HTTP {text.rsplit(' ', 1)[-1]})")
+    return TransportError(f"{service} at {url} failed: {text}")
 
 
 def _reason(exc: BaseException) -> str:
@@ -348,10 +353,14 @@ class KeylessSigner:
         if spki_der(self.certificate.public_key()) != spki_der(self._key.public_key()):  # type: ignore[arg-type]
             raise IntegrityError(f"Fulcio at {url} certified another key than ours")
         try:
-            return verify_chain(self.certificate, [], self.services.trusted_root, datetime.now(UTC))
+            path = verify_chain(self.certificate, [], self.services.trusted_root, datetime.now(UTC))
         except CertError as exc:
             raise VerificationError(f"Fulcio at {url} returned a certificate the trusted root does not "
                                     f"verify: {exc}") from None
+        for authority in self.services.trusted_root.fulcio:  # the whole CA chain up to its root, as Fulcio sends it
+            if path[0] in authority.certificates:
+                return list(authority.certificates[authority.certificates.index(path[0]):])
+        return path
 
     # -- the Signer protocol (airgap.keys.private.Signer) --
 
@@ -456,7 +465,8 @@ def check_before_push(outcome: Any, services: Services) -> None:
     if outcome.ok:
         return
     failed = next((c.name for c in outcome.checks if not c.ok), "")
-    service, url = (("Rekor", services.rekor_url) if failed == "tlog" else
+    about_log = any(word in outcome.reason for word in ("log entry", "SET", "inclusion", "checkpoint", "Rekor"))
+    service, url = (("Rekor", services.rekor_url) if failed == "tlog" or about_log else
                     ("Fulcio", services.fulcio_url) if failed in ("certificate", "chain", "sct") else
                     ("Fulcio/Rekor", services.rekor_url))
     raise IntegrityError(f"{service} at {url} returned an entry that does not verify ({outcome.reason}); "

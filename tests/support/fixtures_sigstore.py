@@ -59,7 +59,7 @@ def mini_oidc() -> MiniOIDC:
 
 
 @pytest.fixture(scope="session")
-def _sigstore_server(mini_sigstore: MiniSigstore, mini_oidc: MiniOIDC) -> Iterator[SigstoreServer]:
+def mini_sigstore_server(mini_sigstore: MiniSigstore, mini_oidc: MiniOIDC) -> Iterator[SigstoreServer]:
     server = SigstoreServer(mini_sigstore, [mini_oidc, MiniOIDC("https://rsa.oidc.airgap.test", algorithm="RS256")])
     server.start()
     try:
@@ -69,13 +69,13 @@ def _sigstore_server(mini_sigstore: MiniSigstore, mini_oidc: MiniOIDC) -> Iterat
 
 
 @pytest.fixture
-def sigstore_server(_sigstore_server: SigstoreServer) -> Iterator[SigstoreServer]:
+def sigstore_server(mini_sigstore_server: SigstoreServer) -> Iterator[SigstoreServer]:
     """The Mini Sigstore's Fulcio v2 + Rekor v1 over HTTP (one per session), its faults cleared around each test."""
-    _sigstore_server.reset()
+    mini_sigstore_server.reset()
     try:
-        yield _sigstore_server
+        yield mini_sigstore_server
     finally:
-        _sigstore_server.reset()
+        mini_sigstore_server.reset()
 
 
 def _client(registry: Registry) -> Any:

@@ -15,7 +15,8 @@ keys of a :class:`~support.minisigstore.MiniSigstore`:
 - ``GET /oidc/.well-known/openid-configuration`` and ``/oidc/jwks``: the issuer's discovery documents.
 
 Faults for failure tests: ``fulcio_status``/``rekor_status`` (answer that HTTP status), ``hang`` (sleep that
-many seconds before answering anything), ``rekor_fault="other-body"`` (a validly signed entry about something
+many seconds before answering anything), ``rekor_fail_after`` (log that many entries, then 503),
+``rekor_fault="other-body"`` (a validly signed entry about something
 else) or ``"bad-set"`` (a broken SET). ``requests`` records ``(method, path)`` of every request.
 """
 
@@ -87,6 +88,7 @@ class SigstoreServer:
         self.rekor_status: int | None = None
         self.rekor_fault: str | None = None
         self.hang = 0.0
+        self.rekor_fail_after: int | None = None  # entries logged before Rekor starts failing (503)
         self.requests: list[tuple[str, str]] = []
         self.entries: list[LogEntry] = []
         self._lock = threading.Lock()
@@ -112,6 +114,7 @@ class SigstoreServer:
         """Clear the faults (not the log)."""
         self.fulcio_status = self.rekor_status = None
         self.rekor_fault = None
+        self.rekor_fail_after = None
         self.hang = 0.0
 
     def signing_config(self, *, fulcio: str | None = None, rekor: str | None = None) -> dict[str, Any]:
@@ -259,6 +262,10 @@ class SigstoreServer:
                         body = self._body()
                         if server.rekor_status:
                             raise _Refused(server.rekor_status, "rekor is failing (test fault)")
+                        if server.rekor_fail_after is not None:
+                            if server.rekor_fail_after <= 0:
+                                raise _Refused(503, "rekor is failing (test fault)")
+                            server.rekor_fail_after -= 1
                         self._send(201, server._log_entry(body))
                     else:
                         raise _Refused(404, f"no route {method} {self.path}")
