@@ -9,7 +9,8 @@ keys of a :class:`~support.minisigstore.MiniSigstore`:
   or ``publicKeyRequest`` (a signature over the token's email or subject). The token must be a JWT signed by a
   trusted issuer's key (its JWKS; RS256 or ES256), for audience ``sigstore``, within its validity. The
   certificate binds the ``email`` claim (an email SAN) or else the ``sub`` claim (a URI SAN) and the token's
-  ``iss`` (issuer extensions), with an embedded SCT. Answers ``signedCertificateEmbeddedSct.chain``.
+  ``iss`` (issuer extensions), with an embedded SCT. Answers ``signedCertificateEmbeddedSct.chain``. The legacy
+  ``POST /api/v1/signingCert`` (cosign v2: ``publicKey`` + ``signedEmailAddress``) answers the PEM chain.
 - ``POST /api/v1/log/entries`` (Rekor v1): hashedrekord, intoto and dsse 0.0.1 proposals; signatures are checked
   and the entry canonicalized as Rekor does; answers ``201 {uuid: entry}`` with SET and inclusion proof.
 - ``GET /oidc/.well-known/openid-configuration`` and ``/oidc/jwks``: the issuer's discovery documents.
@@ -171,6 +172,18 @@ class SigstoreServer:
         chain = [cert, self.sigstore.intermediate_cert, self.sigstore.root_cert]
         return {"signedCertificateEmbeddedSct": {"chain": {"certificates": [cert_pem(c).decode() for c in chain]}}}
 
+    def _signing_cert_v1(self, headers: Any, body: dict[str, Any]) -> bytes:
+        """Fulcio's legacy v1 API (what cosign v2 calls): a PEM public key and a signature over the token's
+        email or subject in, the PEM chain (leaf first) out."""
+        try:
+            key = body["publicKey"]["content"]
+            request = {"publicKeyRequest": {"publicKey": {"content": base64.b64decode(key).decode()},
+                                            "proofOfPossession": body["signedEmailAddress"]}}
+        except (KeyError, TypeError, ValueError):
+            raise _Refused(400, "needs publicKey.content and signedEmailAddress") from None
+        chain = self._signing_cert(headers, request)["signedCertificateEmbeddedSct"]["chain"]["certificates"]
+        return "".join(chain).encode()
+
     @staticmethod
     def _proof_of_possession(body: dict[str, Any], identity: str) -> Any:
         try:
@@ -224,10 +237,13 @@ class SigstoreServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (quiet)
                 return
 
-            def _send(self, status: int, doc: Any, content_type: str = "application/json") -> None:
+            def _send(self, status: int, doc: Any, content_type: str = "application/json",
+                      headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(doc).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -258,6 +274,16 @@ class SigstoreServer:
                         if server.fulcio_status:
                             raise _Refused(server.fulcio_status, "fulcio is failing (test fault)")
                         self._send(200, server._signing_cert(self.headers, body))
+                    elif method == "POST" and self.path == "/api/v1/signingCert":
+                        body = self._body()
+                        if server.fulcio_status:
+                            raise _Refused(server.fulcio_status, "fulcio is failing (test fault)")
+                        pem = server._signing_cert_v1(self.headers, body)
+                        self.send_response(201)
+                        self.send_header("Content-Type", "application/pem-certificate-chain")
+                        self.send_header("Content-Length", str(len(pem)))
+                        self.end_headers()
+                        self.wfile.write(pem)
                     elif method == "POST" and self.path == "/api/v1/log/entries":
                         body = self._body()
                         if server.rekor_status:
@@ -266,7 +292,10 @@ class SigstoreServer:
                             if server.rekor_fail_after <= 0:
                                 raise _Refused(503, "rekor is failing (test fault)")
                             server.rekor_fail_after -= 1
-                        self._send(201, server._log_entry(body))
+                        response = server._log_entry(body)
+                        uuid = next(iter(response))  # sigstore-go reads the entry named by the ETag, as Rekor sets it
+                        self._send(201, response, headers={"ETag": uuid,
+                                                           "Location": f"/api/v1/log/entries/{uuid}"})
                     else:
                         raise _Refused(404, f"no route {method} {self.path}")
                 except _Refused as exc:
