@@ -19,8 +19,8 @@ and ``Bundle._from_parts``.
 Threat model: Fulcio and Rekor are trusted only as far as the trusted root vouches for what they return.
 The certificate must be for our key and chain to the root; every log entry is checked (SET, inclusion proof,
 body about this very signature) by :mod:`airgap.checks` before anything is pushed (see
-:func:`check_before_push`). Every request has a deadline: connect and read timeouts per request, and one
-overall deadline for the Sigstore calls of a run.
+:func:`check_before_push`). Every request has a deadline: connect and read timeouts, both cut to what is left
+of the exchange's overall deadline (:class:`Services`).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class IdentityTokenError(ConfigError):
 @dataclass(frozen=True)
 class Services:
     """A Sigstore instance to sign with: Fulcio and Rekor (v1) URLs, the root that checks their answers, and
-    the deadlines of the calls to them (seconds: per connect, per read, and for all calls of one run)."""
+    the deadlines of the calls to them (seconds: per connect, per read, and for one whole exchange: the
+    certificate request, or one log entry; no request starts past it and none waits beyond it)."""
 
     fulcio_url: str
     rekor_url: str
@@ -199,14 +200,17 @@ def token_info(token: Any) -> TokenInfo:
 
 # ---- how: deadlines on sigstore-python's HTTP sessions ---------------------------------------------------
 
-def _session(services: Services, started: float) -> Any:
+def _session(services: Services) -> Any:
     """A ``requests`` session whose every request gets connect/read timeouts, cut to what is left of the
-    run's overall deadline (sigstore-python's clients set none)."""
+    current exchange's deadline (``session.deadline``, a ``time.monotonic()`` instant set by
+    :meth:`KeylessSigner._call`); sigstore-python's clients set no timeout at all."""
     import requests
 
     class DeadlineSession(requests.Session):
+        deadline = float("inf")
+
         def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-            left = started + services.timeout - time.monotonic()
+            left = self.deadline - time.monotonic()
             if left <= 0:
                 raise requests.Timeout(f"deadline of {services.timeout:g}s passed")
             kwargs["timeout"] = (min(services.connect_timeout, left), min(services.read_timeout, left))
@@ -218,17 +222,20 @@ def _session(services: Services, started: float) -> Any:
     return session
 
 
+def _printable(text: str, limit: int = 200) -> str:
+    """The first line of untrusted ``text``, control characters blanked, at most ``limit`` characters."""
+    line = text.splitlines()[0] if text.strip() else ""
+    return "".join(c if c.isprintable() else " " for c in line)[:limit]
+
+
 def _http_message(response: Any) -> str:
-    """``HTTP 401: <message>`` from a Fulcio/Rekor error response (their JSON ``message``; untrusted: one
-    line, printable, bounded)."""
-    detail = ""
+    """``HTTP 401: <message>`` from a Fulcio/Rekor error response (their JSON ``message``, else the text)."""
     try:
         doc = response.json()
-        if isinstance(doc, dict) and isinstance(doc.get("message"), str):
-            detail = doc["message"]
+        detail = doc["message"] if isinstance(doc, dict) and isinstance(doc.get("message"), str) else ""
     except ValueError:
-        detail = response.text[:200] if isinstance(response.text, str) else ""
-    detail = "".join(c if c.isprintable() else " " for c in detail.splitlines()[0] if detail)[:200] if detail else ""
+        detail = response.text if isinstance(response.text, str) else ""
+    detail = _printable(detail)
     return f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
 
 
@@ -246,7 +253,7 @@ def _transport_error(exc: BaseException, service: str, url: str, services: Servi
         response = getattr(exc.__cause__, "response", None)
     if response is not None:
         return TransportError(f"{service} at {url} refused the request ({_http_message(response)})")
-    text = "".join(c if c.isprintable() else " " for c in first_line(exc))[:300]
+    text = _printable(first_line(exc), 300)
     if text[:3].isdigit() and text[3:5] == ": ":  # sigstore's RekorClientError: "<code>: <message>"
         return TransportError(f"{service} at {url} refused the request (HTTP {text})")
     if text.startswith("Rekor returned an unknown error with HTTP "):
@@ -304,8 +311,7 @@ class KeylessSigner:
         self.services = services
         self._token = parse_identity_token(token)
         self.token = token_info(self._token)
-        started = time.monotonic()
-        session = _session(services, started)
+        session = self._session = _session(services)
 
         class _Rekor(RekorClient):
             @property
@@ -332,6 +338,7 @@ class KeylessSigner:
         from sigstore.errors import Error as SigstoreError
         from sigstore.oidc import ExpiredIdentity
 
+        self._session.deadline = time.monotonic() + self.services.timeout
         try:
             return fn()
         except ExpiredIdentity:
