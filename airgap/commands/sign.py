@@ -67,10 +67,10 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
 def _signer(keyref: str | None, password_file: str | None, identity_token: str | None, tlog_upload: bool | None,
             sigstore: dict[str, str | None], options: RegistryOptions) -> Any:
     """A key signer (``--key``/``COSIGN_KEY``), or a keyless one when an identity token is given (and no key):
-    its certificate obtained now, its identity and issuer printed (on stderr)."""
+    the token's identity and issuer printed (on stderr) before Fulcio is asked, then what the certificate says."""
     from airgap.errors import ConfigError
     from airgap.keys.references import load_signer
-    from airgap.signing.keyless import KeylessSigner, read_identity_token, resolve_services
+    from airgap.signing.keyless import KeylessSigner, TokenInfo, read_identity_token, resolve_services
 
     token = None if keyref else read_identity_token(identity_token)
     if keyref and identity_token:
@@ -90,7 +90,11 @@ def _signer(keyref: str | None, password_file: str | None, identity_token: str |
                                 rekor_url=sigstore["rekor_url"], trusted_root=sigstore["trusted_root"],
                                 connect_timeout=options.limits.connect_timeout,
                                 read_timeout=options.limits.read_timeout)
-    signer = KeylessSigner(token, services)
+    def show_token(info: TokenInfo) -> None:
+        echo(f"keyless: token for {info.identity} from {info.issuer} (expires "
+             f"{info.expires:%Y-%m-%dT%H:%M:%SZ}); asking Fulcio at {services.fulcio_url}", err=True)
+
+    signer = KeylessSigner(token, services, on_token=show_token)
     echo(signer.describe(), err=True)
     return signer
 

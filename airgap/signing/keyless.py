@@ -29,6 +29,7 @@ import base64
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,7 +193,8 @@ def parse_identity_token(raw: str) -> Any:
 
 
 def token_info(token: Any) -> TokenInfo:
-    """Identity (the ``email`` claim when there is one, as Fulcio binds it, else sigstore's choice) and issuer."""
+    """Identity (the ``email`` claim when there is one, as Fulcio binds it, else sigstore's choice), issuer and
+    expiry, as the unverified token claims them (Fulcio decides what the certificate binds)."""
     claims = token._unverified_claims  # sigstore 4.5.x: the decoded claims
     identity = str(claims.get("email") or token.identity)
     return TokenInfo(identity, str(token.issuer), datetime.fromtimestamp(int(claims["exp"]), UTC))
@@ -303,7 +305,10 @@ class KeylessSigner:
     the same code as with a key. One certificate serves every signature of a run (it lives ten minutes).
     """
 
-    def __init__(self, token: str, services: Services) -> None:
+    def __init__(self, token: str, services: Services, *, on_token: Callable[[TokenInfo], None] | None = None
+                 ) -> None:
+        """Parse ``token`` (``on_token`` then hears what it claims, before Fulcio is asked), get the
+        certificate and check it."""
         from sigstore._internal.fulcio.client import FulcioClient
         from sigstore._internal.rekor.client import RekorClient
         from sigstore.sign import Signer, SigningContext
@@ -311,6 +316,8 @@ class KeylessSigner:
         self.services = services
         self._token = parse_identity_token(token)
         self.token = token_info(self._token)
+        if on_token is not None:
+            on_token(self.token)
         session = self._session = _session(services)
 
         class _Rekor(RekorClient):
@@ -404,6 +411,7 @@ class KeylessSigner:
         return KeylessAuthority((Identity(issuer=self.issuer, subject=self.identity),), self.services.trusted_root)
 
     def describe(self) -> str:
+        """One line: the identity and issuer the certificate binds, and where signatures are logged."""
         not_after = self.certificate.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
         return (f"keyless: {self.identity} from {self.issuer} (certificate from {self.services.fulcio_url}, "
                 f"valid until {not_after}); logging to {self.services.rekor_url}")

@@ -59,7 +59,8 @@ def test_sign_keyless_then_verify_offline(fmt: str, registry: Registry, make_ima
     out = run(["sign", "--format", fmt, "--json", *keyless_flags(sigstore_server, mini_sigstore_files,
                                                                    mini_oidc.token(email=ALICE)), ref])
     assert out.exit_code == 0, out.stderr
-    assert f"keyless: {ALICE} from {mini_oidc.issuer}" in out.stderr  # the token's identity and issuer, printed
+    assert f"keyless: token for {ALICE} from {mini_oidc.issuer} (expires " in out.stderr  # before Fulcio is asked
+    assert f"keyless: {ALICE} from {mini_oidc.issuer} (certificate from {sigstore_server.url}" in out.stderr
     (summary,) = json.loads(out.stdout)["images"]
     assert (summary["identity"], summary["issuer"]) == (ALICE, mini_oidc.issuer)
     (entry,) = summary["signed"]
@@ -247,6 +248,7 @@ def test_sigstore_failures_push_nothing(fault: str, fmt: str, registry: Registry
                 "rekor-500": "Rekor at", "rekor-other-body": "Rekor at", "rekor-bad-set": "Rekor at",
                 "foreign-root": "the trusted root does not verify"}
     assert expected[fault] in out.stderr, out.stderr
+    assert out.stderr.startswith("keyless: token for signer@airgap.test from https://oidc.airgap.test")
     if fault in ("fulcio-500", "rekor-500"):
         assert "HTTP 500" in out.stderr or "HTTP 503" in out.stderr
     if fault in ("rekor-other-body", "rekor-bad-set"):
