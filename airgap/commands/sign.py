@@ -70,7 +70,8 @@ def _signer(keyref: str | None, password_file: str | None, identity_token: str |
     the token's identity and issuer printed (on stderr) before Fulcio is asked, then what the certificate says."""
     from airgap.errors import ConfigError
     from airgap.keys.references import load_signer
-    from airgap.signing.keyless import KeylessSigner, TokenInfo, read_identity_token, resolve_services
+    from airgap.signing.keyless import KeylessSigner
+    from airgap.signing.services import TokenInfo, read_identity_token, resolve_services
 
     token = None if keyref else read_identity_token(identity_token)
     if keyref and identity_token:

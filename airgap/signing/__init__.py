@@ -4,5 +4,6 @@
 signatures go); :mod:`~airgap.signing.attest` attests predicates; :mod:`~airgap.signing.bundles` builds DSSE
 envelopes and sigstore bundles; :mod:`~airgap.signing.attach` writes them to a registry as cosign does.
 With a key nothing is uploaded to a transparency log (offline signing); :mod:`~airgap.signing.keyless` signs
-with an identity token, a Fulcio certificate and Rekor entries instead.
+with an identity token, a Fulcio certificate and Rekor entries instead (:mod:`~airgap.signing.services`: which
+Sigstore, which token).
 """

@@ -4,6 +4,8 @@ What cosign v2 ``attest --tlog-upload=false`` writes (matched against real cosig
 predicate wrapped in an in-toto v0.1 statement about the image digest, in a DSSE envelope (signature over the
 PAE, empty ``keyid``), appended as a layer of media type ``application/vnd.dsse.envelope.v1+json`` to
 ``sha256-<hex>.att`` with the annotations ``predicateType`` and an empty ``dev.cosignproject.cosign/signature``.
+Keyless, the layer also carries the certificate, its chain and the Rekor SET, as cosign v2 ``attest`` writes them;
+``--format bundle`` writes what cosign v3 ``attest`` writes (a bundle referrer with the predicate type).
 """
 
 from __future__ import annotations

@@ -259,7 +259,8 @@ def test_sigstore_failures_push_nothing(fault: str, fmt: str, registry: Registry
 def test_a_silent_fulcio_fails_within_the_deadline(sigstore_server: SigstoreServer, mini_oidc: MiniOIDC,  # noqa: F811
                                                    mini_sigstore_files: SigstoreFiles) -> None:
     from airgap.errors import TransportError
-    from airgap.signing.keyless import KeylessSigner, resolve_services
+    from airgap.signing.keyless import KeylessSigner
+    from airgap.signing.services import resolve_services
 
     sigstore_server.hang = 3
     services = resolve_services(fulcio_url=sigstore_server.url, rekor_url=sigstore_server.url,
@@ -297,7 +298,7 @@ def test_misuse_is_refused_before_any_request(args: list[str], message: str, reg
 def test_signing_config_is_read_by_sigstores_parser(tmp_path: Path, sigstore_server: SigstoreServer,  # noqa: F811
                                                     mini_sigstore_files: SigstoreFiles) -> None:
     from airgap.errors import ConfigError
-    from airgap.signing.keyless import resolve_services
+    from airgap.signing.services import resolve_services
 
     doc: dict[str, Any] = sigstore_server.signing_config(rekor="http://127.0.0.1:9")
     doc["rekorTlogUrls"].insert(0, {**doc["rekorTlogUrls"][0], "url": "http://127.0.0.1:8", "majorApiVersion": 2,

@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from airgap.errors import ConfigError, IntegrityError
-from airgap.signing.keyless import (
+from airgap.signing.keyless import LoggedEntry
+from airgap.signing.services import (
     IdentityTokenError,
-    LoggedEntry,
     _check_url,
     parse_identity_token,
     read_identity_token,
