@@ -14,7 +14,8 @@ signatures in the exact wire formats real cosign and sigstore-python write and r
   ``trusted_root.json`` (plus the PEM files cosign v2's ``SIGSTORE_*`` env overrides read).
 
 Nothing here is product code; tests use it to prove airgap's keyless verification interoperates. Keys are
-made once per :class:`MiniSigstore`; a signature costs a few milliseconds.
+made once per :class:`MiniSigstore`; a signature costs a few milliseconds. :mod:`support.sigstoreserver` serves
+the same Fulcio (:meth:`MiniSigstore.certify`) and Rekor over HTTP, for keyless *signing* tests.
 """
 
 from __future__ import annotations
