@@ -1,4 +1,5 @@
-"""`airgap sign` and `airgap attest`: cosign-compatible signatures and attestations, made offline."""
+"""`airgap sign` and `airgap attest`: cosign-compatible signatures and attestations, with a key (offline) or
+keyless (an identity token, Fulcio and Rekor)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import click
 from airgap.commands.common import echo, emit_json, make_options, registry_options
 
 if TYPE_CHECKING:
+    from airgap.config import RegistryOptions
     from airgap.signing.targets import SignedDigest, SignSummary
 
-_OFFLINE = ("Nothing is uploaded to a transparency log: airgap signs offline (--tlog-upload=false is "
-            "implied; verify with --insecure-ignore-tlog or an airgap policy without ctlog).")
+_EPILOG = ("With --key nothing is uploaded to a transparency log (--tlog-upload=false is implied; verify with "
+           "--insecure-ignore-tlog or a policy without ctlog). Keyless (--identity-token or SIGSTORE_ID_TOKEN): "
+           "a Fulcio certificate for an ephemeral key, every signature logged in Rekor; the public-good Sigstore "
+           "unless --signing-config/--fulcio-url/--rekor-url (with --trusted-root) name a private one.")
 
 
 def _annotations(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -30,13 +34,6 @@ def _annotations(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _check_tlog(tlog_upload: bool) -> None:
-    from airgap.errors import ConfigError
-
-    if tlog_upload:
-        raise ConfigError("--tlog-upload=true is not supported: airgap signs offline (use --tlog-upload=false)")
-
-
 def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     """Flags sign and attest share, spelled as cosign spells them."""
     for option in reversed((
@@ -44,18 +41,63 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Private key: file, env://VAR, k8s secret dir, pkcs11: URI [env COSIGN_KEY]."),
         click.option("--password-file", type=click.Path(dir_okay=False), default=None,
                      help="File holding the key's password [env COSIGN_PASSWORD, else a prompt]."),
+        click.option("--identity-token", default=None, metavar="TOKEN|@FILE",
+                     help="Keyless: an OIDC identity token (audience sigstore) for Fulcio [env SIGSTORE_ID_TOKEN]."),
+        click.option("--signing-config", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Keyless: sigstore signing_config.json naming Fulcio and Rekor (as cosign v3)."),
+        click.option("--fulcio-url", default=None, metavar="URL", help="Keyless: the Fulcio to ask for a certificate."),
+        click.option("--rekor-url", default=None, metavar="URL", help="Keyless: the Rekor (v1) to log in."),
+        click.option("--trusted-root", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Keyless: trusted_root.json that verifies what Fulcio and Rekor return "
+                          "[the public-good root shipped with sigstore-python]."),
         click.option("--recursive", is_flag=True, help="For an index, also cover every child manifest."),
         click.option("--signature-repo", default=None, metavar="REPO",
                      help="Store signatures in REPO instead of the image's repository [env COSIGN_REPOSITORY]."),
         click.option("--upload", type=click.BOOL, default=True, show_default=True, metavar="BOOL",
                      help="Push to the registry; --upload=false only writes the local files."),
-        click.option("--tlog-upload", type=click.BOOL, default=False, metavar="BOOL",
-                     help="Accepted for cosign compatibility; must be false (offline)."),
+        click.option("--tlog-upload", type=click.BOOL, default=None, metavar="BOOL",
+                     help="Accepted for cosign compatibility: false with --key, true keyless."),
         click.option("-y", "--yes", is_flag=True, hidden=True, help="Accepted for cosign compatibility."),
         click.option("--json", "as_json", is_flag=True, help="Print every digest signed and where, as JSON."),
     )):
         func = option(func)
     return registry_options(func)
+
+
+def _signer(keyref: str | None, password_file: str | None, identity_token: str | None, tlog_upload: bool | None,
+            sigstore: dict[str, str | None], options: RegistryOptions) -> Any:
+    """A key signer (``--key``/``COSIGN_KEY``), or a keyless one when an identity token is given (and no key):
+    the token's identity and issuer printed (on stderr) before Fulcio is asked, then what the certificate says."""
+    from airgap.errors import ConfigError
+    from airgap.keys.references import load_signer
+    from airgap.signing.keyless import KeylessSigner
+    from airgap.signing.services import TokenInfo, read_identity_token, resolve_services
+
+    token = None if keyref else read_identity_token(identity_token)
+    if keyref and identity_token:
+        raise ConfigError("--key and --identity-token exclude each other")
+    if token is None:
+        if any(sigstore.values()):
+            raise ConfigError("--signing-config/--fulcio-url/--rekor-url/--trusted-root are for keyless signing: "
+                              "give --identity-token (or SIGSTORE_ID_TOKEN)")
+        if tlog_upload:
+            raise ConfigError("--tlog-upload=true with --key is not supported: airgap signs with keys offline "
+                              "(use --tlog-upload=false)")
+        return load_signer(keyref, password_file=password_file)
+    if tlog_upload is False:
+        raise ConfigError("--tlog-upload=false is not supported keyless: without the Rekor entry nothing proves "
+                          "when the short-lived certificate signed")
+    services = resolve_services(signing_config=sigstore["signing_config"], fulcio_url=sigstore["fulcio_url"],
+                                rekor_url=sigstore["rekor_url"], trusted_root=sigstore["trusted_root"],
+                                connect_timeout=options.limits.connect_timeout,
+                                read_timeout=options.limits.read_timeout)
+    def show_token(info: TokenInfo) -> None:
+        echo(f"keyless: token for {info.identity} from {info.issuer} (expires "
+             f"{info.expires:%Y-%m-%dT%H:%M:%SZ}); asking Fulcio at {services.fulcio_url}", err=True)
+
+    signer = KeylessSigner(token, services, on_token=show_token)
+    echo(signer.describe(), err=True)
+    return signer
 
 
 def _printer(as_json: bool) -> Callable[[SignedDigest], None] | None:
@@ -80,7 +122,7 @@ def _finish(summaries: list[SignSummary], started: float, as_json: bool) -> None
         echo(f"{count} digest(s) of {len(summaries)} image(s) in {total:.2f}s")
 
 
-@click.command(epilog=_OFFLINE)
+@click.command(epilog=_EPILOG)
 @click.argument("images", nargs=-1, required=True, metavar="REF...")
 @click.option("-a", "--annotations", "annotation_pairs", multiple=True, metavar="KEY=VALUE",
               help="Extra claims signed into the payload (cosign's -a); repeatable.")
@@ -90,22 +132,25 @@ def _finish(summaries: list[SignSummary], started: float, as_json: bool) -> None
               help="legacy: cosign v2 .sig tag; bundle: cosign v3 sigstore bundle as an OCI referrer.")
 @_common
 def sign(images: tuple[str, ...], annotation_pairs: tuple[str, ...], output_dir: str | None, fmt: str,
-         keyref: str | None, password_file: str | None, recursive: bool, signature_repo: str | None,
-         upload: bool, tlog_upload: bool, yes: bool, as_json: bool, insecure: tuple[str, ...],
-         ca_file: str | None) -> None:
-    """Sign images by digest with a key, as cosign sign --key does.
+         keyref: str | None, password_file: str | None, identity_token: str | None, signing_config: str | None,
+         fulcio_url: str | None, rekor_url: str | None, trusted_root: str | None, recursive: bool,
+         signature_repo: str | None, upload: bool, tlog_upload: bool | None, yes: bool, as_json: bool,
+         insecure: tuple[str, ...], ca_file: str | None) -> None:
+    """Sign images by digest, with a key (as cosign sign --key) or keyless (as cosign sign).
 
     Each REF is resolved to its digest first and the digest is signed. Signatures accumulate next to
-    those already there; the same signer's identical signature is not added twice.
+    those already there; the same signer's identical signature is not added twice. Keyless, every
+    signature is checked against the trusted root before anything is pushed.
     """
-    from airgap.keys.references import load_signer
     from airgap.oci.registry import RegistryClient
     from airgap.signing.sign import sign_image
 
-    _check_tlog(tlog_upload)
     annotations = _annotations(annotation_pairs)
-    signer = load_signer(keyref, password_file=password_file)
-    client = RegistryClient(make_options(insecure, ca_file))
+    options = make_options(insecure, ca_file)
+    signer = _signer(keyref, password_file, identity_token, tlog_upload,
+                     {"signing_config": signing_config, "fulcio_url": fulcio_url, "rekor_url": rekor_url,
+                      "trusted_root": trusted_root}, options)
+    client = RegistryClient(options)
     started = time.monotonic()
     summaries = [
         sign_image(image, signer, client=client, recursive=recursive, annotations=annotations,
@@ -118,7 +163,7 @@ def sign(images: tuple[str, ...], annotation_pairs: tuple[str, ...], output_dir:
     _finish(summaries, started, as_json)
 
 
-@click.command(epilog=_OFFLINE)
+@click.command(epilog=_EPILOG)
 @click.argument("images", nargs=-1, required=True, metavar="REF...")
 @click.option("--predicate", type=click.Path(exists=True, dir_okay=False), required=True,
               help="File with the predicate (for --type custom: any text).")
@@ -127,27 +172,38 @@ def sign(images: tuple[str, ...], annotation_pairs: tuple[str, ...], output_dir:
                    "or a predicate type URI.")
 @click.option("--replace", is_flag=True, help="Drop earlier attestations of the same predicate type.")
 @click.option("--output-attestation", "output_dir", type=click.Path(file_okay=False), default=None,
-              metavar="DIR", help="Also write attestation-<digest>.json (the DSSE envelope) here.")
+              metavar="DIR", help="Also write attestation-<digest>.json (the DSSE envelope or bundle) here.")
+@click.option("--format", "fmt", type=click.Choice(["legacy", "bundle"]), default="legacy", show_default=True,
+              help="legacy: cosign v2 .att tag; bundle: cosign v3 sigstore bundle as an OCI referrer.")
+@click.option("--rekor-entry-type", type=click.Choice(["dsse", "intoto"]), default="dsse", show_default=True,
+              help="Keyless legacy attestations: the Rekor entry kind (cosign v2's flag and default).")
 @_common
 def attest(images: tuple[str, ...], predicate: str, predicate_type: str, replace: bool, output_dir: str | None,
-           keyref: str | None, password_file: str | None, recursive: bool, signature_repo: str | None,
-           upload: bool, tlog_upload: bool, yes: bool, as_json: bool, insecure: tuple[str, ...],
+           fmt: str, rekor_entry_type: str, keyref: str | None, password_file: str | None,
+           identity_token: str | None, signing_config: str | None, fulcio_url: str | None, rekor_url: str | None,
+           trusted_root: str | None, recursive: bool, signature_repo: str | None, upload: bool,
+           tlog_upload: bool | None, yes: bool, as_json: bool, insecure: tuple[str, ...],
            ca_file: str | None) -> None:
-    """Attest a predicate about images, as cosign attest --key does (in-toto in DSSE, .att tag)."""
-    from airgap.keys.references import load_signer
+    """Attest a predicate about images, as cosign attest does (in-toto in DSSE: a .att tag or a bundle)."""
+    from airgap.errors import ConfigError
     from airgap.oci.registry import RegistryClient
     from airgap.signing.attest import attest_image, predicate_type_uri
 
-    _check_tlog(tlog_upload)
     predicate_type_uri(predicate_type)
+    if fmt == "bundle" and replace:
+        raise ConfigError("--replace applies to legacy .att attestations, not bundles")
     data = Path(predicate).read_bytes()
-    signer = load_signer(keyref, password_file=password_file)
-    client = RegistryClient(make_options(insecure, ca_file))
+    options = make_options(insecure, ca_file)
+    signer = _signer(keyref, password_file, identity_token, tlog_upload,
+                     {"signing_config": signing_config, "fulcio_url": fulcio_url, "rekor_url": rekor_url,
+                      "trusted_root": trusted_root}, options)
+    client = RegistryClient(options)
     started = time.monotonic()
     summaries = [
         attest_image(image, signer, client=client, predicate=data, predicate_type=predicate_type,
                      signature_repo=signature_repo, recursive=recursive, replace=replace, upload=upload,
-                     output_dir=Path(output_dir) if output_dir else None, progress=_printer(as_json))
+                     output_dir=Path(output_dir) if output_dir else None, progress=_printer(as_json),
+                     fmt="bundle" if fmt == "bundle" else "legacy", rekor_entry_type=rekor_entry_type)
         for image in images
     ]
     _finish(summaries, started, as_json)

@@ -8,6 +8,8 @@
   material is only a public-key hint (base64 SHA-256 of the SPKI DER): no transparency log entry, no
   timestamp. The bundle is one layer of an OCI 1.1 artifact (empty config, ``subject`` = the image) pushed
   through the Referrers API or its ``sha256-<hex>`` fallback tag.
+- **Keyless bundles** (cosign v3 ``sign``/``attest`` with an identity token): the same DSSE envelope, with the
+  Fulcio certificate as verification material and the Rekor dsse entry (SET and inclusion proof).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from airgap.signing.attach import go_json, push_bytes
 if TYPE_CHECKING:
     from airgap.keys.private import Signer
     from airgap.oci.registry import RegistryClient
+    from airgap.signing.keyless import KeylessSigner
 
 
 
@@ -80,18 +83,34 @@ def sign_statement(digest: str, annotations: dict[str, str] | None = None) -> by
 
 
 def build_bundle(signer: Signer, subject_name: str, digest: str,
-                 annotations: dict[str, str] | None = None) -> bytes:
+                 annotations: dict[str, str] | None = None, *, statement: bytes | None = None) -> bytes:
     """A sigstore bundle v0.3 (key-based, no tlog) holding a DSSE signature over the cosign v3 sign
-    statement for ``digest``. ``subject_name`` is accepted for symmetry with attestations; cosign v3
-    leaves the subject unnamed, and so do we."""
+    statement for ``digest`` (or over ``statement``, an attestation's). ``subject_name`` is accepted for
+    symmetry with attestations; cosign v3 leaves the subject of a signature unnamed, and so do we."""
     del subject_name
-    envelope = sign_dsse(signer, cosign.DSSE_PAYLOAD_TYPE_INTOTO, sign_statement(digest, annotations), keyid=None)
+    if statement is None:
+        statement = sign_statement(digest, annotations)
+    envelope = sign_dsse(signer, cosign.DSSE_PAYLOAD_TYPE_INTOTO, statement, keyid=None)
     return _proto_json({
         "mediaType": mt.SIGSTORE_BUNDLE_V03,
         "verificationMaterial": {"publicKey": {"hint": public_key_hint(signer)}},
         "dsseEnvelope": {"payload": envelope["payload"], "payloadType": envelope["payloadType"],
                          "signatures": envelope["signatures"]},
     })
+
+
+def keyless_bundle(signer: KeylessSigner, statement: bytes, digest: str, predicate_type: str) -> tuple[bytes, int]:
+    """(bundle, Rekor log index): a DSSE signature over ``statement`` with the Fulcio certificate, logged as
+    a dsse entry (cosign v3's keyless bundle), checked against the trusted root before it may be pushed."""
+    from airgap.checks.bundle import check_sigstore_bundle
+    from airgap.signing.keyless import check_before_push
+
+    envelope = _proto_json(sign_dsse(signer, cosign.DSSE_PAYLOAD_TYPE_INTOTO, statement, keyid=None))
+    bundle, logged = signer.dsse_bundle(envelope)
+    outcome = check_sigstore_bundle(bundle, expected_digest=digest, authority=signer.authority, require_tlog=True,
+                                    predicate_type=predicate_type)
+    check_before_push(outcome, signer.services)
+    return bundle, logged.log_index
 
 
 def bundle_manifest(bundle: bytes, subject: Descriptor, *, predicate_type: str = cosign.COSIGN_SIGN_PREDICATE,
@@ -113,10 +132,12 @@ def bundle_manifest(bundle: bytes, subject: Descriptor, *, predicate_type: str =
 
 
 def push_bundle(client: RegistryClient, host: str, repo: str, subject: Descriptor, bundle: bytes, *,
-                created: datetime.datetime | None = None) -> str:
+                created: datetime.datetime | None = None,
+                predicate_type: str = cosign.COSIGN_SIGN_PREDICATE) -> str:
     """Push a bundle as a referrer of ``subject`` (blobs first, then the manifest, then the fallback
-    index when the registry has no Referrers API); return the referrer manifest's digest."""
-    manifest = bundle_manifest(bundle, subject, created=created)
+    index when the registry has no Referrers API); return the referrer manifest's digest.
+    ``predicate_type`` goes in the manifest's annotation (an attestation's type, for an attestation)."""
+    manifest = bundle_manifest(bundle, subject, created=created, predicate_type=predicate_type)
     push_bytes(client, host, repo, mt.SIGSTORE_BUNDLE_V03, bundle)
     push_bytes(client, host, repo, mt.OCI_EMPTY, EMPTY_CONFIG)
     client.add_referrer(host, repo, manifest)

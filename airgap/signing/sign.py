@@ -29,9 +29,11 @@ from airgap.keys.public import verify_signature
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Descriptor, Manifest
 from airgap.signing.attach import append_layer, go_json, same_layer
-from airgap.signing.bundles import build_bundle, push_bundle
+from airgap.signing.bundles import build_bundle, keyless_bundle, push_bundle, sign_statement
+from airgap.signing.keyless import KeylessSigner, check_before_push
 from airgap.signing.targets import (
     Format,
+    Prepared,
     SignedDigest,
     SignSummary,
     Target,
@@ -94,7 +96,7 @@ def _attach_keyed(client: RegistryClient, host: str, repo: str, subject_digest: 
 
 
 def sign_image(
-    ref: str, signer: Signer, *, client: RegistryClient, recursive: bool = False,
+    ref: str, signer: Signer | KeylessSigner, *, client: RegistryClient, recursive: bool = False,
     annotations: dict[str, str] | None = None, signature_repo: str | None = None, upload: bool = True,
     output_dir: Path | None = None, fmt: Format = "legacy",
     progress: Callable[[SignedDigest], None] | None = None,
@@ -102,8 +104,10 @@ def sign_image(
     """Sign the image ``ref`` (and with ``recursive`` each child of an index) with ``signer``.
 
     ``fmt="legacy"`` appends a simple-signing layer to ``sha256-<hex>.sig``; ``fmt="bundle"`` pushes a
-    sigstore bundle v0.3 referrer (the Referrers API or its fallback tag). Nothing is uploaded to a
-    transparency log: this is offline signing. ``upload=False`` only writes files to ``output_dir``.
+    sigstore bundle v0.3 referrer (the Referrers API or its fallback tag). With a key nothing is uploaded to
+    a transparency log (offline signing). With a :class:`~airgap.signing.keyless.KeylessSigner` each
+    signature carries the Fulcio certificate and is logged in Rekor, and is verified against the trusted
+    root before anything is pushed. ``upload=False`` only writes files to ``output_dir``.
     """
     if fmt not in ("legacy", "bundle"):
         raise ConfigError(f"unknown signature format {fmt!r} (legacy or bundle)")
@@ -111,39 +115,79 @@ def sign_image(
         raise ConfigError("--upload=false without --output-signature would discard the signatures")
     one = _sign_legacy if fmt == "legacy" else _sign_bundle
 
-    def sign_one(target: Target, manifest: Manifest) -> SignedDigest:
+    def sign_one(target: Target, manifest: Manifest) -> Prepared:
         return one(client, target, manifest, signer, annotations or {}, upload, output_dir)
 
-    return for_each_digest(client, ref, signature_repo, recursive, output_dir, fmt, sign_one, progress)
+    summary = for_each_digest(client, ref, signature_repo, recursive, output_dir, fmt, sign_one, progress)
+    if isinstance(signer, KeylessSigner):
+        summary.identity, summary.issuer = signer.identity, signer.issuer
+    return summary
 
 
-def _sign_legacy(client: RegistryClient, target: Target, manifest: Manifest, signer: Signer,
-                 annotations: dict[str, str], upload: bool, output_dir: Path | None) -> SignedDigest:
+def _keyless_legacy(signer: KeylessSigner, payload: bytes, digest: str) -> tuple[bytes, dict[str, str], int]:
+    """Sign and log ``payload`` (hashedrekord); the layer annotations cosign v2 writes for a keyless
+    signature (certificate, chain, Rekor SET), checked like any signature before they may be pushed."""
+    from airgap.checks.legacy import check_simple_signing
+
+    signature, logged = signer.sign_artifact(payload)
+    annotations = {cosign.ANN_CERTIFICATE: signer.certificate_pem, cosign.ANN_CHAIN: signer.chain_pem,
+                   cosign.ANN_BUNDLE: logged.cosign_annotation()}
+    outcome = check_simple_signing(payload, base64.b64encode(signature).decode(), annotations,
+                                   expected_digest=digest, authority=signer.authority, require_tlog=True)
+    check_before_push(outcome, signer.services)
+    return signature, annotations, logged.log_index
+
+
+def _sign_legacy(client: RegistryClient, target: Target, manifest: Manifest, signer: Signer | KeylessSigner,
+                 annotations: dict[str, str], upload: bool, output_dir: Path | None) -> Prepared:
     payload = payload_for(docker_reference(target.ref), manifest.digest, annotations)
-    signature = signer.sign(payload)
     entry = SignedDigest(manifest.digest, f"{target.ref.name}@{manifest.digest}", "signature")
+    layer_annotations: dict[str, str] = {}
+    if isinstance(signer, KeylessSigner):
+        signature, layer_annotations, entry.log_index = _keyless_legacy(signer, payload, manifest.digest)
+    else:
+        signature = signer.sign(payload)
     if output_dir is not None:
         sig_name, payload_name, _ = output_names(manifest.digest)
         write_atomic(output_dir / sig_name, base64.b64encode(signature), mode=0o600)
         write_atomic(output_dir / payload_name, payload, mode=0o600)
         entry.files = [str(output_dir / sig_name), str(output_dir / payload_name)]
-    if upload:
-        tag = cosign.signature_tag(manifest.digest)
-        entry.manifest, entry.duplicate = _attach_keyed(
-            client, target.sig_host, target.sig_repo, manifest.digest, payload, signature, signer, {})
-        entry.written = f"{target.sig_registry}/{target.sig_repo}:{tag}"
-    return entry
+        if isinstance(signer, KeylessSigner):
+            cert_name = f"certificate-{manifest.digest.replace(':', '-', 1)}.pem"
+            write_atomic(output_dir / cert_name, (signer.certificate_pem + signer.chain_pem).encode(), mode=0o600)
+            entry.files.append(str(output_dir / cert_name))
+    if not upload:
+        return entry, None
+
+    def push() -> None:
+        if isinstance(signer, KeylessSigner):
+            entry.manifest = attach_signature(client, target.sig_host, target.sig_repo, manifest.digest, payload,
+                                              signature, layer_annotations)
+        else:
+            entry.manifest, entry.duplicate = _attach_keyed(
+                client, target.sig_host, target.sig_repo, manifest.digest, payload, signature, signer, {})
+        entry.written = f"{target.sig_registry}/{target.sig_repo}:{cosign.signature_tag(manifest.digest)}"
+
+    return entry, push
 
 
-def _sign_bundle(client: RegistryClient, target: Target, manifest: Manifest, signer: Signer,
-                 annotations: dict[str, str], upload: bool, output_dir: Path | None) -> SignedDigest:
-    bundle = build_bundle(signer, docker_reference(target.ref), manifest.digest, annotations)
+def _sign_bundle(client: RegistryClient, target: Target, manifest: Manifest, signer: Signer | KeylessSigner,
+                 annotations: dict[str, str], upload: bool, output_dir: Path | None) -> Prepared:
     entry = SignedDigest(manifest.digest, f"{target.ref.name}@{manifest.digest}", "bundle")
+    statement = sign_statement(manifest.digest, annotations)
+    if isinstance(signer, KeylessSigner):
+        bundle, entry.log_index = keyless_bundle(signer, statement, manifest.digest, cosign.COSIGN_SIGN_PREDICATE)
+    else:
+        bundle = build_bundle(signer, docker_reference(target.ref), manifest.digest, annotations)
     if output_dir is not None:
         _, _, bundle_name = output_names(manifest.digest)
         write_atomic(output_dir / bundle_name, bundle, mode=0o600)
         entry.files = [str(output_dir / bundle_name)]
-    if upload:
+    if not upload:
+        return entry, None
+
+    def push() -> None:
         entry.manifest = push_bundle(client, target.sig_host, target.sig_repo, manifest.descriptor, bundle)
         entry.written = f"{target.sig_registry}/{target.sig_repo}@{entry.manifest}"
-    return entry
+
+    return entry, push

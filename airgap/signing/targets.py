@@ -46,6 +46,7 @@ class SignedDigest:
     duplicate: bool = False
     files: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    log_index: int | None = None  # keyless: the Rekor entry
 
 
 @dataclass
@@ -55,6 +56,8 @@ class SignSummary:
     format: str
     signed: list[SignedDigest] = field(default_factory=list)
     seconds: float = 0.0
+    identity: str | None = None  # keyless: the certificate's identity and issuer
+    issuer: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,23 +114,35 @@ def output_names(digest: str) -> tuple[str, str, str]:
     return f"signature-{suffix}", f"payload-{suffix}", f"bundle-{suffix}.json"
 
 
+# What signing one digest gives: its entry, and what pushes it (None when nothing is uploaded).
+Prepared = tuple[SignedDigest, Callable[[], None] | None]
+
+
 def for_each_digest(
     client: RegistryClient, ref: str, signature_repo: str | None, recursive: bool, output_dir: Path | None,
-    kind: str, one: Callable[[Target, Manifest], SignedDigest],
+    kind: str, one: Callable[[Target, Manifest], Prepared],
     progress: Callable[[SignedDigest], None] | None,
 ) -> SignSummary:
-    """Resolve ``ref`` (and with ``recursive`` the children of an index), then run ``one`` on each digest,
-    root first, timing each and reporting it to ``progress``: the loop ``sign`` and ``attest`` share."""
+    """Resolve ``ref`` (and with ``recursive`` the children of an index), run ``one`` on each digest, root
+    first, then push what they made, timing each and reporting it to ``progress``: the loop ``sign`` and
+    ``attest`` share. Every digest is signed (and, keyless, logged) before anything is pushed, so a signer,
+    Fulcio or Rekor failing part-way leaves the registry as it was."""
     started = time.monotonic()
     target = resolve_target(ref, signature_repo)
     root, children = resolve_digests(client, target, recursive)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
     summary = SignSummary(str(target.ref), root.digest, kind)
+    prepared: list[tuple[SignedDigest, Callable[[], None] | None, float]] = []
     for manifest in [root, *children]:
         t0 = time.monotonic()
-        entry = one(target, manifest)
-        entry.seconds = round(time.monotonic() - t0, 3)
+        entry, push = one(target, manifest)
+        prepared.append((entry, push, time.monotonic() - t0))
+    for entry, push, spent in prepared:
+        t0 = time.monotonic()
+        if push is not None:
+            push()
+        entry.seconds = round(spent + time.monotonic() - t0, 3)
         summary.signed.append(entry)
         if progress is not None:
             progress(entry)

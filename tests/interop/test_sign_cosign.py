@@ -179,3 +179,19 @@ def test_cli_signs_with_a_cosign_generated_key(reg: Registry, home: Path, tmp_pa
     result = CliRunner().invoke(cli, ["sign", "--key", str(tmp_path / "cosign.key"), f"{reg.host}/{img.repo}:1.0"],
                                 env={"COSIGN_PASSWORD": "wrong"})
     assert result.exit_code != 0 and result.stderr.startswith("error: ") and "password" in result.stderr
+
+
+def test_cosign3_verifies_key_attestation_bundles(refreg: Registry, key: KeyPair, home: Path) -> None:
+    img = push(refreg)
+    ref = f"{refreg.host}/{img.repo}@{img.digest}"
+    summary = attest_image(ref, key.signer, client=RegistryClient(), predicate=b'{"builder": {"id": "ci"}}',
+                           predicate_type="slsaprovenance", fmt="bundle")
+    assert summary.signed[0].written and "@sha256:" in summary.signed[0].written
+    out = run_cosign("cosign3", home, "verify-attestation", "--key", str(key.public_path), "--insecure-ignore-tlog",
+                     "--allow-insecure-registry", "--type", "slsaprovenance", ref).stdout
+    statement = json.loads(base64.b64decode(json.loads(out.splitlines()[0])["payload"]))
+    assert statement["predicateType"] == "https://slsa.dev/provenance/v0.2"
+    assert statement["subject"][0]["digest"] == {"sha256": img.digest.split(":")[1]}
+    other = run_cosign("cosign3", home, "verify-attestation", "--key", str(key.public_path), "--insecure-ignore-tlog",
+                       "--allow-insecure-registry", "--type", "spdxjson", ref, check=False)
+    assert other.returncode != 0

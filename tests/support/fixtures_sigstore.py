@@ -1,6 +1,8 @@
 """Fixtures and push helpers around :mod:`support.minisigstore` (the test-only Fulcio/CT/Rekor stand-in).
 
-``conftest.py`` imports the fixtures (``mini_sigstore``, ``mini_sigstore_files``, ``keyless_identity``) by name.
+``conftest.py`` imports the fixtures (``mini_sigstore``, ``mini_sigstore_files``, ``keyless_identity``) by name;
+keyless *signing* tests import ``mini_oidc`` and ``sigstore_server`` (the Mini Sigstore's Fulcio and Rekor over
+HTTP on loopback, :mod:`support.sigstoreserver`) into their module.
 The Mini Sigstore is made once per session (key generation is the only slow part); each signature it makes
 is a few milliseconds. Legacy signatures are pushed through airgap's own writer (:func:`airgap.signing.sign.
 attach_signature`), which the cosign interop tests then check against real cosign; bundles are pushed as
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +28,7 @@ from support.minisigstore import (
     SigstoreFiles,
 )
 from support.registries import Registry
+from support.sigstoreserver import MiniOIDC, SigstoreServer
 
 EMPTY_JSON = "application/vnd.oci.empty.v1+json"
 DSSE_LAYER = "application/vnd.dsse.envelope.v1+json"
@@ -46,6 +50,32 @@ def mini_sigstore_files(mini_sigstore: MiniSigstore, tmp_path_factory: pytest.Te
 def keyless_identity(mini_sigstore: MiniSigstore) -> KeylessIdentity:
     """A fresh Fulcio-like identity (email SAN) for one test."""
     return mini_sigstore.issue("signer@airgap.test", "https://oidc.airgap.test")
+
+
+@pytest.fixture(scope="session")
+def mini_oidc() -> MiniOIDC:
+    """A test OIDC issuer (ES256) whose tokens the Mini Fulcio trusts."""
+    return MiniOIDC()
+
+
+@pytest.fixture(scope="session")
+def mini_sigstore_server(mini_sigstore: MiniSigstore, mini_oidc: MiniOIDC) -> Iterator[SigstoreServer]:
+    server = SigstoreServer(mini_sigstore, [mini_oidc, MiniOIDC("https://rsa.oidc.airgap.test", algorithm="RS256")])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def sigstore_server(mini_sigstore_server: SigstoreServer) -> Iterator[SigstoreServer]:
+    """The Mini Sigstore's Fulcio v2 + Rekor v1 over HTTP (one per session), its faults cleared around each test."""
+    mini_sigstore_server.reset()
+    try:
+        yield mini_sigstore_server
+    finally:
+        mini_sigstore_server.reset()
 
 
 def _client(registry: Registry) -> Any:

@@ -96,6 +96,24 @@ class LogEntry:
                 "Payload": {"body": b64(self.body), "integratedTime": self.integrated_time,
                             "logIndex": self.log_index, "logID": self.log_id.hex()}}
 
+    @property
+    def uuid(self) -> str:
+        """The entry's UUID as Rekor v1 names it: the hex Merkle leaf hash of its body."""
+        return leaf_hash(self.body).hex()
+
+    def v1_response(self) -> dict[str, Any]:
+        """What ``POST /api/v1/log/entries`` answers: ``{uuid: LogEntryAnon}`` (hashes and ids in hex)."""
+        return {self.uuid: {
+            "body": b64(self.body), "integratedTime": self.integrated_time, "logID": self.log_id.hex(),
+            "logIndex": self.log_index,
+            "verification": {
+                "signedEntryTimestamp": b64(self.signed_entry_timestamp),
+                "inclusionProof": {"logIndex": self.log_index, "rootHash": self.root_hash.hex(),
+                                   "treeSize": self.tree_size, "hashes": [h.hex() for h in self.hashes],
+                                   "checkpoint": self.checkpoint},
+            },
+        }}
+
     def tlog_entry(self) -> dict[str, Any]:
         """``verificationMaterial.tlogEntries[0]`` of a sigstore bundle (protobuf JSON: int64 as strings)."""
         return {
@@ -144,3 +162,123 @@ class RekorLog:
                          size, root, tuple(audit_path(index, self.leaves)), self.checkpoint(size, root))
         self.entries.append(entry)
         return entry
+
+
+# ---- what the Rekor server does with a proposed entry --------------------------------------------------
+
+class ProposalError(ValueError):
+    """A proposed entry Rekor would refuse (HTTP 400): malformed, or a signature that does not verify."""
+
+
+def _field(doc: Any, *path: str) -> Any:
+    for name in path:
+        if not isinstance(doc, dict) or name not in doc:
+            raise ProposalError(f"missing {'.'.join(path)}")
+        doc = doc[name]
+    return doc
+
+
+def _unb64(value: Any, what: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (TypeError, ValueError):
+        raise ProposalError(f"{what}: not base64") from None
+
+
+def _verifier_key(pem_b64: Any) -> Any:
+    """The public key of a base64 PEM certificate or public key (what Rekor entries carry)."""
+    from cryptography import x509
+
+    pem = _unb64(pem_b64, "public key")
+    try:
+        if b"CERTIFICATE" in pem:
+            return x509.load_pem_x509_certificate(pem).public_key()
+        return serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise ProposalError("public key: not a PEM certificate or key") from None
+
+
+def _verify(key: Any, signature: bytes, data: bytes, *, prehashed: bool = False) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ProposalError("only ECDSA keys are supported here")
+    try:
+        key.verify(signature, data, ec.ECDSA(Prehashed(hashes.SHA256()) if prehashed else hashes.SHA256()))
+    except InvalidSignature:
+        raise ProposalError("signature does not verify with the given key") from None
+
+
+def _pae(payload_type: str, payload: bytes) -> bytes:
+    return b"DSSEv1 %d %s %d %s" % (len(payload_type), payload_type.encode(), len(payload), payload)
+
+
+def _envelope(text: Any) -> tuple[bytes, dict[str, Any]]:
+    import json
+
+    if not isinstance(text, str):
+        raise ProposalError("envelope: not a string")
+    try:
+        doc = json.loads(text)
+        payload = _unb64(doc["payload"], "envelope payload")
+        sigs = [_unb64(s["sig"], "envelope signature") for s in doc["signatures"]]
+        payload_type = str(doc["payloadType"])
+    except (ValueError, KeyError, TypeError):
+        raise ProposalError("envelope: not a DSSE envelope") from None
+    if not sigs:
+        raise ProposalError("envelope: no signatures")
+    return payload, {"type": payload_type, "sigs": sigs, "raw": doc}
+
+
+def canonicalize(proposed: Any) -> tuple[str, str, dict[str, Any]]:
+    """(kind, version, canonical spec) of a proposed entry, as Rekor v1 computes them; signatures are
+    verified first (Rekor refuses an entry whose signature does not verify). hashedrekord, intoto and dsse
+    0.0.1 only."""
+    kind, version = _field(proposed, "kind"), _field(proposed, "apiVersion")
+    spec = _field(proposed, "spec")
+    if (kind, version) == ("hashedrekord", "0.0.1"):
+        digest_hex = _field(spec, "data", "hash", "value")
+        if _field(spec, "data", "hash", "algorithm") != "sha256" or not isinstance(digest_hex, str):
+            raise ProposalError("hashedrekord: only sha256 hashes")
+        signature = _unb64(_field(spec, "signature", "content"), "signature")
+        key_b64 = _field(spec, "signature", "publicKey", "content")
+        try:
+            digest = bytes.fromhex(digest_hex)
+        except ValueError:
+            raise ProposalError("hashedrekord: hash is not hex") from None
+        _verify(_verifier_key(key_b64), signature, digest, prehashed=True)
+        return kind, version, {"data": {"hash": {"algorithm": "sha256", "value": digest_hex}},
+                               "signature": {"content": b64(signature), "publicKey": {"content": key_b64}}}
+    if (kind, version) == ("intoto", "0.0.1"):
+        text = _field(spec, "content", "envelope")
+        payload, env = _envelope(text)
+        key_b64 = _field(spec, "publicKey")
+        _verify(_verifier_key(key_b64), env["sigs"][0], _pae(env["type"], payload))
+        return kind, version, {"content": {"hash": {"algorithm": "sha256",
+                                                    "value": hashlib.sha256(text.encode()).hexdigest()},
+                                           "payloadHash": {"algorithm": "sha256",
+                                                           "value": hashlib.sha256(payload).hexdigest()}},
+                               "publicKey": key_b64}
+    if (kind, version) == ("dsse", "0.0.1"):
+        text = _field(spec, "proposedContent", "envelope")
+        verifiers = _field(spec, "proposedContent", "verifiers")
+        payload, env = _envelope(text)
+        if not isinstance(verifiers, list) or not verifiers:
+            raise ProposalError("dsse: no verifiers")
+        signatures = []
+        for sig, raw in zip(env["sigs"], env["raw"]["signatures"], strict=True):
+            for verifier in verifiers:
+                try:
+                    _verify(_verifier_key(verifier), sig, _pae(env["type"], payload))
+                except ProposalError:
+                    continue
+                signatures.append({"signature": raw["sig"], "verifier": verifier})
+                break
+            else:
+                raise ProposalError("dsse: an envelope signature verifies with no verifier")
+        return kind, version, {
+            "envelopeHash": {"algorithm": "sha256", "value": hashlib.sha256(text.encode()).hexdigest()},
+            "payloadHash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()},
+            "signatures": sorted(signatures, key=lambda s: s["signature"])}
+    raise ProposalError(f"entry kind {kind!r} version {version!r} is not supported by this Rekor")

@@ -14,7 +14,8 @@ signatures in the exact wire formats real cosign and sigstore-python write and r
   ``trusted_root.json`` (plus the PEM files cosign v2's ``SIGSTORE_*`` env overrides read).
 
 Nothing here is product code; tests use it to prove airgap's keyless verification interoperates. Keys are
-made once per :class:`MiniSigstore`; a signature costs a few milliseconds.
+made once per :class:`MiniSigstore`; a signature costs a few milliseconds. :mod:`support.sigstoreserver` serves
+the same Fulcio (:meth:`MiniSigstore.certify`) and Rekor over HTTP, for keyless *signing* tests.
 """
 
 from __future__ import annotations
@@ -268,6 +269,13 @@ class MiniSigstore:
               not_before: datetime.datetime | float | None = None) -> KeylessIdentity:
         """A Fulcio-like code-signing certificate for a fresh P-256 key, with an embedded precert SCT."""
         key = ec.generate_private_key(ec.SECP256R1())
+        cert = self.certify(key.public_key(), identity, issuer, san_kind=san_kind, not_before=not_before)
+        return KeylessIdentity(identity, issuer, key, cert, (self.intermediate_cert, self.root_cert))
+
+    def certify(self, public_key: Any, identity: str, issuer: str, *, san_kind: str = "email",
+                not_before: datetime.datetime | float | None = None) -> x509.Certificate:
+        """What Fulcio does once it trusts the caller: a 10-minute code-signing certificate for ``public_key``
+        binding ``identity`` (email or URI SAN) and ``issuer``, with an embedded precert SCT."""
         if not_before is None:
             start = _utc(time.time() - 60).replace(microsecond=0)
         elif isinstance(not_before, datetime.datetime):
@@ -282,13 +290,13 @@ class MiniSigstore:
             raise ValueError(f"san_kind must be 'email' or 'uri', not {san_kind!r}")
         builder = (
             x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(self.intermediate_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .public_key(public_key).serial_number(x509.random_serial_number())
             .not_valid_before(start).not_valid_after(start + LEAF_VALIDITY)
             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                                          data_encipherment=False, key_agreement=False, key_cert_sign=False,
                                          crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.intermediate_key.public_key()),
                            critical=False)
             .add_extension(x509.SubjectAlternativeName([san]), critical=True)
@@ -302,7 +310,7 @@ class MiniSigstore:
                                      critical=False).sign(self.intermediate_key, hashes.SHA384())
         if cert.tbs_precertificate_bytes != precert_tbs:  # the SCT would not verify: fail loudly here
             raise AssertionError("precertificate TBS changed when the SCT was embedded")
-        return KeylessIdentity(identity, issuer, key, cert, (self.intermediate_cert, self.root_cert))
+        return cert
 
     def _sct(self, precert_tbs: bytes, timestamp_ms: int) -> bytes:
         """A v1 SCT (TLS encoding) for a precert entry, signed by the CT log key."""
