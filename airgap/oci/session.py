@@ -123,9 +123,7 @@ class RegistrySession:
             except NetworkError as exc:
                 attempt += 1
                 if attempt >= attempts:
-                    raise TransportError(
-                        f"{method} {url} failed after {attempt} attempt(s): {type(exc.cause).__name__}"
-                    ) from None
+                    raise TransportError(f"{method} {url} failed after {attempt} attempt(s): {exc.reason}") from None
                 self._sleep_before_retry(attempt - 1, None)
                 continue
             if resp.status_code == 401 and not reauthed and resp.headers.get("WWW-Authenticate"):

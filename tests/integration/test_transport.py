@@ -449,3 +449,24 @@ def test_cached_reads_skip_the_registry_only_for_digests(
     # Another repository is another key: never answered from this repository's content.
     with pytest.raises(Exception, match="not found|unknown|404"):
         client.read_blob(registry.host, "cache/other", desc, cached=True)
+
+# ---- TLS stays lazy --------------------------------------------------------------------------------
+
+def test_plain_http_loopback_never_loads_the_system_cas(registry: Registry, make_image: Callable[..., Image],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """http.client imports ssl, but a verifying TLS context (the system CA store: ~30 ms) is built only for a
+    registry that speaks TLS; the loopback probe's bare handshake needs none."""
+    import ssl
+
+    built: list[str] = []
+    real = ssl.create_default_context
+
+    def recording(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append("default")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", recording)
+    img = make_image(registry, "lazy/app", "1.0")
+    client = RegistryClient()
+    assert client.get_manifest(registry.host, "lazy/app", "1.0").digest == img.digest
+    assert built == []
