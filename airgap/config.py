@@ -70,4 +70,8 @@ class RegistryOptions:
     ca_file: str | None = None
     # Docker config files to read credentials from; the default config is always consulted.
     auth_configs: tuple[str, ...] = ()
+    # Hosts (host[:port], lowercase, default port of the redirect's scheme when omitted) a registry may
+    # redirect us to, like `--allow-redirect` (blob storage, a CDN). Redirects elsewhere, and from https to
+    # http, are refused; redirects within the registry's own host:port (and http -> https) are followed.
+    redirect_hosts: frozenset[str] = frozenset()
     user_agent: str = "airgap/0.1"

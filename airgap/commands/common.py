@@ -13,6 +13,12 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_REDIRECTS_KEY = "airgap.redirect_hosts"
+
+
+def _remember_redirect_hosts(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    ctx.meta[_REDIRECTS_KEY] = value  # read by make_options, so commands need not pass it along
+
 
 def registry_options(func: F) -> F:
     """Flags every registry-touching command shares (names as cosign/crane spell them)."""
@@ -23,6 +29,12 @@ def registry_options(func: F) -> F:
     func = click.option(
         "--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
         help="PEM bundle of CA certificates to trust for registry TLS.",
+    )(func)
+    func = click.option(
+        "--allow-redirect", multiple=True, metavar="HOST[:PORT]", expose_value=False,
+        callback=_remember_redirect_hosts,
+        help="Follow a registry's redirects to HOST (blob storage, a CDN; without a port, its default ports); "
+             "repeatable. Redirects to any other host, or from https to http, are refused.",
     )(func)
     return func
 
@@ -36,13 +48,17 @@ def registry_alias_option(func: F) -> F:
 
 
 def make_options(insecure: tuple[str, ...], ca_file: str | None, jobs: int | None = None) -> RegistryOptions:
-    """RegistryOptions from the shared flags (``-j`` overrides the default concurrency)."""
+    """RegistryOptions from the shared flags (``-j`` overrides the default concurrency; ``--allow-redirect``
+    comes from the running command's context)."""
     from dataclasses import replace
 
     from airgap.config import Limits, RegistryOptions
+    from airgap.oci.transport import redirect_hosts
 
+    ctx = click.get_current_context(silent=True)
+    allowed = redirect_hosts(ctx.meta.get(_REDIRECTS_KEY, ()) if ctx is not None else ())
     limits = Limits() if not jobs else replace(Limits(), concurrency=jobs)
-    return RegistryOptions(limits=limits, insecure=frozenset(insecure), ca_file=ca_file)
+    return RegistryOptions(limits=limits, insecure=frozenset(insecure), ca_file=ca_file, redirect_hosts=allowed)
 
 
 def emit_json(obj: Any) -> None:

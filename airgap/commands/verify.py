@@ -69,7 +69,8 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
 
     With --trust DIR the directory's policy decides (refs are translated back to their upstream names
     through its map.json). With --key or --certificate-identity/--certificate-oidc-issuer, every image
-    must carry a signature from that key or identity. No network beyond the registry named in each REF.
+    must carry a signature from that key or identity. No network beyond the registry named in each REF
+    (its --registry-alias address, the token service it names, and redirects only to --allow-redirect hosts).
     """
     from airgap.errors import ConfigError
     from airgap.oci.registry import RegistryClient

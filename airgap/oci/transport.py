@@ -11,8 +11,11 @@ the operation's deadline, per-operation timeouts, a stall detector), :mod:`airga
   response, and goes back only when the body was read to the end. An idle connection the server has closed is
   noticed before use (it polls readable) and replaced; a request that still meets a dead reused connection is
   replayed once on a fresh one when its body can be sent again.
-- follows redirects (blob GETs are redirected to storage) up to :data:`MAX_REDIRECTS`; ``Authorization`` is
-  dropped when the host changes, so a registry token never reaches the storage host.
+- follows redirects (guarantee 10, connections go only where the user pointed) up to :data:`MAX_REDIRECTS`
+  within the original host:port (compared normalised: lowercase, default ports explicit) and from http to https
+  on the same host; to any other host, or from https to http, only when the user allowed the target host
+  (``--allow-redirect``, :attr:`~airgap.config.RegistryOptions.redirect_hosts`), else :class:`RedirectRefused`.
+  ``Authorization`` never leaves the original host.
 - sets the TLS policy: the system CAs plus ``--ca-file``, verified hostnames; ``--insecure-registry`` hosts skip
   verification. Contexts are built on first HTTPS use only (loading the system CA store costs ~30 ms; http.client
   imports :mod:`ssl` itself).
@@ -21,8 +24,8 @@ the operation's deadline, per-operation timeouts, a stall detector), :mod:`airga
 
 Retries, auth and digests are the caller's business: this layer only says whether a failure was the network
 (:class:`NetworkError`, worth retrying) or final (:class:`~airgap.errors.TransportError`: TLS trust; and
-:data:`FINAL`, which no retry loop repeats: the deadline). Threat model: the server is untrusted (status lines,
-header blocks and redirects included).
+:data:`FINAL`, which no retry loop repeats: a refused redirect, the deadline). Threat model: the server is
+untrusted (status lines, header blocks and redirects included).
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from airgap.config import RegistryOptions
-from airgap.errors import TransportError
-from airgap.oci.connection import Connection, NetworkError, Stalled, Watch, is_ip, why
+from airgap.errors import ConfigError, TransportError
+from airgap.oci.connection import Connection, NetworkError, Stalled, Watch, hostport, is_ip, why
 from airgap.oci.deadline import DeadlineExceeded
 from airgap.oci.proxy import ProxyConfig
 from airgap.oci.response import Headers, Response
@@ -43,7 +46,8 @@ from airgap.oci.response import Headers, Response
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["FINAL", "MAX_REDIRECTS", "Body", "Headers", "NetworkError", "ProxyConfig", "Response", "Transport"]
+__all__ = ["FINAL", "MAX_REDIRECTS", "Body", "Headers", "NetworkError", "ProxyConfig", "RedirectRefused",
+           "Response", "Transport", "endpoint", "redirect_hosts"]
 
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -53,8 +57,44 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 Body = bytes | Iterable[bytes] | None
 
 
-# Transport errors no retry loop may repeat: the deadline passed.
-FINAL: tuple[type[TransportError], ...] = (DeadlineExceeded,)
+class RedirectRefused(TransportError):
+    """A registry redirected us to a host the user did not point at (or from https to http). Final."""
+
+
+# Transport errors no retry loop may repeat: the deadline passed, or the user's host policy said no.
+FINAL: tuple[type[TransportError], ...] = (DeadlineExceeded, RedirectRefused)
+
+
+def endpoint(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL, normalised for comparison: lowercase host without IPv6
+    brackets, the scheme's default port made explicit. Raises TransportError for anything else."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise TransportError(f"{url[:200]}: unsupported URL")
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise TransportError(f"{url[:200]}: invalid port") from None
+    return scheme, parts.hostname.lower().rstrip("."), port
+
+
+def redirect_hosts(entries: Iterable[str]) -> frozenset[str]:
+    """``--allow-redirect`` values normalised as :func:`endpoint` compares hosts: ``host:port``, lowercase,
+    both default ports (80, 443) when none is given. Raises ConfigError for anything but HOST[:PORT]."""
+    out: set[str] = set()
+    for entry in entries:
+        text = entry.strip()
+        parts = urlsplit(f"//{text}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not text or any(c in text for c in "/@?#") or not parts.hostname or port == -1 or port == 0:
+            raise ConfigError(f"--allow-redirect {entry!r}: give HOST or HOST:PORT")
+        host = parts.hostname.lower().rstrip(".")
+        out.update(hostport(host, p) for p in ((port,) if port else (80, 443)))
+    return frozenset(out)
 
 
 class Transport:
@@ -64,6 +104,7 @@ class Transport:
     def __init__(self, options: RegistryOptions, proxies: ProxyConfig | None = None) -> None:
         self.options = options
         self.limits = options.limits
+        self.redirect_hosts = redirect_hosts(options.redirect_hosts)
         self.proxies = ProxyConfig.from_env() if proxies is None else proxies
         self._lock = threading.Lock()
         self._idle: dict[tuple[str, str, bool], list[Connection]] = {}
@@ -160,7 +201,8 @@ class Transport:
 
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None, body: Body = None,
                 length: int | None = None, insecure: bool | None = None) -> Response:
-        """Send one request, following redirects; return the response with its body unread.
+        """Send one request, following the redirects the host policy allows; return the response with its
+        body unread.
 
         ``body`` is bytes, or an iterable of chunks with their total ``length`` (sent with Content-Length,
         each chunk handed to the socket whole). ``insecure`` defaults to whether the URL's host is an
@@ -169,6 +211,7 @@ class Transport:
         hdrs = dict(headers or {})
         if insecure is None:
             insecure = urlsplit(url).netloc in self.options.insecure
+        origin = endpoint(url)
         for _ in range(MAX_REDIRECTS + 1):
             resp = self._send(method, url, hdrs, body, length, insecure)
             location = resp.headers.get("Location")
@@ -180,11 +223,31 @@ class Transport:
                 return resp  # a one-shot stream cannot be sent again: let the caller see the redirect
             resp.close()
             target = urljoin(url, location)
-            if urlsplit(target).netloc != urlsplit(url).netloc:
+            if not self._same_host(origin, target, method, url):
                 # Never hand the registry's credentials to another host (blob storage, a CDN).
                 hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
             url = target
         raise TransportError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
+
+    def _same_host(self, origin: tuple[str, str, int], target: str, method: str, current: str) -> bool:
+        """Whether a redirect to ``target`` stays on the original host; raises RedirectRefused when it goes
+        where the user did not point (another host not in ``redirect_hosts``, or from https to http)."""
+        scheme, host, port = endpoint(target)
+        here_scheme, here_host, here_port = endpoint(current)
+        same = (host, port) == origin[1:] or (
+            # http -> https on the same host, default ports (the usual upgrade redirect)
+            host == origin[1] and (origin[0], origin[2], scheme, port) == ("http", 80, "https", 443))
+        allowed = hostport(host, port) in self.redirect_hosts
+        where = f"{method} {hostport(here_host, here_port)}{urlsplit(current).path}"
+        if here_scheme == "https" and scheme == "http" and not allowed:
+            raise RedirectRefused(
+                f"{where}: redirect from https to http://{hostport(host, port)} refused (TLS downgrade); "
+                f"pass --allow-redirect {hostport(host, port)} to follow it")
+        if not same and not allowed:
+            raise RedirectRefused(
+                f"{where}: redirect from {hostport(*origin[1:])} to {hostport(host, port)} refused "
+                f"(another host); pass --allow-redirect {hostport(host, port)} to follow it")
+        return same
 
     def _send(self, method: str, url: str, headers: dict[str, str], body: Body, length: int | None,
               insecure: bool) -> Response:

@@ -223,7 +223,8 @@ def test_blob_redirect_to_storage_drops_authorization(serve: Callable[..., Serve
 
     reg = serve(registry)
     host = f"127.0.0.1:{reg.port}"
-    client = RegistryClient()
+    # The storage host is allowed (--allow-redirect): the legitimate case of a redirect to another host.
+    client = RegistryClient(RegistryOptions(redirect_hosts=frozenset({f"localhost:{storage.port}"})))
     client.auth.set_credentials(host, "u", "p")
     got = b"".join(client.open_blob(host, "team/app", Descriptor(mt.OCI_LAYER, digest, len(data))))
     assert got == data
@@ -449,6 +450,7 @@ def test_cached_reads_skip_the_registry_only_for_digests(
     # Another repository is another key: never answered from this repository's content.
     with pytest.raises(Exception, match="not found|unknown|404"):
         client.read_blob(registry.host, "cache/other", desc, cached=True)
+
 
 # ---- TLS stays lazy --------------------------------------------------------------------------------
 

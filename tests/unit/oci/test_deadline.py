@@ -1,4 +1,5 @@
-"""Deadlines (airgap/oci/deadline.py): durations as cosign spells them, nesting, and threads that inherit them."""
+"""Deadlines (airgap/oci/deadline.py): durations as cosign spells them, nesting, and threads that inherit them;
+and the redirect host list (--allow-redirect) as the transport compares it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from airgap.errors import TransportError
+from airgap.errors import ConfigError, TransportError
 from airgap.oci import deadline
+from airgap.oci.transport import endpoint, redirect_hosts
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -64,3 +66,18 @@ def test_carry_hands_the_deadline_to_pool_threads() -> None:
         assert set(pool.map(seen, range(8))) == {None}  # a plain pool thread knows nothing of it
         assert set(pool.map(deadline.carry(seen), range(8))) == {limit.at}  # one wrapper, many threads
 
+
+def test_endpoints_are_compared_normalised() -> None:
+    assert endpoint("https://Registry.Example/v2/") == ("https", "registry.example", 443)
+    assert endpoint("http://registry.example/v2/") == ("http", "registry.example", 80)
+    assert endpoint("http://[::1]:5000/x") == ("http", "::1", 5000)
+    with pytest.raises(TransportError, match="unsupported URL"):
+        endpoint("ftp://registry.example/")
+
+
+def test_allowed_redirect_hosts() -> None:
+    assert redirect_hosts(["Storage.Example", "cdn.example:8443", "[::1]:9000"]) == {
+        "storage.example:80", "storage.example:443", "cdn.example:8443", "[::1]:9000"}
+    for bad in ["", "https://storage.example", "storage.example/path", "user@host", "host:notaport", "host:0"]:
+        with pytest.raises(ConfigError, match="--allow-redirect"):
+            redirect_hosts([bad])
