@@ -28,6 +28,7 @@ from airgap.bundle.load_blobs import stream_blobs
 from airgap.bundle.placement import Placed, plan_targets, translation_map
 from airgap.errors import BundleError, IntegrityError
 from airgap.oci import mediatypes as mt
+from airgap.oci.deadline import carry  # pool workers run under the caller's deadline
 from airgap.oci.manifest import Manifest
 from airgap.progress import Progress
 from airgap.refs import translate
@@ -104,7 +105,7 @@ def _all_in_place(client: RegistryClient, placed: list[Placed], map_host: str, m
         return desc is not None and desc.digest == digest
 
     with ThreadPoolExecutor(max_workers=max(1, min(jobs * 2, len(checks)))) as pool:
-        return all(pool.map(ok, checks))
+        return all(pool.map(carry(ok), checks))
 
 
 class _Manifests:
@@ -246,7 +247,7 @@ def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules
             for att in p.entry.attachments:
                 manifests.graph(att.digest)
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(placed) or 1))) as pool:
-            summary.manifests_pushed = sum(pool.map(lambda p: push_image(client, p, manifests), placed))
+            summary.manifests_pushed = sum(pool.map(carry(lambda p: push_image(client, p, manifests)), placed))
         for desc, data in zip(map_manifest.blobs, (_EMPTY, map_blob), strict=True):
             client.push_blob(map_host, map_repo, desc, _bytes_opener(data))
         client.put_manifest(map_host, map_repo, tag, map_manifest)

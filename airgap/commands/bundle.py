@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
-from airgap.commands.common import emit_json, make_options, registry_options
+from airgap.commands.common import emit_json, make_options, registry_options, timeout_option
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -61,6 +61,7 @@ def _open_bundle(path: str) -> Iterator[BinaryIO]:
 @click.option("--no-verify", is_flag=True, help="Do not verify the images against the policy before packing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
 @registry_options
+@timeout_option("bulk_timeout")
 def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cache_dir: str | None,
          no_verify: bool, as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
     """Pack the images of SPEC, their signatures and the trust to verify them into one bundle file.
@@ -113,6 +114,7 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
               help="Write the bundle's trust directory (with map.json) for `airgap verify --trust`.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
 @registry_options
+@timeout_option("bulk_timeout")
 def load(bundle: str, target: str, mode: str, rules: tuple[str, ...], key_refs: tuple[str, ...],
          bundle_digest: str | None, allow_unsigned_bundle: bool, jobs: int | None, map_out: str | None,
          trust_out: str | None, as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:

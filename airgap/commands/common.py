@@ -1,7 +1,8 @@
-"""What every command shares: registry flags, turning them into options, JSON output."""
+"""What every command shares: registry flags, turning them into options, timeouts, JSON output."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,6 +46,47 @@ def registry_alias_option(func: F) -> F:
         "--registry-alias", "aliases", multiple=True, metavar="A=B",
         help="Reach registry A at address B (e.g. 127.0.0.1:31999=zarf-docker-registry.zarf.svc:5000).",
     )(func)
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A Go duration as cosign's ``--timeout`` takes it (``30s``, ``3m``, ``1h30m``) or seconds."""
+    if value is None:
+        return None
+    from airgap.oci.deadline import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+_TIMEOUT_HELP = {
+    "timeout": "[default: 3m, as cosign]",
+    "bulk_timeout": "[default: none; a transfer that stalls is still aborted]",
+}
+
+
+def timeout_option(limit: str) -> Callable[[F], F]:
+    """``-t/--timeout DURATION`` (cosign's spelling): the whole command runs under that deadline (see
+    :mod:`airgap.oci.deadline`); without the flag, under ``Limits.<limit>`` (``timeout`` or ``bulk_timeout``)."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def run(*args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+            from airgap.config import Limits
+            from airgap.oci.deadline import deadline
+
+            seconds = timeout if timeout is not None else getattr(Limits(), limit)
+            with deadline(seconds):
+                return func(*args, **kwargs)
+
+        return click.option(  # type: ignore[return-value]
+            "-t", "--timeout", default=None, metavar="DURATION", callback=_duration,
+            help="Overall deadline of the command's registry traffic (e.g. 30s, 3m, or seconds); a registry "
+                 f"that does not answer in time fails it {_TIMEOUT_HELP[limit]}.",
+        )(run)
+
+    return decorate
 
 
 def make_options(insecure: tuple[str, ...], ca_file: str | None, jobs: int | None = None) -> RegistryOptions:

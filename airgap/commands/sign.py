@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from airgap.commands.common import emit_json, make_options, registry_options
+from airgap.commands.common import emit_json, make_options, registry_options, timeout_option
 
 if TYPE_CHECKING:
     from airgap.signing.targets import SignedDigest, SignSummary
@@ -55,7 +55,7 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--json", "as_json", is_flag=True, help="Print every digest signed and where, as JSON."),
     )):
         func = option(func)
-    return registry_options(func)
+    return registry_options(timeout_option("timeout")(func))
 
 
 def _printer(as_json: bool) -> Callable[[SignedDigest], None] | None:

@@ -17,6 +17,7 @@ from urllib.parse import urlencode, urlsplit
 
 from airgap.config import RegistryOptions
 from airgap.errors import AuthError, IntegrityError, NotFoundError, RegistryError, TransportError
+from airgap.oci import deadline
 from airgap.oci.auth import Authenticator
 from airgap.oci.transport import NetworkError, Response, Transport
 from airgap.refs import is_loopback_host
@@ -83,6 +84,9 @@ class RegistrySession:
                 delay = min(float(resp.headers["Retry-After"]), self.limits.retry_after_max)
             except ValueError:
                 pass
+        limit = deadline.current()
+        if limit is not None:  # never wait past the operation's deadline: the next attempt reports it
+            delay = min(delay, max(limit.remaining(), 0.0))
         time.sleep(delay)
 
     def request(
