@@ -40,6 +40,8 @@ class Limits:
     # timeouts and the stall detector bound them instead. `-t/--timeout` overrides either.
     timeout: float | None = 180.0
     bulk_timeout: float | None = None
+    # A Docker credential helper (`docker-credential-<name> get`) must answer within this many seconds.
+    credential_helper_timeout: float = 30.0
     # Retries of one request on 429/5xx/connection reset; the whole transfer is bounded by
     # attempts x (timeout + backoff), so a permanently failing registry fails in bounded time.
     retries: int = 4

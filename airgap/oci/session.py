@@ -41,7 +41,7 @@ class RegistrySession:
         self._lock = threading.Lock()
         self._schemes: dict[str, str] = {}
         self._probes: dict[str, threading.Lock] = {}
-        self.auth = Authenticator(self.options.auth_configs)
+        self.auth = Authenticator(self.options.auth_configs, self.limits.credential_helper_timeout)
         self.transport = Transport(self.options)
 
     def scheme(self, host: str) -> str:
