@@ -8,7 +8,6 @@ removed and the target is left as it was. Temp names start with a dot, so direct
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from pathlib import Path
 def write_atomic(path: Path, data: bytes | Iterable[bytes], *, mode: int | None = None) -> None:
     """Write ``data`` (bytes, or an iterable of chunks) to ``path`` atomically. ``mode`` sets the file's
     permission bits (otherwise mkstemp's 0600). The parent directory must exist."""
+    import tempfile  # here, not at the top: tempfile and shutil cost ~3 ms on every command's start-up path
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
