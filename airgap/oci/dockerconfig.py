@@ -4,8 +4,8 @@ The file is ``$DOCKER_CONFIG/config.json`` when ``DOCKER_CONFIG`` is set, else `
 files named in :attr:`~airgap.config.RegistryOptions.auth_configs` are consulted first. For one registry host:
 
 1. ``credHelpers[host]``, else ``credsStore``: run ``docker-credential-<name> get`` with the server address
-   on stdin (bounded by a timeout); ``{"Username", "Secret"}`` comes back, where the user name ``<token>``
-   means the secret is an identity token (an OAuth2 refresh token);
+   on stdin (bounded by a timeout and the operation's deadline); ``{"Username", "Secret"}`` comes back,
+   where the user name ``<token>`` means the secret is an identity token (an OAuth2 refresh token);
 2. ``auths[host]`` (keys may be URLs: ``https://host/v1/`` matches ``host``): ``auth`` (base64 of
    ``user:password``), or ``username``/``password``, or ``identitytoken``.
 
@@ -26,6 +26,7 @@ from typing import Any
 
 from airgap.errors import AuthError, ConfigError
 from airgap.jsondoc import json_object
+from airgap.oci import deadline
 
 __all__ = ["Credentials", "DockerConfig", "default_config_path"]
 
@@ -156,12 +157,16 @@ class DockerConfig:
             raise ConfigError(f"Docker config {file.path}: credential helper name {helper!r} is not valid")
         program = f"docker-credential-{helper}"
         server = "https://index.docker.io/v1/" if host in _HUB else host
+        limit = deadline.current()  # the operation's deadline bounds the helper too
+        timeout = self.helper_timeout if limit is None else min(self.helper_timeout, limit.check(program))
         try:
             proc = subprocess.run([program, "get"], input=server.encode(), capture_output=True,
-                                  timeout=self.helper_timeout, check=False)
+                                  timeout=timeout, check=False)
         except FileNotFoundError:
             raise AuthError(f"{program} (credential helper for {host} in {file.path}) is not on PATH") from None
         except subprocess.TimeoutExpired:
+            if limit is not None and limit.remaining() <= 0:
+                raise limit.exceeded(f"running {program} for {host}") from None
             raise AuthError(f"{program} (credential helper for {host}) did not answer within "
                             f"{self.helper_timeout:g}s") from None
         except OSError as exc:

@@ -26,6 +26,7 @@ from support.signing import KeyPair, write_keypair
 from airgap.cli import cli
 from airgap.config import Limits, RegistryOptions
 from airgap.errors import AuthError
+from airgap.oci.deadline import DeadlineExceeded, deadline
 from airgap.oci.dockerconfig import Credentials, DockerConfig
 from airgap.oci.registry import RegistryClient
 
@@ -159,6 +160,9 @@ def test_helper_failures_are_one_line(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(AuthError, match=rf"^docker-credential-missing \(credential helper for other\.example in "
                                         rf"{path}\) is not on PATH$"):
         docker.credentials("other.example")
+    with deadline(0.5), pytest.raises(DeadlineExceeded, match=r"^deadline of 0\.5s exceeded while running "
+                                                             r"docker-credential-slow for registry\.example$"):
+        DockerConfig((str(path),), helper_timeout=30).credentials("registry.example")
 
 
 def test_config_forms_docker_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -220,7 +224,11 @@ def token_registry() -> Iterator[tuple[str, list[dict[str, list[str]]]]]:
             else:
                 self.reply(401, b"{}")
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # the client's TLS probe hangs up on this plain-HTTP server: expected, not worth a traceback
+
+    httpd = Server(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"127.0.0.1:{httpd.server_address[1]}", posted
     httpd.shutdown()
