@@ -200,9 +200,9 @@ class Transport:
     # ---- requests ---------------------------------------------------------------------------------
 
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None, body: Body = None,
-                length: int | None = None, insecure: bool | None = None) -> Response:
-        """Send one request, following the redirects the host policy allows; return the response with its
-        body unread.
+                length: int | None = None, insecure: bool | None = None, redirects: bool = True) -> Response:
+        """Send one request, following the redirects the host policy allows (none with ``redirects=False``);
+        return the response with its body unread.
 
         ``body`` is bytes, or an iterable of chunks with their total ``length`` (sent with Content-Length,
         each chunk handed to the socket whole). ``insecure`` defaults to whether the URL's host is an
@@ -215,7 +215,7 @@ class Transport:
         for _ in range(MAX_REDIRECTS + 1):
             resp = self._send(method, url, hdrs, body, length, insecure)
             location = resp.headers.get("Location")
-            if resp.status_code not in _REDIRECTS or not location:
+            if resp.status_code not in _REDIRECTS or not location or not redirects:
                 return resp
             if method not in ("GET", "HEAD") and resp.status_code in (301, 302, 303):
                 method, body, length = "GET", None, None

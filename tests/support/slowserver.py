@@ -5,9 +5,10 @@ Modes:
 - ``drip-headers``: answers a status line, then the header block one byte per ``interval``, for ever;
 - ``drip-body``: answers complete headers of a 100 kB manifest, then its body one byte per ``interval``.
 
-A TLS ClientHello (the client probing whether the registry speaks TLS) is answered as a plain HTTP server
-would answer it, by closing the connection, except in ``silent`` mode. Every HTTP request line received is
-recorded in ``requests``.
+Except in ``silent`` mode, ``GET /v2/`` (the client's ping) is answered at once, as a registry that is slow
+only on content would, and a TLS ClientHello (the client probing whether the registry speaks TLS) as a plain
+HTTP server would answer it, by closing the connection. Every other HTTP request line received is recorded
+in ``requests``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class SlowServer:
                             return
                         buffer += chunk
                     head, buffer = buffer.split(b"\r\n\r\n", 1)
+                    if head.startswith(b"GET /v2/ "):
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                        continue
                     self.requests.append(head.split(b"\r\n", 1)[0].decode())
                     if self.mode == "drip-headers":
                         conn.sendall(b"HTTP/1.1 200 OK\r\n")
