@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from airgap import __version__
-from airgap.commands.common import echo, emit_json, make_options, registry_options
+from airgap.commands.common import echo, emit_json, make_options, registry_options, timeout_option
 from airgap.errors import Error
 
 
@@ -55,6 +55,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=None, help="Blobs moved at once [4].")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
 @registry_options
+@timeout_option("bulk_timeout")
 def copy(source: str, destination: str, jobs: int | None, as_json: bool, insecure: tuple[str, ...],
          ca_file: str | None) -> None:
     """Copy an image, every platform, with its signatures, attestations and referrers.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+KiB = 1024
 MiB = 1024 * 1024
 
 
@@ -24,9 +25,23 @@ class Limits:
     # Blobs up to this size are uploaded in one PUT; larger ones in PATCH chunks of `upload_chunk_bytes`.
     monolithic_upload_max: int = 512 * MiB
     upload_chunk_bytes: int = 128 * MiB
-    # Network: connect/read timeouts (seconds) for one request; a stalled read fails, it never hangs.
+    # Network: connect/read timeouts (seconds) for one socket operation; a silent server fails, it never hangs.
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    # Stall detector: once a response has started, it must deliver `stall_bytes` per `stall_seconds` spent
+    # waiting for it, or it is aborted (and retried like a reset). A server that drips a byte a second
+    # resets every per-read timeout; this bounds it even when no overall deadline is set (copy, pack, load).
+    stall_bytes: int = 16 * KiB
+    stall_seconds: float = 30.0
+    # Overall deadline (seconds, None: none) of an operation (airgap/oci/deadline.py): every connect, send,
+    # receive and retry wait obeys it. `timeout` for a few images' worth of registry work (`verify`, `sign`,
+    # `attest`, one `verify_image`): three minutes, as cosign's --timeout. `bulk_timeout` for commands whose
+    # work grows with the data (copy, pack, load: gigabytes; audit: a whole registry): none, the per-read
+    # timeouts and the stall detector bound them instead. `-t/--timeout` overrides either.
+    timeout: float | None = 180.0
+    bulk_timeout: float | None = None
+    # A Docker credential helper (`docker-credential-<name> get`) must answer within this many seconds.
+    credential_helper_timeout: float = 30.0
     # Retries of one request on 429/5xx/connection reset; the whole transfer is bounded by
     # attempts x (timeout + backoff), so a permanently failing registry fails in bounded time.
     retries: int = 4
@@ -68,4 +83,8 @@ class RegistryOptions:
     ca_file: str | None = None
     # Docker config files to read credentials from; the default config is always consulted.
     auth_configs: tuple[str, ...] = ()
+    # Hosts (host[:port], lowercase, default port of the redirect's scheme when omitted) a registry may
+    # redirect us to, like `--allow-redirect` (blob storage, a CDN). Redirects elsewhere, and from https to
+    # http, are refused; redirects within the registry's own host:port (and http -> https) are followed.
+    redirect_hosts: frozenset[str] = frozenset()
     user_agent: str = "airgap/0.1"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
@@ -41,6 +40,8 @@ def write_atomic(path: Path, data: bytes | Iterable[bytes], *, mode: int | None 
     """Write ``data`` (bytes, or an iterable of chunks) to ``path`` atomically. ``mode`` sets the file's
     permission bits (otherwise mkstemp's 0600). The parent directory must exist. A device or FIFO at ``path``
     is written through (see the module docstring); a directory there is a ConfigError."""
+    import tempfile  # here, not at the top: tempfile and shutil cost ~3 ms on every command's start-up path
+
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a directory")
@@ -77,6 +78,8 @@ class Output:
         self.atomic = not is_special(target)
         self.temp: Path | None = None
         if self.atomic:
+            import tempfile
+
             parent = target.parent if str(target.parent) else Path(".")
             if not parent.is_dir():
                 raise ConfigError(f"output directory {parent} does not exist")

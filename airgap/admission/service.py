@@ -129,7 +129,7 @@ class AdmissionService:
                 return False
             try:
                 trust = Trust.load(self.config.trust_dir)
-                verifier = Verifier(trust, None, self.client, self.aliases)
+                verifier = Verifier(trust, None, self.client, self.aliases, timeout=self.config.deadline)
             except Error as exc:
                 self.metrics.reload_failures += 1
                 self.log("error", "trust not loaded; keeping the previous trust" if current else "trust not loaded",
@@ -160,7 +160,10 @@ class AdmissionService:
     # ---- one image ------------------------------------------------------------------------------
 
     def _resolve(self, key: tuple[str, str, str]) -> str | None:
-        desc = self.client.head_manifest(*key)
+        from airgap.oci.deadline import deadline
+
+        with deadline(self.config.deadline):  # a review waits no longer; neither does its worker thread
+            desc = self.client.head_manifest(*key)
         return desc.digest if desc is not None else None
 
     def _check(self, state: _State, image: str) -> ImageVerdict:

@@ -28,6 +28,7 @@ from airgap.bundle.load_blobs import stream_blobs
 from airgap.bundle.placement import Placed, plan_targets, translation_map
 from airgap.errors import BundleError, ConflictError, Error, IntegrityError
 from airgap.oci import mediatypes as mt
+from airgap.oci.deadline import carry  # pool workers run under the caller's deadline
 from airgap.oci.manifest import Manifest
 from airgap.progress import Progress
 from airgap.refs import translate
@@ -104,7 +105,7 @@ def _heads(client: RegistryClient, checks: list[tuple[str, str, str]], jobs: int
         return desc.digest if desc is not None else None
 
     with ThreadPoolExecutor(max_workers=max(1, min(jobs * 2, len(checks)))) as pool:
-        return list(pool.map(head, checks))
+        return list(pool.map(carry(head), checks))
 
 
 def _map_owner(manifest: Manifest) -> tuple[str, str]:
@@ -345,7 +346,7 @@ def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules
             for att in p.entry.attachments:
                 manifests.graph(att.digest)
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(placed) or 1))) as pool:
-            summary.manifests_pushed = sum(pool.map(lambda p: push_image(client, p, manifests), placed))
+            summary.manifests_pushed = sum(pool.map(carry(lambda p: push_image(client, p, manifests)), placed))
         for desc, data in zip(map_manifest.blobs, (_EMPTY, map_blob), strict=True):
             client.push_blob(map_host, map_repo, desc, _bytes_opener(data))
         client.put_manifest(map_host, map_repo, tag, map_manifest)

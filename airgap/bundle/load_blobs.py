@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airgap.errors import BundleError
+from airgap.oci.deadline import carry  # pool workers run under the caller's deadline
 from airgap.oci.manifest import Descriptor
 from airgap.progress import Progress
 
@@ -65,7 +66,7 @@ class _Uploader:
     def submit(self, digest: str, size: int, path: Path, repos: list[str]) -> None:
         while self.futures and (len(self.futures) >= 2 * self.jobs or sum(self.futures.values()) >= WINDOW_BYTES):
             self._reap(wait(self.futures, return_when=FIRST_COMPLETED).done)
-        self.futures[self.pool.submit(self._push, digest, size, path, repos)] = size
+        self.futures[self.pool.submit(carry(self._push), digest, size, path, repos)] = size
 
     def _push(self, digest: str, size: int, path: Path, repos: list[str]) -> int:
         desc = Descriptor(_OCTET, digest, size)
@@ -100,7 +101,7 @@ def _present(client: RegistryClient, host: str, pairs: list[tuple[str, str]], jo
     if not pairs:
         return set()
     with ThreadPoolExecutor(max_workers=max(1, min(jobs * 2, len(pairs)))) as pool:
-        return {p for p, there in zip(pairs, pool.map(probe, pairs), strict=True) if there}
+        return {p for p, there in zip(pairs, pool.map(carry(probe), pairs), strict=True) if there}
 
 
 def stream_blobs(reader: Any, client: RegistryClient, placed: list[Placed], *, jobs: int,

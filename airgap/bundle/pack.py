@@ -29,6 +29,7 @@ from airgap.bundle.pack_collect import Collected, collect_image, verify_at_sourc
 from airgap.bundle.pack_write import Counting, Order, Sources, write_bundle, write_bundle_at
 from airgap.fileio import Output
 from airgap.oci import mediatypes as mt
+from airgap.oci.deadline import carry  # pool workers run under the caller's deadline
 from airgap.oci.manifest import Manifest
 from airgap.progress import Progress
 
@@ -191,7 +192,7 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
             seen.add(name)
             specs.append(wanted)
     with ThreadPoolExecutor(max_workers=max(1, min(4 * jobs, len(specs) or 1))) as pool:
-        images = list(pool.map(lambda s: collect_image(client, s.ref, s.platforms, trust.policy), specs))
+        images = list(pool.map(carry(lambda s: collect_image(client, s.ref, s.platforms, trust.policy)), specs))
     target = None if output == "-" else Output(output)  # a device or FIFO is written through, never replaced
     sequential = target is None or not target.atomic
     if verify and sequential:
@@ -229,7 +230,7 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
     verdict: Future[None] | None = None
     try:
         if checker is not None:  # a temp file: verify while downloading; a failure stops the download
-            verdict = checker.submit(verify_at_source, images, trust, client, jobs)
+            verdict = checker.submit(carry(verify_at_source), images, trust, client, jobs)
             verdict.add_done_callback(lambda f: _stop_on_failure(f, stop))
         with meter:
             if not sequential and cache is None:

@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from airgap import digest as digests
 from airgap.fileio import write_atomic
+from airgap.oci.deadline import carry  # pool workers run under the caller's deadline
 from airgap.oci.manifest import Descriptor, Manifest
 from airgap.progress import Progress
 
@@ -143,7 +144,7 @@ def write_bundle_at(fd: int, manifest_bytes: bytes, signature: bytes | None, fil
 
     # Largest first: the biggest blob is the critical path; small ones fill in around it.
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(fetch, item) for item in sorted(placed, key=lambda p: -p[2])]
+        futures = [pool.submit(carry(fetch), item) for item in sorted(placed, key=lambda p: -p[2])]
         try:
             for fut in futures:
                 fut.result()
@@ -187,7 +188,7 @@ class _Fetcher:
 
     def submit(self, store: RegistryRepo, desc: Descriptor) -> None:
         if desc.digest not in self.pending:
-            self.pending[desc.digest] = self.pool.submit(self._download, store, desc)
+            self.pending[desc.digest] = self.pool.submit(carry(self._download), store, desc)
 
     def _download(self, store: RegistryRepo, desc: Descriptor) -> Path:
         path = self._path(desc.digest)

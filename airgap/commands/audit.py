@@ -9,7 +9,14 @@ from typing import Any
 
 import click
 
-from airgap.commands.common import echo, emit_json, make_options, registry_alias_option, registry_options
+from airgap.commands.common import (
+    echo,
+    emit_json,
+    make_options,
+    registry_alias_option,
+    registry_options,
+    timeout_option,
+)
 
 FORMATS = ("json", "md", "html", "policyreport")
 OUTPUT_FILES = {"json": "audit.json", "md": "audit.md", "html": "audit.html", "policyreport": "policyreports.yaml"}
@@ -60,6 +67,7 @@ def _write(path: Path, text: str | bytes) -> None:
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=8, help="Images verified at once [8].")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when images fail (the reports still say so).")
 @registry_options
+@timeout_option("bulk_timeout")
 def audit(trust_dir: str, registry: str | None, images_file: str | None, pods_file: str | None, bundle: str | None,
           output_dir: str | None, fmt: str | None, key_ref: str | None, aliases: tuple[str, ...], jobs: int,
           exit_zero: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import click
 
-from airgap.commands.common import echo, emit_json, make_options, registry_options
+from airgap.commands.common import echo, emit_json, make_options, registry_options, timeout_option
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -63,6 +63,7 @@ def _open_bundle(path: str) -> Iterator[BinaryIO]:
 @click.option("--no-verify", is_flag=True, help="Do not verify the images against the policy before packing.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
 @registry_options
+@timeout_option("bulk_timeout")
 def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cache_dir: str | None,
          no_verify: bool, as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
     """Pack the images of SPEC, their signatures and the trust to verify them into one bundle file.
@@ -121,6 +122,7 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
               help="Replace tags another bundle (or no airgap bundle) holds; says what it replaced.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
 @registry_options
+@timeout_option("bulk_timeout")
 def load(bundle: str, target: str, mode: str, rules: tuple[str, ...], key_refs: tuple[str, ...],
          bundle_digest: str | None, allow_unsigned_bundle: bool, jobs: int | None, map_out: str | None,
          trust_out: str | None, site_dir: str | None, site_key: str | None, force: bool, as_json: bool,

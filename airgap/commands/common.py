@@ -1,7 +1,8 @@
-"""What every command shares: registry flags, turning them into options, JSON output."""
+"""What every command shares: registry flags, turning them into options, timeouts, JSON output."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -12,6 +13,12 @@ if TYPE_CHECKING:
     from airgap.config import RegistryOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_REDIRECTS_KEY = "airgap.redirect_hosts"
+
+
+def _remember_redirect_hosts(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    ctx.meta[_REDIRECTS_KEY] = value  # read by make_options, so commands need not pass it along
 
 
 def registry_options(func: F) -> F:
@@ -24,6 +31,12 @@ def registry_options(func: F) -> F:
         "--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
         help="PEM bundle of CA certificates to trust for registry TLS.",
     )(func)
+    func = click.option(
+        "--allow-redirect", multiple=True, metavar="HOST[:PORT]", expose_value=False,
+        callback=_remember_redirect_hosts,
+        help="Follow a registry's redirects to HOST (blob storage, a CDN; without a port, its default ports); "
+             "repeatable. Redirects to any other host, or from https to http, are refused.",
+    )(func)
     return func
 
 
@@ -35,14 +48,59 @@ def registry_alias_option(func: F) -> F:
     )(func)
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """A Go duration as cosign's ``--timeout`` takes it (``30s``, ``3m``, ``1h30m``) or seconds."""
+    if value is None:
+        return None
+    from airgap.oci.deadline import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+_TIMEOUT_HELP = {
+    "timeout": "[default: 3m, as cosign]",
+    "bulk_timeout": "[default: none; a transfer that stalls is still aborted]",
+}
+
+
+def timeout_option(limit: str) -> Callable[[F], F]:
+    """``-t/--timeout DURATION`` (cosign's spelling): the whole command runs under that deadline (see
+    :mod:`airgap.oci.deadline`); without the flag, under ``Limits.<limit>`` (``timeout`` or ``bulk_timeout``)."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def run(*args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+            from airgap.config import Limits
+            from airgap.oci.deadline import deadline
+
+            seconds = timeout if timeout is not None else getattr(Limits(), limit)
+            with deadline(seconds):
+                return func(*args, **kwargs)
+
+        return click.option(  # type: ignore[return-value]
+            "-t", "--timeout", default=None, metavar="DURATION", callback=_duration,
+            help="Overall deadline of the command's registry traffic (e.g. 30s, 3m, or seconds); a registry "
+                 f"that does not answer in time fails it {_TIMEOUT_HELP[limit]}.",
+        )(run)
+
+    return decorate
+
+
 def make_options(insecure: tuple[str, ...], ca_file: str | None, jobs: int | None = None) -> RegistryOptions:
-    """RegistryOptions from the shared flags (``-j`` overrides the default concurrency)."""
+    """RegistryOptions from the shared flags (``-j`` overrides the default concurrency; ``--allow-redirect``
+    comes from the running command's context)."""
     from dataclasses import replace
 
     from airgap.config import Limits, RegistryOptions
+    from airgap.oci.transport import redirect_hosts
 
+    ctx = click.get_current_context(silent=True)
+    allowed = redirect_hosts(ctx.meta.get(_REDIRECTS_KEY, ()) if ctx is not None else ())
     limits = Limits() if not jobs else replace(Limits(), concurrency=jobs)
-    return RegistryOptions(limits=limits, insecure=frozenset(insecure), ca_file=ca_file)
+    return RegistryOptions(limits=limits, insecure=frozenset(insecure), ca_file=ca_file, redirect_hosts=allowed)
 
 
 def emit_json(obj: Any) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from airgap.commands.common import echo, emit_json, make_options, registry_options
+from airgap.commands.common import echo, emit_json, make_options, registry_options, timeout_option
 
 if TYPE_CHECKING:
     from airgap.config import RegistryOptions
@@ -61,7 +61,7 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--json", "as_json", is_flag=True, help="Print every digest signed and where, as JSON."),
     )):
         func = option(func)
-    return registry_options(func)
+    return registry_options(timeout_option("timeout")(func))
 
 
 def _signer(keyref: str | None, password_file: str | None, identity_token: str | None, tlog_upload: bool | None,

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from airgap.commands.common import echo, emit_json, make_options, registry_options
+from airgap.commands.common import echo, emit_json, make_options, registry_options, timeout_option
 
 
 @click.group("site")
@@ -79,6 +79,7 @@ def show(name: str, site_dir: str, as_json: bool) -> None:
 @_site_option
 @click.option("--keep-images", is_flag=True, help="Only forget the bundle's record and trust; leave the registry.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+@timeout_option("timeout")
 @registry_options
 def remove(name: str, site_dir: str, keep_images: bool, as_json: bool, insecure: tuple[str, ...],
            ca_file: str | None) -> None:
@@ -105,6 +106,7 @@ def remove(name: str, site_dir: str, keep_images: bool, as_json: bool, insecure:
 @_site_option
 @click.option("--registry", "target", required=True, metavar="HOST[/PREFIX]", help="Where the state goes.")
 @click.option("--key", "key_ref", required=True, metavar="KEYREF", help="The site key that signs the state.")
+@timeout_option("timeout")
 @registry_options
 def push(site_dir: str, target: str, key_ref: str, insecure: tuple[str, ...], ca_file: str | None) -> None:
     """Mirror the site state into the registry as a signed artifact (HOST/airgap/site:state)."""
@@ -123,6 +125,7 @@ def push(site_dir: str, target: str, key_ref: str, insecure: tuple[str, ...], ca
               help="The site's public key: the state is used only if its signature verifies with it.")
 @click.option("-o", "--output", "out", type=click.Path(file_okay=False), required=True,
               help="A new (or empty) directory to rebuild the site in.")
+@timeout_option("timeout")
 @registry_options
 def pull(target: str, key_refs: tuple[str, ...], out: str, insecure: tuple[str, ...], ca_file: str | None) -> None:
     """Rebuild a site directory from the registry's signed state (for the webhook, an auditor)."""

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from airgap.commands.common import echo, emit_json, make_options, registry_alias_option, registry_options
+from airgap.commands.common import (
+    echo,
+    emit_json,
+    make_options,
+    registry_alias_option,
+    registry_options,
+    timeout_option,
+)
 
 if TYPE_CHECKING:
     from airgap.verification.result import VerificationResult
@@ -63,6 +70,7 @@ def _render(result: VerificationResult) -> str:
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=8, help="Images verified at once [8].")
 @click.option("--json", "as_json", is_flag=True, help="Print the evidence records as JSON.")
 @registry_options
+@timeout_option("timeout")
 def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, ...],
            certificate_identity: str | None, certificate_identity_regexp: str | None,
            certificate_oidc_issuer: str | None, certificate_oidc_issuer_regexp: str | None,
@@ -73,7 +81,8 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
 
     With --trust DIR the directory's policy decides (refs are translated back to their upstream names
     through its map.json). With --key or --certificate-identity/--certificate-oidc-issuer, every image
-    must carry a signature from that key or identity. No network beyond the registry named in each REF.
+    must carry a signature from that key or identity. No network beyond the registry named in each REF
+    (its --registry-alias address, the token service it names, and redirects only to --allow-redirect hosts).
     """
     from airgap.errors import ConfigError
     from airgap.oci.registry import RegistryClient
@@ -108,7 +117,7 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
     repos = list(signature_repos) or ([os.environ["COSIGN_REPOSITORY"]] if os.environ.get("COSIGN_REPOSITORY")
                                       else [])
     verifier = Verifier(trust, policy, RegistryClient(make_options(insecure, ca_file)),
-                        Aliases.parse(list(aliases)), repos)
+                        Aliases.parse(list(aliases)), repos, timeout=None)  # -t/--timeout bounds the command
     results = verifier.verify_many(list(images), jobs=jobs)
     if as_json:
         doc: Any = [r.evidence for r in results]

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from airgap.errors import ConfigError
 from airgap.keys.passwords import K8S_KEY, K8S_PUB, read_password, read_secret_file
-from airgap.keys.pkcs11 import Pkcs11Signer, Pkcs11URI, read_pkcs11_public_key
 from airgap.keys.private import KeySigner, decrypt_private_key, is_encrypted_private_key, is_private_key
 from airgap.keys.public import load_public_keys_pem
 
@@ -80,6 +79,8 @@ def load_signer(keyref: str | None, *, password_file: str | None = None) -> Sign
     keyref = resolve_keyref(keyref)
     _refuse_kms(keyref)
     if keyref.startswith("pkcs11:"):
+        from airgap.keys.pkcs11 import Pkcs11Signer, Pkcs11URI
+
         return Pkcs11Signer(Pkcs11URI.parse(keyref))
     return KeySigner(load_private_key(keyref, password_file=password_file))
 
@@ -90,6 +91,8 @@ def load_public_keys(keyref: str, *, password_file: str | None = None) -> list[P
     half of a private-key reference (which may ask for its password)."""
     _refuse_kms(keyref)
     if keyref.startswith("pkcs11:"):
+        from airgap.keys.pkcs11 import Pkcs11URI, read_pkcs11_public_key
+
         return [read_pkcs11_public_key(Pkcs11URI.parse(keyref))]
     path = Path(keyref)
     if path.is_dir() and (path / K8S_PUB).is_file():

@@ -22,6 +22,7 @@ from airgap import refs
 from airgap.config import RegistryOptions
 from airgap.errors import ConfigError, IntegrityError
 from airgap.oci import mediatypes as mt
+from airgap.oci.deadline import carry  # pool workers run under the caller's deadline
 from airgap.oci.layout import Layout
 from airgap.oci.manifest import Descriptor, Manifest
 from airgap.oci.registry import RegistryClient
@@ -193,7 +194,7 @@ def copy_between(src: Location, dst: Location, *, client: RegistryClient, jobs: 
         fresh = [b for d, b in plan.blobs.items() if d not in submitted]
         for desc in sorted(fresh, key=lambda b: b.size, reverse=True):
             submitted.add(desc.digest)
-            futures[pool.submit(transfer, desc)] = desc
+            futures[pool.submit(carry(transfer), desc)] = desc
         meter.total_items = len(plan.blobs)
         meter.total_bytes = sum(b.size for b in plan.blobs.values())
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import base64
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from airgap.errors import TransportError
 from airgap.refs import is_loopback_host
 
 
-@dataclass(frozen=True)
-class Proxy:
+# NamedTuples, not dataclasses: these load on every command's start-up path, where a dataclass costs ~0.5 ms.
+class Proxy(NamedTuple):
     host: str  # host:port of the proxy
     authorization: str | None  # a Proxy-Authorization value from the proxy URL's userinfo
 
@@ -36,8 +36,7 @@ def _proxy_from_url(url: str) -> Proxy:
     return Proxy(f"{host}:{parts.port or 80}", auth)
 
 
-@dataclass(frozen=True)
-class ProxyConfig:
+class ProxyConfig(NamedTuple):
     """``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` as read once (lower case wins, as in curl/requests)."""
 
     http: str | None = None

@@ -111,9 +111,10 @@ class RegistryClient(BlobUploads):
             try:
                 data = self._read_capped(resp, self.limits.max_manifest_bytes, what)
                 break
-            except NetworkError:
+            except NetworkError as exc:
                 if attempt == self.limits.retries:
-                    raise TransportError(f"{what}: connection broke while reading the manifest") from None
+                    raise TransportError(f"{what}: connection broke while reading the manifest ({exc.reason})"
+                                         ) from None
                 self._sleep_before_retry(attempt, None)
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         if ":" in reference and reference.split(":", 1)[0] in ("sha256", "sha512"):
@@ -197,8 +198,7 @@ class RegistryClient(BlobUploads):
                 resp.close()
                 failures += 1
                 if failures > self.limits.retries:
-                    raise TransportError(f"{what}: connection broke {failures} times "
-                                         f"({type(exc.cause).__name__})") from None
+                    raise TransportError(f"{what}: connection broke {failures} times ({exc.reason})") from None
                 self._sleep_before_retry(failures - 1, None)
 
     def read_blob(self, host: str, repo: str, desc: Descriptor, *, cached: bool = False) -> bytes:

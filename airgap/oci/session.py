@@ -17,8 +17,9 @@ from urllib.parse import urlencode, urlsplit
 
 from airgap.config import RegistryOptions
 from airgap.errors import AuthError, IntegrityError, NotFoundError, RegistryError, TransportError
+from airgap.oci import deadline
 from airgap.oci.auth import Authenticator
-from airgap.oci.transport import NetworkError, Response, Transport
+from airgap.oci.transport import FINAL, NetworkError, Response, Transport
 from airgap.refs import is_loopback_host
 
 if TYPE_CHECKING:
@@ -40,16 +41,20 @@ class RegistrySession:
         self._lock = threading.Lock()
         self._schemes: dict[str, str] = {}
         self._probes: dict[str, threading.Lock] = {}
-        self.auth = Authenticator(self.options.auth_configs)
+        self.auth = Authenticator(self.options.auth_configs, self.limits.credential_helper_timeout)
         self.transport = Transport(self.options)
 
     def scheme(self, host: str) -> str:
         """``https`` unless the host is loopback or ``--insecure-registry`` and does not speak TLS.
 
-        Like crane and cosign: loopback and insecure hosts are probed over HTTPS first and fall back to
-        plain HTTP only when the server answers the TLS handshake with non-TLS bytes (or not at all).
-        The probe is a bare handshake that checks nothing; the certificate is verified on every real
-        request (an untrusted one fails there, with a hint to pass ``--ca-file``).
+        Like crane and cosign (which ping both schemes of such a host at once): a loopback host is first asked
+        ``GET /v2/`` in plain HTTP, and a registry's answer to it (200, or 401 asking for credentials) means
+        plain HTTP; a TLS port cannot give that answer (Go's TLS servers say 400, others hang up). Otherwise,
+        and for ``--insecure-registry`` hosts, a bare TLS handshake decides: plain HTTP only when the server
+        answers it with non-TLS bytes (or not at all). The probe checks nothing; the certificate is verified
+        on every real request (an untrusted one fails there, with a hint to pass ``--ca-file``). The plain
+        ping first spares a plain loopback registry the OpenSSL set-up a handshake costs (~2 ms of a cold
+        ``airgap verify``), and its connection is kept for the requests that follow.
         """
         with self._lock:
             if host in self._schemes:
@@ -60,11 +65,25 @@ class RegistrySession:
                 if host in self._schemes:
                     return self._schemes[host]
             scheme = "https"
-            if (is_loopback_host(host) or host in self.options.insecure) and not self._speaks_tls(host):
+            loopback = is_loopback_host(host)
+            if loopback and self._answers_plain_http(host):
+                scheme = "http"
+            elif (loopback or host in self.options.insecure) and not self._speaks_tls(host):
                 scheme = "http"
             with self._lock:
                 self._schemes[host] = scheme
         return scheme
+
+    def _answers_plain_http(self, host: str) -> bool:
+        """Whether ``GET /v2/`` in plain HTTP gets a registry's answer (200 or 401; redirects not followed)."""
+        try:
+            resp = self.transport.request("GET", f"http://{host}/v2/", redirects=False)
+        except FINAL:
+            raise
+        except TransportError:
+            return False  # refused, reset, a TLS server hanging up: the handshake probe decides
+        resp.close()
+        return resp.status_code in (200, 401)
 
     def _speaks_tls(self, host: str) -> bool:
         # A raw handshake costs a millisecond; a verifying context would load the system CAs (~30 ms).
@@ -83,6 +102,9 @@ class RegistrySession:
                 delay = min(float(resp.headers["Retry-After"]), self.limits.retry_after_max)
             except ValueError:
                 pass
+        limit = deadline.current()
+        if limit is not None:  # never wait past the operation's deadline: the next attempt reports it
+            delay = min(delay, max(limit.remaining(), 0.0))
         time.sleep(delay)
 
     def request(
@@ -123,9 +145,7 @@ class RegistrySession:
             except NetworkError as exc:
                 attempt += 1
                 if attempt >= attempts:
-                    raise TransportError(
-                        f"{method} {url} failed after {attempt} attempt(s): {type(exc.cause).__name__}"
-                    ) from None
+                    raise TransportError(f"{method} {url} failed after {attempt} attempt(s): {exc.reason}") from None
                 self._sleep_before_retry(attempt - 1, None)
                 continue
             if resp.status_code == 401 and not reauthed and resp.headers.get("WWW-Authenticate"):

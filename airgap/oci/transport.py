@@ -1,66 +1,110 @@
-"""A small HTTP/1.1 client on plain sockets: what :mod:`airgap.oci.registry` needs and nothing more.
+"""HTTP(S) to registries on the standard library's :mod:`http.client`, with the policy that library leaves to us.
 
-Why not requests: importing it costs ~50 ms per process and every request pays ~0.5 ms re-reading proxy
-settings from the environment. Why not :mod:`http.client` either: its import costs ~15 ms (the email
-parser, and ssl even for plain HTTP) and its header parsing ~0.14 ms per response; a verification is
-three small GETs on loopback and a cold ``airgap verify`` has a 150 ms budget, so both show. The
-protocol subset registries use is small; this module keeps what matters:
+http.client does the HTTP/1.1 wire work (request and status lines, header blocks, bodies framed by
+Content-Length, chunked encoding or connection close, CONNECT tunnels). Around it:
+:mod:`airgap.oci.connection` puts every connect, send and receive under the request's time limits (guarantee 9:
+the operation's deadline, per-operation timeouts, a stall detector), :mod:`airgap.oci.response` streams bodies
+(short ones are errors, never short data), :mod:`airgap.oci.proxy` reads the proxy settings, and this module:
 
-- keep-alive: idle connections are pooled per (scheme, host, TLS mode) and shared by all threads (a
-  thread pool that comes and goes, as ``verify_many`` does per call, reuses them); a connection is checked
-  out for one request and its response, and goes back only when the body was read to the end.
-  An idle connection the server has closed is noticed before use (it polls readable) and replaced; a
-  request that still meets a dead reused connection is replayed once on a fresh one when its body can be
-  sent again.
-- bodies framed by Content-Length, chunked encoding or connection close; bounded streaming reads; a body
-  that ends before its announced length is an error, never short data.
-- redirects (blob GETs are redirected to storage): followed up to :data:`MAX_REDIRECTS`; ``Authorization``
-  is dropped when the host changes, so a registry token never reaches the storage host.
-- TLS: the system CAs plus ``--ca-file``, verified hostnames; ``--insecure-registry`` hosts skip verification.
-  :mod:`ssl` is imported and contexts built on first HTTPS use only (the system CA bundle costs ~30 ms).
-- proxies: ``HTTP(S)_PROXY``/``NO_PROXY`` (either case), read once per :class:`Transport`; plain HTTP in
-  absolute form, HTTPS through a CONNECT tunnel. As in Go's net/http (cosign, crane, skopeo), loopback
-  destinations never go through a proxy.
-- timeouts: connect and read timeouts from :class:`~airgap.config.Limits`.
+- pools keep-alive connections per (scheme, host, TLS mode), shared by all threads (a thread pool that comes and
+  goes, as ``verify_many`` does per call, reuses them); a connection is checked out for one request and its
+  response, and goes back only when the body was read to the end. An idle connection the server has closed is
+  noticed before use (it polls readable) and replaced; a request that still meets a dead reused connection is
+  replayed once on a fresh one when its body can be sent again.
+- follows redirects (guarantee 10, connections go only where the user pointed) up to :data:`MAX_REDIRECTS`
+  within the original host:port (compared normalised: lowercase, default ports explicit) and from http to https
+  on the same host; to any other host, or from https to http, only when the user allowed the target host
+  (``--allow-redirect``, :attr:`~airgap.config.RegistryOptions.redirect_hosts`), else :class:`RedirectRefused`.
+  ``Authorization`` never leaves the original host.
+- sets the TLS policy: the system CAs plus ``--ca-file``, verified hostnames; ``--insecure-registry`` hosts skip
+  verification. Contexts are built on first HTTPS use only (loading the system CA store costs ~30 ms; http.client
+  imports :mod:`ssl` itself).
+- sends plain HTTP through an ``HTTP_PROXY`` in absolute form and HTTPS through a CONNECT tunnel; as in Go's
+  net/http (cosign, crane, skopeo), loopback never goes through a proxy.
 
-The connection and response framing live in :mod:`airgap.oci.http1`, proxy settings in
-:mod:`airgap.oci.proxy`; this module pools, redirects and writes requests, and re-exports what callers use.
-
-Retries, auth and digests are the caller's business: this layer only says whether a failure was the
-network (:class:`NetworkError`, worth retrying) or TLS trust (:class:`~airgap.errors.TransportError`, not).
-Threat model: the server is untrusted; status lines, header blocks and chunk-size lines are length-capped.
+Retries, auth and digests are the caller's business: this layer only says whether a failure was the network
+(:class:`NetworkError`, worth retrying) or final (:class:`~airgap.errors.TransportError`: TLS trust; and
+:data:`FINAL`, which no retry loop repeats: a refused redirect, the deadline). Threat model: the server is
+untrusted (status lines, header blocks and redirects included).
 """
-
 
 from __future__ import annotations
 
+import http.client
 import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from airgap.config import RegistryOptions
-from airgap.errors import TransportError
-from airgap.oci.http1 import Connection, Headers, NetworkError, Response, read_head
+from airgap.errors import ConfigError, TransportError
+from airgap.oci.connection import Connection, NetworkError, Stalled, Watch, hostport, is_ip, why
+from airgap.oci.deadline import DeadlineExceeded
 from airgap.oci.proxy import ProxyConfig
+from airgap.oci.response import Headers, Response
 
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["MAX_REDIRECTS", "Body", "Headers", "NetworkError", "ProxyConfig", "Response", "Transport"]
+__all__ = ["FINAL", "MAX_REDIRECTS", "Body", "Headers", "NetworkError", "ProxyConfig", "RedirectRefused",
+           "Response", "Transport", "endpoint", "redirect_hosts"]
 
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _IDLE_PER_KEY = 16  # idle connections kept per host; more in flight at once are closed when done
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Body = bytes | Iterable[bytes] | None
 
 
+class RedirectRefused(TransportError):
+    """A registry redirected us to a host the user did not point at (or from https to http). Final."""
+
+
+# Transport errors no retry loop may repeat: the deadline passed, or the user's host policy said no.
+FINAL: tuple[type[TransportError], ...] = (DeadlineExceeded, RedirectRefused)
+
+
+def endpoint(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL, normalised for comparison: lowercase host without IPv6
+    brackets, the scheme's default port made explicit. Raises TransportError for anything else."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise TransportError(f"{url[:200]}: unsupported URL")
+    try:
+        port = parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise TransportError(f"{url[:200]}: invalid port") from None
+    return scheme, parts.hostname.lower().rstrip("."), port
+
+
+def redirect_hosts(entries: Iterable[str]) -> frozenset[str]:
+    """``--allow-redirect`` values normalised as :func:`endpoint` compares hosts: ``host:port``, lowercase,
+    both default ports (80, 443) when none is given. Raises ConfigError for anything but HOST[:PORT]."""
+    out: set[str] = set()
+    for entry in entries:
+        text = entry.strip()
+        parts = urlsplit(f"//{text}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not text or any(c in text for c in "/@?#") or not parts.hostname or port == -1 or port == 0:
+            raise ConfigError(f"--allow-redirect {entry!r}: give HOST or HOST:PORT")
+        host = parts.hostname.lower().rstrip(".")
+        out.update(hostport(host, p) for p in ((port,) if port else (80, 443)))
+    return frozenset(out)
+
+
 class Transport:
-    """Pooled HTTP(S) connections with the TLS and proxy settings of one RegistryOptions; thread-safe."""
+    """Pooled HTTP(S) connections with the TLS, proxy and redirect settings of one RegistryOptions;
+    thread-safe."""
 
     def __init__(self, options: RegistryOptions, proxies: ProxyConfig | None = None) -> None:
         self.options = options
+        self.limits = options.limits
+        self.redirect_hosts = redirect_hosts(options.redirect_hosts)
         self.proxies = ProxyConfig.from_env() if proxies is None else proxies
         self._lock = threading.Lock()
         self._idle: dict[tuple[str, str, bool], list[Connection]] = {}
@@ -96,13 +140,16 @@ class Transport:
     def _new(self, scheme: str, netloc: str, insecure: bool) -> Connection:
         parts = urlsplit(f"//{netloc}")
         try:
-            port = parts.port or (443 if scheme == "https" else 80)
+            port = parts.port or _DEFAULT_PORTS[scheme]
         except ValueError:
             raise TransportError(f"invalid host {netloc!r}") from None
         hostname = parts.hostname or netloc
         proxy = self.proxies.for_url(scheme, hostname, port)
         context = self._context(insecure) if scheme == "https" else None
-        return Connection(scheme, netloc, hostname, port, proxy, context)
+        try:
+            return Connection(scheme, netloc, hostname, port, proxy, context, self.limits)
+        except http.client.InvalidURL:
+            raise TransportError(f"invalid host {netloc!r}") from None
 
     def _checkout(self, key: tuple[str, str, bool]) -> tuple[Connection, bool]:
         """An idle live connection for ``key`` (reused=True), else a new unconnected one."""
@@ -137,10 +184,15 @@ class Transport:
         """Whether ``netloc`` completes a TLS handshake (through the proxy when one applies). A bare probe:
         nothing is verified and no request is sent; real requests verify the certificate."""
         conn = self._new("https", netloc, insecure=True)
+        conn.watch = Watch(f"probing TLS at {netloc}", self.limits)
+        if is_ip(conn.hostname):
+            # No SNI is sent for an address anyway; None spares ssl encoding it with the idna codec (~1 ms
+            # at start-up). Nothing is verified in a probe, so no name is needed.
+            conn.server_hostname = None
         try:
-            conn.connect(self.options.limits.connect_timeout, self.options.limits.connect_timeout)
+            conn.connect()
             return True
-        except OSError:  # ssl.SSLError (plain HTTP bytes), reset, refused, timeout
+        except (OSError, http.client.HTTPException):  # ssl.SSLError (plain HTTP bytes), reset, refused, timeout
             return False
         finally:
             conn.close()
@@ -148,8 +200,9 @@ class Transport:
     # ---- requests ---------------------------------------------------------------------------------
 
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None, body: Body = None,
-                length: int | None = None, insecure: bool | None = None) -> Response:
-        """Send one request, following redirects; return the response with its body unread.
+                length: int | None = None, insecure: bool | None = None, redirects: bool = True) -> Response:
+        """Send one request, following the redirects the host policy allows (none with ``redirects=False``);
+        return the response with its body unread.
 
         ``body`` is bytes, or an iterable of chunks with their total ``length`` (sent with Content-Length,
         each chunk handed to the socket whole). ``insecure`` defaults to whether the URL's host is an
@@ -158,10 +211,11 @@ class Transport:
         hdrs = dict(headers or {})
         if insecure is None:
             insecure = urlsplit(url).netloc in self.options.insecure
+        origin = endpoint(url)
         for _ in range(MAX_REDIRECTS + 1):
             resp = self._send(method, url, hdrs, body, length, insecure)
             location = resp.headers.get("Location")
-            if resp.status_code not in _REDIRECTS or not location:
+            if resp.status_code not in _REDIRECTS or not location or not redirects:
                 return resp
             if method not in ("GET", "HEAD") and resp.status_code in (301, 302, 303):
                 method, body, length = "GET", None, None
@@ -169,36 +223,58 @@ class Transport:
                 return resp  # a one-shot stream cannot be sent again: let the caller see the redirect
             resp.close()
             target = urljoin(url, location)
-            if urlsplit(target).netloc != urlsplit(url).netloc:
+            if not self._same_host(origin, target, method, url):
                 # Never hand the registry's credentials to another host (blob storage, a CDN).
                 hdrs = {k: v for k, v in hdrs.items() if k.lower() != "authorization"}
             url = target
         raise TransportError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
+
+    def _same_host(self, origin: tuple[str, str, int], target: str, method: str, current: str) -> bool:
+        """Whether a redirect to ``target`` stays on the original host; raises RedirectRefused when it goes
+        where the user did not point (another host not in ``redirect_hosts``, or from https to http)."""
+        scheme, host, port = endpoint(target)
+        here_scheme, here_host, here_port = endpoint(current)
+        same = (host, port) == origin[1:] or (
+            # http -> https on the same host, default ports (the usual upgrade redirect)
+            host == origin[1] and (origin[0], origin[2], scheme, port) == ("http", 80, "https", 443))
+        allowed = hostport(host, port) in self.redirect_hosts
+        where = f"{method} {hostport(here_host, here_port)}{urlsplit(current).path}"
+        if here_scheme == "https" and scheme == "http" and not allowed:
+            raise RedirectRefused(
+                f"{where}: redirect from https to http://{hostport(host, port)} refused (TLS downgrade); "
+                f"pass --allow-redirect {hostport(host, port)} to follow it")
+        if not same and not allowed:
+            raise RedirectRefused(
+                f"{where}: redirect from {hostport(*origin[1:])} to {hostport(host, port)} refused "
+                f"(another host); pass --allow-redirect {hostport(host, port)} to follow it")
+        return same
 
     def _send(self, method: str, url: str, headers: dict[str, str], body: Body, length: int | None,
               insecure: bool) -> Response:
         parts = urlsplit(url)
         scheme, netloc = parts.scheme, parts.netloc
         if scheme not in ("http", "https") or not netloc:
-            raise TransportError(f"{url}: unsupported URL")
+            raise TransportError(f"{url[:200]}: unsupported URL")
         key = (scheme, netloc, insecure and scheme == "https")
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         replayable = body is None or isinstance(body, bytes)
+        what = f"{method} {netloc}{parts.path or '/'}"
         while True:
             conn, reused = self._checkout(key)
+            conn.watch = Watch(what, self.limits)
             try:
                 if conn.sock is None:
-                    conn.connect(self.options.limits.connect_timeout, self.options.limits.read_timeout)
+                    conn.connect()
                     with self._lock:
                         self.connections_opened += 1
                 self._write(conn, method, target, netloc, headers, body, length)
-                status, hdrs, size, chunked, will_close = read_head(conn.reader(), method)
+                raw = conn.getresponse()
             except TransportError:
                 conn.close()
                 raise
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 conn.close()
-                if conn.scheme == "https":
+                if scheme == "https":
                     import ssl
 
                     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -207,45 +283,46 @@ class Transport:
                             f"--insecure-registry {netloc})") from None
                     if isinstance(exc, ssl.SSLError):
                         raise TransportError(f"TLS error talking to {netloc}: {exc.reason or exc}") from None
-                if reused and replayable:
+                if reused and replayable and not isinstance(exc, Stalled):
                     continue  # the server dropped an idle connection as we used it: once more, fresh
-                raise NetworkError(f"{method} {url}: {type(exc).__name__}", exc) from None
+                raise NetworkError(f"{method} {url}: {why(exc)}", exc) from None
             except BaseException:
                 conn.close()  # the body source failed mid-request: the connection is in an unknown state
                 raise
 
-            def release(ok: bool, conn: Connection = conn, keep: bool = not will_close) -> None:
-                self._checkin(key, conn, ok and keep)
+            def release(reusable: bool, conn: Connection = conn) -> None:
+                self._checkin(key, conn, reusable)
 
-            return Response(status, hdrs, url, conn, size, chunked, release)
+            return Response(raw, url, release)
 
-    def _write(self, conn: Connection, method: str, target: str, netloc: str, headers: dict[str, str], body: Body,
-               length: int | None) -> None:
+    def _write(self, conn: Connection, method: str, target: str, netloc: str, headers: dict[str, str],
+               body: Body, length: int | None) -> None:
         if conn.absolute_form:
             target = f"http://{netloc}{target}"
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {netloc}", f"User-Agent: {self.options.user_agent}"]
+        fields = [("Host", netloc), ("User-Agent", self.options.user_agent)]
         if conn.absolute_form and conn.proxy is not None and conn.proxy.authorization:
-            lines.append(f"Proxy-Authorization: {conn.proxy.authorization}")
-        lines += [f"{name}: {value}" for name, value in headers.items()]
+            fields.append(("Proxy-Authorization", conn.proxy.authorization))
+        fields += headers.items()
         if isinstance(body, bytes):
-            lines.append(f"Content-Length: {len(body)}")
+            fields.append(("Content-Length", str(len(body))))
         elif body is not None:
-            lines.append(f"Content-Length: {length or 0}")
+            fields.append(("Content-Length", str(length or 0)))
         elif method in ("POST", "PUT", "PATCH"):
-            lines.append("Content-Length: 0")
-        if any("\r" in line or "\n" in line for line in lines):
-            raise TransportError(f"{method} {target}: a header or the target contains a line break")
+            fields.append(("Content-Length", "0"))
         try:
-            data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        except UnicodeEncodeError:
-            raise TransportError(f"{method} {target}: a header is not ISO-8859-1 text") from None
-        sock = conn.writer()
+            conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+            for name, value in fields:
+                conn.putheader(name, value)
+        except (ValueError, UnicodeEncodeError, http.client.InvalidURL):
+            conn.close()
+            raise TransportError(f"{method} {target[:200]}: a header or the target contains a line break or "
+                                 "is not ISO-8859-1 text") from None
         if isinstance(body, bytes) and len(body) <= 65536:
-            sock.sendall(data + body)  # headers and a small body in one segment
+            conn.endheaders(body)
             return
-        sock.sendall(data)
+        conn.endheaders()
         if isinstance(body, bytes):
-            sock.sendall(body)
+            conn.send(body)
         elif body is not None:
             for chunk in body:
-                sock.sendall(chunk)
+                conn.send(chunk)

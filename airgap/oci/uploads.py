@@ -12,6 +12,7 @@ from urllib.parse import urljoin, urlsplit
 from airgap.errors import AuthError, RegistryError, TransportError
 from airgap.oci.manifest import Descriptor
 from airgap.oci.session import RETRY_STATUS, RegistrySession
+from airgap.oci.transport import FINAL
 
 BlobOpener = Callable[[], Iterable[bytes]]
 
@@ -165,6 +166,8 @@ class BlobUploads(RegistrySession):
                 return location is not None
             except _SourceFailed as failed:
                 raise failed.error from None
+            except FINAL:  # the deadline passed, or a redirect went where the user did not point
+                raise
             except TransportError:
                 failures += 1
                 if failures > self.limits.retries:

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from airgap import refs
+from airgap.config import Limits
 from airgap.errors import Error
+from airgap.oci import deadline
 from airgap.verification.result import VerificationResult
 from airgap.verification.trust import Trust
 
@@ -48,7 +50,9 @@ class Verifier:
 
     ``policy`` overrides the trust's own policy (the CLI's ``--key``/``--certificate-identity`` modes).
     ``signature_repos`` are extra places to look for signatures (``--signature-repo``/``COSIGN_REPOSITORY``),
-    spelled as the user sees them (local registry refs).
+    spelled as the user sees them (local registry refs). ``timeout``: seconds each :meth:`verify` may spend on
+    the registry (three minutes, as cosign; None: only an enclosing deadline, see :mod:`airgap.oci.deadline`);
+    an image not verified in time is denied with the reason.
     """
 
     trust: Trust
@@ -56,6 +60,7 @@ class Verifier:
     client: RegistryClient | None = None
     aliases: Aliases | None = None
     signature_repos: Sequence[str] = ()
+    timeout: float | None = Limits.timeout
     _policy: PolicySet = field(init=False, repr=False)
     _client: RegistryClient = field(init=False, repr=False)
     _site: bool = field(init=False, repr=False, default=False)
@@ -96,6 +101,10 @@ class Verifier:
         and hashed there, translated back to its upstream identities, judged by the policies that apply (on a
         site, those of the bundles that loaded it). Fails closed: anything that cannot be fetched, parsed or
         checked is a denial with its reason, never an exception."""
+        with deadline.deadline(self.timeout):
+            return self._verify(ref)
+
+    def _verify(self, ref: str) -> VerificationResult:
         from airgap.checks import cosign
         from airgap.refs import translate
         from airgap.verification import discover
@@ -182,7 +191,7 @@ class Verifier:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(images)))) as pool:
-            return list(pool.map(self.verify, images))
+            return list(pool.map(deadline.carry(self.verify), images))  # under the caller's deadline too
 
 
 async def verify_image_async(ref: str, trust: Trust, *, policy: PolicySet | None = None,
@@ -220,13 +229,15 @@ def _combine(ref: str, digest: str, upstreams: Sequence[refs.Reference],
 
 
 def verify_image(ref: str, trust: Trust, *, policy: PolicySet | None = None, client: RegistryClient | None = None,
-                 aliases: Aliases | None = None, signature_repos: Sequence[str] | None = None
-                 ) -> VerificationResult:
+                 aliases: Aliases | None = None, signature_repos: Sequence[str] | None = None,
+                 timeout: float | None = Limits.timeout) -> VerificationResult:
     """Decide offline whether the image ``ref`` (served by the local registry) may run; see the module doc.
 
-    ``signature_repos`` defaults to ``COSIGN_REPOSITORY`` when that is set, as in cosign.
+    ``signature_repos`` defaults to ``COSIGN_REPOSITORY`` when that is set, as in cosign. ``timeout``: seconds
+    the registry may take in all (three minutes, as cosign); a registry that does not answer in time (or
+    drips its answer) gives a denial naming the host and the request, never an exception.
     """
     if signature_repos is None:
         env = os.environ.get("COSIGN_REPOSITORY")
         signature_repos = [env] if env else []
-    return Verifier(trust, policy, client, aliases, signature_repos).verify(ref)
+    return Verifier(trust, policy, client, aliases, signature_repos, timeout).verify(ref)

@@ -223,11 +223,14 @@ def test_blob_redirect_to_storage_drops_authorization(serve: Callable[..., Serve
 
     reg = serve(registry)
     host = f"127.0.0.1:{reg.port}"
-    client = RegistryClient()
+    # The storage host is allowed (--allow-redirect): the legitimate case of a redirect to another host.
+    client = RegistryClient(RegistryOptions(redirect_hosts=frozenset({f"localhost:{storage.port}"})))
     client.auth.set_credentials(host, "u", "p")
     got = b"".join(client.open_blob(host, "team/app", Descriptor(mt.OCI_LAYER, digest, len(data))))
     assert got == data
-    assert [h.get("Authorization") for *_, h in reg.seen] == [None, "Basic dTpw"]
+    # (After the scheme ping, GET /v2/, which this "registry" answers 401: plain HTTP.)
+    assert [(p, h.get("Authorization")) for _, _, p, h in reg.seen] == [
+        ("/v2/", None), (f"/v2/team/app/blobs/{digest}", None), (f"/v2/team/app/blobs/{digest}", "Basic dTpw")]
     assert storage.seen[0][2] == f"/store/{digest}?sig=1"
     assert "Authorization" not in storage.seen[0][3]
 
@@ -449,3 +452,37 @@ def test_cached_reads_skip_the_registry_only_for_digests(
     # Another repository is another key: never answered from this repository's content.
     with pytest.raises(Exception, match="not found|unknown|404"):
         client.read_blob(registry.host, "cache/other", desc, cached=True)
+
+
+# ---- TLS stays lazy --------------------------------------------------------------------------------
+
+def test_plain_http_loopback_never_builds_a_tls_context(registry: Registry, make_image: Callable[..., Image],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """http.client imports ssl, but no TLS context (OpenSSL's set-up; for a verifying one, the system CA store:
+    ~30 ms) is built for a loopback registry that answers the plain ``GET /v2/`` ping."""
+    import ssl
+
+    built: list[str] = []
+    real_default, real_context = ssl.create_default_context, ssl.SSLContext
+
+    class Recording(real_context):  # type: ignore[misc, valid-type]
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+            built.append("context")
+            return real_context.__new__(cls, *args, **kwargs)
+
+    def default(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append("default")
+        return real_default(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", default)
+    monkeypatch.setattr(ssl, "SSLContext", Recording)
+    img = make_image(registry, "lazy/app", "1.0")
+    client = RegistryClient()
+    assert client.get_manifest(registry.host, "lazy/app", "1.0").digest == img.digest
+    assert client.scheme(registry.host) == "http" and built == []
+    assert client.transport.connections_opened == 1  # the ping's connection serves the requests after it
+
+
+def test_loopback_tls_registry_is_still_found(tls_auth_registry: Registry) -> None:
+    """A TLS port answers the plain ping with 400 (Go) or hangs up: the handshake probe then says https."""
+    assert RegistryClient().scheme(tls_auth_registry.host) == "https"

@@ -1,5 +1,6 @@
 """A loopback HTTP proxy in front of a real registry that injects faults: wrong bytes, error statuses
-(with Retry-After), and connections reset mid-body. Used to prove the client detects and survives them."""
+(with Retry-After), connections reset mid-body, and redirects elsewhere. Used to prove the client detects and
+survives them (or refuses them)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Fault:
     """Applies to requests whose method is in ``methods`` and whose path contains ``match``."""
 
-    kind: str  # "corrupt" | "status" | "reset"
+    kind: str  # "corrupt" | "status" | "reset" | "redirect"
     match: str
     methods: tuple[str, ...] = ("GET",)
     times: int | None = None  # None: forever
     status: int = 503
     retry_after: str | None = None
+    location: str | None = None  # "redirect": scheme://host:port the request is sent to (path kept), with `status`
     hits: int = 0
 
     def applies(self, method: str, path: str) -> bool:
@@ -70,6 +72,13 @@ class FaultProxy:
                 fault = next((f for f in proxy.faults if f.applies(self.command, self.path)), None)
                 if fault is not None:
                     fault.hits += 1
+                if fault is not None and fault.kind == "redirect":
+                    proxy.log.append((self.command, self.path, fault.status))
+                    self.send_response(fault.status)
+                    self.send_header("Location", f"{fault.location}{self.path}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if fault is not None and fault.kind == "status":
                     proxy.log.append((self.command, self.path, fault.status))
                     payload = b'{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}'
