@@ -4,9 +4,12 @@ It owns the trust (reloaded when the directory changes), the shared :class:`airg
 decision cache, metrics and logs; :mod:`airgap.admission.server` puts it behind HTTP.
 
 Threat model and failure behaviour: request bodies are untrusted (size-capped before parsing, parsed
-strictly); the local registry is untrusted and may be slow or down. Every review is answered within the
-internal deadline (shorter than the webhook's ``timeoutSeconds``): what is not verified by then is denied
-in enforce mode with a message saying so. A trust directory that fails to load keeps the previous trust
+strictly, see :mod:`airgap.admission.review`); the local registry is untrusted and may be slow or down.
+Every review is answered within the internal deadline (shorter than the webhook's ``timeoutSeconds``): what
+is not verified by then is denied in enforce mode with a message saying so. Every answer to ``POST
+/validate`` is HTTP 200 with an AdmissionReview (the API server treats any other status as a failed call
+and leaves the verdict to ``failurePolicy``; ours is the verdict), with the request's uid when it could be
+read. A trust directory that fails to load keeps the previous trust
 (and is logged); with no trust at all ``/readyz`` fails and every review is denied in enforce mode.
 """
 
@@ -289,7 +292,7 @@ class AdmissionService:
         try:
             request = AdmissionRequest.from_bytes(body)
         except ReviewError as exc:
-            return 400, None, malformed(_uid_of(body), str(exc), mode), None
+            return 400, None, malformed(exc.uid, str(exc), mode), None
         state = self._state
         if state is None:
             return 200, request, malformed(request.uid, "trust directory not loaded: cannot verify images", mode,
@@ -303,8 +306,9 @@ class AdmissionService:
 
     def _answer(self, status: int, request: AdmissionRequest | None, decision: Decision,
                 start: float) -> tuple[int, str, bytes]:
-        if decision.allowed and status != 200:
-            status = 200  # warn/audit: answer a well-formed "allowed" review even to a broken request
+        # Always 200: the verdict (and its status code) is in the review. Any other HTTP status would be a
+        # failed call to the API server, decided by failurePolicy instead of by us.
+        status = 200
         elapsed = time.monotonic() - start
         deadline_hit = any(v.error and "deadline" in v.why for v in decision.verdicts)
         self.metrics.observe(decision.outcome, decision.allowed, elapsed, deadline_hit)
@@ -316,7 +320,7 @@ class AdmissionService:
                                   "result": decision.outcome, "ms": round(elapsed * 1000, 2)}
         if request is not None:
             fields.update(kind=request.kind, namespace=request.namespace, name=request.name,
-                          operation=request.operation)
+                          operation=request.operation, dry_run=request.dry_run)
         fields["images"] = [{"image": v.image, "digest": v.digest, "decision": v.decision, "cached": v.cached,
                              **({"reasons": list(v.reasons)} if v.reasons else {})} for v in decision.verdicts]
         if decision.message:
