@@ -4,13 +4,17 @@ It owns the trust (reloaded when the directory changes), the shared :class:`airg
 decision cache, metrics and logs; :mod:`airgap.admission.server` puts it behind HTTP.
 
 Threat model and failure behaviour: request bodies are untrusted (size-capped before parsing, parsed
-strictly, see :mod:`airgap.admission.review`); the local registry is untrusted and may be slow or down.
-Every review is answered within the internal deadline (shorter than the webhook's ``timeoutSeconds``): what
-is not verified by then is denied in enforce mode with a message saying so. Every answer to ``POST
-/validate`` is HTTP 200 with an AdmissionReview (the API server treats any other status as a failed call
-and leaves the verdict to ``failurePolicy``; ours is the verdict), with the request's uid when it could be
-read. A trust directory that fails to load keeps the previous trust
-(and is logged); with no trust at all ``/readyz`` fails and every review is denied in enforce mode.
+strictly, see :mod:`airgap.admission.review`); the local registry is untrusted and may be slow, down or
+hostile. Every review is answered within the internal deadline (shorter than the webhook's
+``timeoutSeconds``): what is not verified by then is denied in enforce mode with a message saying so. Every
+answer to ``POST /validate`` is HTTP 200 with an AdmissionReview (the API server treats any other status
+as a failed call and leaves the verdict to ``failurePolicy``; ours is the verdict), with the request's uid
+whenever it can be found, even in a body too large, too deep or too broken to parse.
+
+Bodies over ``PARSE_INLINE_MAX`` are parsed one at a time off the event loop, so a hostile
+multi-megabyte JSON document neither stalls other reviews nor multiplies its parse memory. A trust
+directory that fails to load keeps the previous trust (and is logged); with no trust at all ``/readyz``
+fails and every review is denied in enforce mode.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -26,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from airgap.admission.cache import AsyncFreshLookup, CacheKey, DecisionCache, FreshLookup
 from airgap.admission.decide import Decision, ImageVerdict, Mode, check_images_async, decide, decide_request, malformed
 from airgap.admission.metrics import JsonLog, Metrics
-from airgap.admission.review import AdmissionRequest, ReviewError
+from airgap.admission.review import AdmissionRequest, ReviewError, uid_hint
 from airgap.errors import Error
 
 if TYPE_CHECKING:
@@ -39,6 +44,10 @@ if TYPE_CHECKING:
 
 JSON = "application/json"
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
+MiB = 1024 * 1024
+# Bodies up to this size (real reviews are a few KiB) are parsed on the event loop; larger ones in one
+# parser thread, one at a time: a hostile 3 MiB document costs ~0.4 s and ~80 MB while it is parsed.
+PARSE_INLINE_MAX = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -52,12 +61,26 @@ class WebhookConfig:
     deadline: float = 8.0
     cache_ttl: float = 60.0
     cache_size: int = 10_000
-    # An AdmissionReview holds the object (and oldObject on UPDATE); etcd caps objects at 1.5 MiB.
-    max_body: int = 4 * 1024 * 1024
+    # The API server accepts at most 3 MiB per write and etcd stores at most 1.5 MiB per object; a review
+    # carries the object (and the old one on UPDATE): anything larger is not from the API server.
+    max_body: int = 3 * MiB
     reload_interval: float = 2.0
     aliases: tuple[str, ...] = ()
-    workers: int = 32  # image checks at once (threads); blocked ones are bounded by the registry timeouts
+    workers: int = 32  # threads for tag look-ups and verifications; blocked ones are bounded by registry timeouts
     registry: RegistryOptions | None = None
+    # Distinct images one review may name (real pods have a handful; each costs a tag look-up).
+    max_images: int = 256
+    # Slow clients (see airgap.admission.guard): the API server sends a review at once, so a connection
+    # that has not sent its headers, or its body, within 10 s is not the API server.
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    # Idle keep-alive: shorter than the API server's 90 s idle timeout, as before.
+    keepalive_timeout: float = 75.0
+    # Connections held at once (~30 KiB each with TLS up, ~55 KiB mid-handshake, ~5 KiB before the first
+    # byte); over it the slowest, then the idlest, are shed. The API servers keep a few dozen each.
+    max_connections: int = 1024
+    # Request bodies held across all connections; over it the oldest unfinished bodies are dropped.
+    max_buffered_bytes: int = 16 * MiB
 
 
 @dataclass(frozen=True)
@@ -106,6 +129,10 @@ class AdmissionService:
         self.aliases: Aliases = Aliases.parse(list(config.aliases))
         self._tags: FreshLookup[str | None] = FreshLookup(self._resolve)
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="airgap-check")
+        # More metrics by name, registered by the HTTP layer (connections by phase, sheds, timeouts).
+        self.gauges: dict[str, Callable[[], float]] = {}
+        self.counters: dict[str, Callable[[], float]] = {}
+        self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airgap-parse")
         self._loop_tags: tuple[Any, AsyncFreshLookup[str | None]] | None = None
         self._state: _State | None = None
         self._stop = threading.Event()
@@ -159,6 +186,7 @@ class AdmissionService:
     def close(self) -> None:
         self._stop.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._parser.shutdown(wait=False, cancel_futures=True)
 
     # ---- one image ------------------------------------------------------------------------------
 
@@ -229,13 +257,14 @@ class AdmissionService:
 
     # ---- HTTP-independent request handling ------------------------------------------------------
 
-    def handle(self, method: str, path: str, body: bytes | None) -> tuple[int, str, bytes]:
-        """Answer one HTTP request; ``body`` is None when it was over ``max_body`` (not read)."""
+    def handle(self, method: str, path: str, body: bytes | None, *, prefix: bytes = b"") -> tuple[int, str, bytes]:
+        """Answer one HTTP request; ``body`` is None when it was over ``max_body`` (not read; ``prefix``:
+        its first bytes, if any were read, for the uid)."""
         path = path.split("?", 1)[0]
         if path == "/validate":
             if method != "POST":
                 return 405, JSON, b'{"error":"POST an AdmissionReview v1"}'
-            return self.validate(body)
+            return self.validate(body, prefix=prefix)
         if method not in ("GET", "HEAD"):
             return 405, JSON, b'{"error":"method not allowed"}'
         if path == "/healthz":
@@ -243,36 +272,49 @@ class AdmissionService:
         if path == "/readyz":
             return (200, TEXT, b"ready\n") if self.ready else (503, TEXT, b"trust not loaded\n")
         if path == "/metrics":
-            return 200, TEXT, self.metrics.render(self.cache, self.ready).encode()
+            counters = {name: value() for name, value in self.counters.items()}
+            return 200, TEXT, self.metrics.render(self.cache, self.ready, self._gauges(), counters).encode()
         return 404, JSON, b'{"error":"not found"}'
 
-    async def handle_async(self, method: str, path: str, body: bytes | None) -> tuple[int, str, bytes]:
+    async def handle_async(self, method: str, path: str, body: bytes | None, *,
+                           prefix: bytes = b"") -> tuple[int, str, bytes]:
         """:meth:`handle` for an asyncio server: reviews are decided on the loop, other paths as ``handle``."""
         if method == "POST" and path.split("?", 1)[0] == "/validate":
-            return await self.validate_async(body)
+            call = self.validate_async(body, prefix=prefix)
+            del body  # validate_async owns it (and drops it once parsed)
+            return await call
         return self.handle(method, path, body)
 
-    def validate(self, body: bytes | None) -> tuple[int, str, bytes]:
+    def _gauges(self) -> dict[str, float]:
+        return {name: value() for name, value in self.gauges.items()}
+
+    def validate(self, body: bytes | None, *, prefix: bytes = b"") -> tuple[int, str, bytes]:
         start = time.monotonic()
         request: AdmissionRequest | None = None
-        status = 200
         try:
-            status, request, decision, state = self._parse(body)
+            request, decision, state = self._parse(body, prefix)
             if decision is None:
                 assert request is not None and state is not None  # noqa: S101 - _parse's contract
-                decision = decide_request(request, lambda image: self._check(state, image), self.config.mode,
-                                          executor=self.executor, deadline=self.config.deadline)
+                decision = decide_request(request, lambda image: self._check(state, image),
+                                          self.config.mode, executor=self.executor, deadline=self.config.deadline)
         except Exception as exc:  # noqa: BLE001 - fail closed with a clear message, never a traceback
-            decision = self._crashed(request, body, exc)
-        return self._answer(status, request, decision, start)
+            decision = self._crashed(request, exc)
+        return self._answer(request, decision, start)
 
-    async def validate_async(self, body: bytes | None) -> tuple[int, str, bytes]:
-        """:meth:`validate` on an event loop: no thread per request or per image, only per registry call."""
+    async def validate_async(self, body: bytes | None, *, prefix: bytes = b"") -> tuple[int, str, bytes]:
+        """:meth:`validate` on an event loop: no thread per request or per image, only per registry call.
+
+        Owns ``body``: its last reference is dropped once it is parsed, so a review waiting for a
+        verification slot holds its few images, not its bytes."""
         start = time.monotonic()
+        deadline_at = start + self.config.deadline
         request: AdmissionRequest | None = None
-        status = 200
         try:
-            status, request, decision, state = self._parse(body)
+            if body is not None and len(body) > PARSE_INLINE_MAX:
+                request, decision, state = await self._parse_off_loop(body, deadline_at)
+            else:
+                request, decision, state = self._parse(body, prefix)
+            del body
             if decision is None:
                 assert request is not None and state is not None  # noqa: S101 - _parse's contract
                 images = request.unique_images
@@ -280,40 +322,59 @@ class AdmissionService:
                                                     deadline=self.config.deadline) if images else []
                 decision = decide(request, verdicts, self.config.mode)
         except Exception as exc:  # noqa: BLE001 - fail closed with a clear message, never a traceback
-            decision = self._crashed(request, body, exc)
-        return self._answer(status, request, decision, start)
+            decision = self._crashed(request, exc)
+        return self._answer(request, decision, start)
 
-    def _parse(self, body: bytes | None) -> tuple[int, AdmissionRequest | None, Decision | None, _State | None]:
-        """The HTTP status, the request, and either the decision (malformed, no trust) or the state to decide in."""
+    async def _parse_off_loop(self, body: bytes, deadline_at: float
+                              ) -> tuple[AdmissionRequest | None, Decision | None, _State | None]:
+        """:meth:`_parse` of a large body in the parser thread, waiting for it no longer than the deadline."""
+        import asyncio
+
+        uid = uid_hint(body)
+        future = asyncio.get_running_loop().run_in_executor(self._parser, self._parse, body, b"")
+        del body
+        try:
+            return await asyncio.wait_for(future, max(0.0, deadline_at - time.monotonic()))
+        except TimeoutError:
+            self.metrics.count("busy")
+            return None, malformed(uid, f"webhook busy: large request bodies are parsed one at a time and this "
+                                        f"one was not parsed within the {self.config.deadline:g}s deadline, retry",
+                                   self.config.mode, code=503), None
+
+    def _parse(self, body: bytes | None, prefix: bytes) -> tuple[AdmissionRequest | None, Decision | None,
+                                                                 _State | None]:
+        """The request, and either the decision (malformed, no trust) or the state to decide in."""
         mode = self.config.mode
         if body is None:
-            return 413, None, malformed("", f"request body is over the {self.config.max_body}-byte limit", mode,
-                                        code=413), None
+            return None, malformed(uid_hint(prefix), f"request body is over the {self.config.max_body}-byte limit",
+                                   mode, code=413), None
         try:
             request = AdmissionRequest.from_bytes(body)
         except ReviewError as exc:
-            return 400, None, malformed(exc.uid, str(exc), mode), None
+            return None, malformed(exc.uid, str(exc), mode), None
+        if len(request.images) > self.config.max_images and len(request.unique_images) > self.config.max_images:
+            return request, malformed(request.uid, f"request {request.uid}: {len(request.unique_images)} distinct "
+                                                   f"images; the webhook verifies at most {self.config.max_images} "
+                                                   f"per request", mode), None
         state = self._state
         if state is None:
-            return 200, request, malformed(request.uid, "trust directory not loaded: cannot verify images", mode,
-                                           code=503), None
-        return 200, request, None, state
+            return request, malformed(request.uid, "trust directory not loaded: cannot verify images", mode,
+                                      code=503), None
+        return request, None, state
 
-    def _crashed(self, request: AdmissionRequest | None, body: bytes | None, exc: Exception) -> Decision:
+    def _crashed(self, request: AdmissionRequest | None, exc: Exception) -> Decision:
         self.log("error", "internal error", error=f"{type(exc).__name__}: {exc}")
-        return malformed(request.uid if request else _uid_of(body), f"internal error: {type(exc).__name__}: {exc}",
+        return malformed(request.uid if request else "", f"internal error: {type(exc).__name__}: {exc}",
                          self.config.mode, code=500)
 
-    def _answer(self, status: int, request: AdmissionRequest | None, decision: Decision,
-                start: float) -> tuple[int, str, bytes]:
+    def _answer(self, request: AdmissionRequest | None, decision: Decision, start: float) -> tuple[int, str, bytes]:
         # Always 200: the verdict (and its status code) is in the review. Any other HTTP status would be a
         # failed call to the API server, decided by failurePolicy instead of by us.
-        status = 200
         elapsed = time.monotonic() - start
         deadline_hit = any(v.error and "deadline" in v.why for v in decision.verdicts)
         self.metrics.observe(decision.outcome, decision.allowed, elapsed, deadline_hit)
         self._log_decision(request, decision, elapsed)
-        return status, JSON, json.dumps(decision.review(), separators=(",", ":")).encode()
+        return 200, JSON, json.dumps(decision.review(), separators=(",", ":")).encode()
 
     def _log_decision(self, request: AdmissionRequest | None, decision: Decision, elapsed: float) -> None:
         fields: dict[str, Any] = {"uid": decision.uid, "mode": self.config.mode, "allowed": decision.allowed,
@@ -328,10 +389,3 @@ class AdmissionService:
         self.log("info" if decision.outcome == "allow" else "warning", "admission review", **fields)
 
 
-def _uid_of(body: bytes | None) -> str:
-    """The request uid of a review we could not fully parse (echoed when it is there), else ''."""
-    try:
-        uid = json.loads(body or b"")["request"]["uid"]
-        return uid if isinstance(uid, str) else ""
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        return ""
