@@ -113,7 +113,7 @@ async def check_images_async(images: Sequence[str], check: Callable[[str], Await
 
 def _late(image: str, deadline: float) -> ImageVerdict:
     return ImageVerdict(image, "deny", error=True, reasons=(
-        f"not verified within the webhook's {deadline:g}s deadline (registry slow or unreachable)",))
+        f"not verified within the webhook's {deadline:g}s deadline (registry slow or unreachable, or webhook busy)",))
 
 
 def _crashed(image: str, exc: BaseException) -> ImageVerdict:

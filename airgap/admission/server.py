@@ -236,7 +236,7 @@ def serve(config: WebhookConfig, cert: str, key: str, *, host: str = "0.0.0.0", 
     try:
         server, guard = _uvicorn(service, cert, key)
         service.log("info", "serving", address=f"{host}:{port}", mode=config.mode, deadline=config.deadline,
-                    max_connections=guard.max_connections)
+                    max_connections=guard.max_connections, max_verifications=config.max_verifications)
         server.run(sockets=[_listen(host, port)])
     finally:
         service.close()

@@ -11,10 +11,13 @@ answer to ``POST /validate`` is HTTP 200 with an AdmissionReview (the API server
 as a failed call and leaves the verdict to ``failurePolicy``; ours is the verdict), with the request's uid
 whenever it can be found, even in a body too large, too deep or too broken to parse.
 
-Bodies over ``PARSE_INLINE_MAX`` are parsed one at a time off the event loop, so a hostile
-multi-megabyte JSON document neither stalls other reviews nor multiplies its parse memory. A trust
-directory that fails to load keeps the previous trust (and is logged); with no trust at all ``/readyz``
-fails and every review is denied in enforce mode.
+Resources are bounded whatever the load: at most ``max_verifications`` verifications at once, each
+reading at most ``max_signature_bytes`` / ``max_signature_layers`` (:mod:`airgap.admission.budget`); an
+image still queued for a verification slot at the deadline is denied as "webhook busy". Bodies over
+``PARSE_INLINE_MAX`` are parsed one at a time off the event loop, so a hostile multi-megabyte JSON
+document neither stalls other reviews nor multiplies its parse memory. A trust directory that fails to
+load keeps the previous trust (and is logged); with no trust at all ``/readyz`` fails and every review is
+denied in enforce mode.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from airgap.admission.review import AdmissionRequest, ReviewError, uid_hint
 from airgap.errors import Error
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from airgap.admission.budget import Slots
     from airgap.config import RegistryOptions
     from airgap.oci.registry import RegistryClient
     from airgap.refs import Reference
@@ -48,11 +54,15 @@ MiB = 1024 * 1024
 # Bodies up to this size (real reviews are a few KiB) are parsed on the event loop; larger ones in one
 # parser thread, one at a time: a hostile 3 MiB document costs ~0.4 s and ~80 MB while it is parsed.
 PARSE_INLINE_MAX = 256 * 1024
+# An image still waiting for a verification slot this long before the deadline is denied as busy (so
+# the answer says why, instead of the generic deadline message).
+BUSY_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
 class WebhookConfig:
-    """Knobs of one webhook process, with the reasons for their defaults."""
+    """Knobs of one webhook process, with the reasons for their defaults (the memory arithmetic behind the
+    bounds is in :mod:`airgap.admission.manifests`, next to the Deployment's limit)."""
 
     trust_dir: str
     mode: Mode = "enforce"
@@ -70,6 +80,11 @@ class WebhookConfig:
     registry: RegistryOptions | None = None
     # Distinct images one review may name (real pods have a handful; each costs a tag look-up).
     max_images: int = 256
+    # Verifications at once, and what each may read: 4 x 16 MiB of signature data in flight at most.
+    # 16 MiB leaves room for SBOM attestations; cosign reads at most 1,000 layers of a signature manifest.
+    max_verifications: int = 4
+    max_signature_bytes: int = 16 * MiB
+    max_signature_layers: int = 1000
     # Slow clients (see airgap.admission.guard): the API server sends a review at once, so a connection
     # that has not sent its headers, or its body, within 10 s is not the API server.
     header_timeout: float = 10.0
@@ -111,8 +126,8 @@ class AdmissionService:
     """The webhook without HTTP; thread-safe. See the module docstring."""
 
     def __init__(self, config: WebhookConfig, *, log: JsonLog | None = None) -> None:
+        from airgap.admission.budget import WEBHOOK_CACHE_BYTES, BudgetedClient, Slots, webhook_limits
         from airgap.config import RegistryOptions
-        from airgap.oci.registry import RegistryClient
         from airgap.refs.translate import Aliases
 
         self.config = config
@@ -120,20 +135,20 @@ class AdmissionService:
         self.metrics = Metrics()
         self.cache: DecisionCache[ImageVerdict] = DecisionCache(config.cache_ttl, config.cache_size)
         options = config.registry or RegistryOptions()
-        # One slow registry request must not outlive the review: bound it by the deadline, retry once.
-        base = options.limits
-        limits = replace(base, connect_timeout=min(base.connect_timeout, config.deadline),
-                         read_timeout=min(base.read_timeout, config.deadline), retries=min(base.retries, 1),
-                         backoff_max=min(base.backoff_max, 0.5))
-        self.client: RegistryClient = RegistryClient(replace(options, limits=limits))
+        # One slow registry request must not outlive the review; what one read may hold is capped (budget.py).
+        self.client: RegistryClient = BudgetedClient(replace(options, limits=webhook_limits(options.limits,
+                                                                                            config.deadline)),
+                                                     cache_bytes=WEBHOOK_CACHE_BYTES)
         self.aliases: Aliases = Aliases.parse(list(config.aliases))
         self._tags: FreshLookup[str | None] = FreshLookup(self._resolve)
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="airgap-check")
+        self.slots: Slots = Slots(config.max_verifications)
         # More metrics by name, registered by the HTTP layer (connections by phase, sheds, timeouts).
         self.gauges: dict[str, Callable[[], float]] = {}
         self.counters: dict[str, Callable[[], float]] = {}
         self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airgap-parse")
         self._loop_tags: tuple[Any, AsyncFreshLookup[str | None]] | None = None
+        self._loop_flights: tuple[Any, dict[CacheKey, asyncio.Future[ImageVerdict]]] | None = None
         self._state: _State | None = None
         self._stop = threading.Event()
         self._reload_lock = threading.Lock()
@@ -194,7 +209,7 @@ class AdmissionService:
         desc = self.client.head_manifest(*key)
         return desc.digest if desc is not None else None
 
-    def _check(self, state: _State, image: str) -> ImageVerdict:
+    def _check(self, state: _State, image: str, deadline_at: float) -> ImageVerdict:
         """Resolve the tag now (never from cache), then the cached decision or a fresh verification."""
         from airgap import refs
 
@@ -210,9 +225,13 @@ class AdmissionService:
             return ImageVerdict(image, "deny", error=True, reasons=(str(exc),))
         key = DecisionCache.key(image, digest, state.policy_digest, state.trust.digest)
         hit = self.cache.get(key)
-        return replace(hit, cached=True) if hit is not None else self._verify(state, image, ref, digest, key)
+        if hit is not None:
+            return replace(hit, cached=True)
+        if not self.slots.acquire_blocking(deadline_at - time.monotonic() - BUSY_MARGIN):
+            return self._busy(image)
+        return self._verify_in_slot(state, image, ref, digest, key, deadline_at)
 
-    async def _check_async(self, state: _State, image: str) -> ImageVerdict:
+    async def _check_async(self, state: _State, image: str, deadline_at: float) -> ImageVerdict:
         """:meth:`_check` on the event loop: only the tag look-up and a verification use a thread."""
         import asyncio
 
@@ -232,8 +251,42 @@ class AdmissionService:
         hit = self.cache.get(key)
         if hit is not None:
             return replace(hit, cached=True)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self._verify, state, image, ref,
-                                                                digest, key)
+        # Concurrent reviews of the same image (same digest, policy and trust: the same answer) share one
+        # verification, so a storm of pods naming one hostile image costs one slot, not one per review.
+        flights = self._flights()
+        flight = flights.get(key)
+        if flight is None:
+            flight = flights[key] = asyncio.ensure_future(self._fly(state, image, ref, digest, key, deadline_at))
+            flight.add_done_callback(lambda _: flights.pop(key, None))
+        # A review past its deadline stops waiting; the flight (and the verification) is not cancelled.
+        return replace(await asyncio.shield(flight), image=image)
+
+    async def _fly(self, state: _State, image: str, ref: Reference, digest: str, key: CacheKey,
+                   deadline_at: float) -> ImageVerdict:
+        """Take a verification slot (or give up as busy at the deadline) and verify in a worker thread."""
+        import asyncio
+
+        if not await self.slots.acquire(deadline_at - time.monotonic() - BUSY_MARGIN):
+            return self._busy(image)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self.executor, self._verify_in_slot, state, image,
+                                                                ref, digest, key, deadline_at)
+        except RuntimeError:  # the executor was shut down: the service is closing
+            self.slots.release()
+            raise
+        # The thread keeps its slot until it ends: past the deadline its budget stops it at its next registry
+        # call, so abandoned work never exceeds the bound.
+        return await future
+
+    def _flights(self) -> dict[CacheKey, asyncio.Future[ImageVerdict]]:
+        """The verifications in flight on the running event loop (one loop serves the webhook)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        current = self._loop_flights
+        if current is None or current[0] is not loop:
+            current = self._loop_flights = (loop, {})
+        return current[1]
 
     def _async_tags(self) -> AsyncFreshLookup[str | None]:
         """The tag look-ups of the running event loop (one loop serves the webhook; a new loop gets its own)."""
@@ -245,10 +298,29 @@ class AdmissionService:
             current = self._loop_tags = (loop, AsyncFreshLookup(self._resolve, self.executor))
         return current[1]
 
-    def _verify(self, state: _State, image: str, ref: Reference, digest: str, key: CacheKey) -> ImageVerdict:
+    def _busy(self, image: str) -> ImageVerdict:
+        self.metrics.count("busy")
+        return ImageVerdict(image, "deny", error=True, reasons=(
+            f"webhook busy: all {self.slots.size} verification slots in use ({self.slots.queued} waiting); "
+            f"not verified within the webhook's {self.config.deadline:g}s deadline, retry",))
+
+    def _verify_in_slot(self, state: _State, image: str, ref: Reference, digest: str, key: CacheKey,
+                        deadline_at: float) -> ImageVerdict:
+        """:meth:`_verify` holding a verification slot (taken by the caller), released when it ends."""
+        try:
+            return self._verify(state, image, ref, digest, key, deadline_at)
+        finally:
+            self.slots.release()
+
+    def _verify(self, state: _State, image: str, ref: Reference, digest: str, key: CacheKey,
+                deadline_at: float) -> ImageVerdict:
+        from airgap.admission.budget import Budget, spending
+
         # Verify exactly the digest the tag resolved to (fetched by digest, bytes checked), tag kept for
         # translation and policy globs: no second resolution, no window for a re-tag in between.
-        result = state.verifier.verify(str(ref.with_digest(digest)))
+        budget = Budget(self.config.max_signature_bytes, self.config.max_signature_layers, deadline_at)
+        with spending(budget):
+            result = state.verifier.verify(str(ref.with_digest(digest)))
         verdict = ImageVerdict(image, result.decision, result.digest, tuple(result.reasons), tuple(result.warnings),
                                error=result.digest is None)
         if result.digest is not None:  # decided on the image's bytes (not a transport failure): cacheable
@@ -286,16 +358,18 @@ class AdmissionService:
         return self.handle(method, path, body)
 
     def _gauges(self) -> dict[str, float]:
-        return {name: value() for name, value in self.gauges.items()}
+        return {"verifications_in_flight": self.slots.in_use, "verifications_queued": self.slots.queued,
+                **{name: value() for name, value in self.gauges.items()}}
 
     def validate(self, body: bytes | None, *, prefix: bytes = b"") -> tuple[int, str, bytes]:
         start = time.monotonic()
+        deadline_at = start + self.config.deadline
         request: AdmissionRequest | None = None
         try:
             request, decision, state = self._parse(body, prefix)
             if decision is None:
                 assert request is not None and state is not None  # noqa: S101 - _parse's contract
-                decision = decide_request(request, lambda image: self._check(state, image),
+                decision = decide_request(request, lambda image: self._check(state, image, deadline_at),
                                           self.config.mode, executor=self.executor, deadline=self.config.deadline)
         except Exception as exc:  # noqa: BLE001 - fail closed with a clear message, never a traceback
             decision = self._crashed(request, exc)
@@ -318,8 +392,9 @@ class AdmissionService:
             if decision is None:
                 assert request is not None and state is not None  # noqa: S101 - _parse's contract
                 images = request.unique_images
-                verdicts = await check_images_async(images, lambda image: self._check_async(state, image),
-                                                    deadline=self.config.deadline) if images else []
+                verdicts = await check_images_async(
+                    images, lambda image: self._check_async(state, image, deadline_at),
+                    deadline=self.config.deadline) if images else []
                 decision = decide(request, verdicts, self.config.mode)
         except Exception as exc:  # noqa: BLE001 - fail closed with a clear message, never a traceback
             decision = self._crashed(request, exc)

@@ -20,8 +20,9 @@ MiB = 1024 * 1024
 # Defaults mirror airgap.admission.service.WebhookConfig (not imported here: `airgap --help` stays fast);
 # tests/unit/admission/test_admission.py checks they agree.
 LIMITS = {
-    "max_body_bytes": 3 * MiB, "max_images": 256, "header_timeout": 10.0, "body_timeout": 10.0,
-    "keepalive_timeout": 75.0, "max_connections": 1024, "max_buffered_bytes": 16 * MiB,
+    "max_body_bytes": 3 * MiB, "max_images": 256, "max_verifications": 4, "max_signature_bytes": 16 * MiB,
+    "max_signature_layers": 1000, "header_timeout": 10.0, "body_timeout": 10.0, "keepalive_timeout": 75.0,
+    "max_connections": 1024, "max_buffered_bytes": 16 * MiB,
 }
 
 
@@ -43,6 +44,13 @@ LIMITS = {
               help="Largest AdmissionReview read (the API server writes at most 3 MiB); larger ones are denied.")
 @click.option("--max-images", type=click.IntRange(1), default=LIMITS["max_images"], show_default=True,
               help="Distinct images one review may name; more are denied.")
+@click.option("--max-verifications", type=click.IntRange(1, 256), default=LIMITS["max_verifications"],
+              show_default=True, help="Image verifications at once; images queued past the deadline are denied "
+              "as 'webhook busy'.")
+@click.option("--max-signature-bytes", type=click.IntRange(4096), default=LIMITS["max_signature_bytes"],
+              show_default=True, help="Manifest and signature bytes one image's verification may read.")
+@click.option("--max-signature-layers", type=click.IntRange(1), default=LIMITS["max_signature_layers"],
+              show_default=True, help="Signature layers one image's verification may read.")
 @click.option("--header-timeout", type=click.FloatRange(0.1), default=LIMITS["header_timeout"], show_default=True,
               help="Seconds a connection has for its TLS handshake and request headers.")
 @click.option("--body-timeout", type=click.FloatRange(0.1), default=LIMITS["body_timeout"], show_default=True,
@@ -59,9 +67,9 @@ LIMITS = {
 @registry_alias_option
 @registry_options
 def serve(trust_dir: str, tls_cert: str, tls_key: str, host: str, port: int, mode: str, deadline: float,
-          cache_ttl: float, cache_size: int, max_body_bytes: int, max_images: int, header_timeout: float,
-          body_timeout: float, keepalive_timeout: float, max_connections: int, max_buffered_bytes: int,
-          reload_interval: float,
+          cache_ttl: float, cache_size: int, max_body_bytes: int, max_images: int, max_verifications: int,
+          max_signature_bytes: int, max_signature_layers: int, header_timeout: float, body_timeout: float,
+          keepalive_timeout: float, max_connections: int, max_buffered_bytes: int, reload_interval: float,
           aliases: tuple[str, ...], insecure: tuple[str, ...], ca_file: str | None) -> None:
     """Serve POST /validate (AdmissionReview v1) over HTTPS, with /healthz, /readyz and /metrics."""
     from airgap.admission.server import WebhookConfig
@@ -72,7 +80,9 @@ def serve(trust_dir: str, tls_cert: str, tls_key: str, host: str, port: int, mod
     config = WebhookConfig(trust_dir=trust_dir, mode=mode, deadline=deadline,  # type: ignore[arg-type]
                            cache_ttl=cache_ttl, cache_size=cache_size, max_body=max_body_bytes,
                            reload_interval=reload_interval, aliases=aliases, registry=make_options(insecure, ca_file),
-                           max_images=max_images, header_timeout=header_timeout, body_timeout=body_timeout,
+                           max_images=max_images, max_verifications=max_verifications,
+                           max_signature_bytes=max_signature_bytes, max_signature_layers=max_signature_layers,
+                           header_timeout=header_timeout, body_timeout=body_timeout,
                            keepalive_timeout=keepalive_timeout, max_connections=max_connections,
                            max_buffered_bytes=max_buffered_bytes)
     run(config, tls_cert, tls_key, host=host, port=port)

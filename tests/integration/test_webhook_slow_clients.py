@@ -249,5 +249,6 @@ def test_slow_limits_are_flags(site: Site) -> None:
     out = subprocess.run([sys.executable, "-m", "airgap.cli", "webhook", "serve", "--help"], capture_output=True,
                          text=True, check=True, env=dict(os.environ, COLUMNS="200")).stdout
     for flag in ("--header-timeout", "--body-timeout", "--keepalive-timeout", "--max-connections",
-                 "--max-buffered-bytes", "--max-body-bytes", "--max-images"):
+                 "--max-buffered-bytes", "--max-body-bytes", "--max-verifications", "--max-signature-bytes",
+                 "--max-signature-layers", "--max-images"):
         assert flag in out, flag
