@@ -57,7 +57,7 @@ def memory_budget(config: Any = None) -> dict[str, int]:
         webhook_limits,
         worst_verification_bytes,
     )
-    from airgap.admission.service import PARSE_INLINE_MAX, WebhookConfig
+    from airgap.admission.service import PARSE_INLINE_MAX, REF_CACHE_SIZE, WebhookConfig
     from airgap.config import Limits
 
     cfg = config or WebhookConfig(trust_dir="")
@@ -69,8 +69,8 @@ def memory_budget(config: Any = None) -> dict[str, int]:
         # One large body in the parser thread and one small one on the event loop, at most, at a time.
         "parsing": (cfg.max_body + PARSE_INLINE_MAX) * JSON_OBJECT_FACTOR,
         "verifications": cfg.max_verifications * worst_verification_bytes(cfg.max_signature_bytes, limits),
-        # The registry client's content cache may be all parsed manifests.
-        "caches": WEBHOOK_CACHE_BYTES * MANIFEST_OBJECT_FACTOR + cfg.cache_size * DECISION_BYTES,
+        # The registry client's content cache may be all parsed manifests; decisions; parsed references.
+        "caches": WEBHOOK_CACHE_BYTES * MANIFEST_OBJECT_FACTOR + (cfg.cache_size + REF_CACHE_SIZE) * DECISION_BYTES,
     }
     parts["total"] = sum(parts.values())
     return parts

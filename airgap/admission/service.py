@@ -22,6 +22,7 @@ denied in enforce mode.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -57,6 +58,8 @@ PARSE_INLINE_MAX = 256 * 1024
 # An image still waiting for a verification slot this long before the deadline is denied as busy (so
 # the answer says why, instead of the generic deadline message).
 BUSY_MARGIN = 0.05
+# Parsed image references kept (a few hundred bytes each).
+REF_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,15 @@ class _State:
     verifier: Verifier
     policy_digest: str
     fingerprint: tuple[Any, ...] = field(repr=False)
+
+
+@functools.lru_cache(maxsize=REF_CACHE_SIZE)
+def parse_ref(image: str) -> Reference:
+    """``refs.parse`` memoized: a cluster names the same few hundred images over and over, and a parsed
+    reference is immutable (an invalid one raises every time: errors are not cached)."""
+    from airgap import refs
+
+    return refs.parse(image)
 
 
 def fingerprint(directory: str) -> tuple[Any, ...]:
@@ -214,7 +226,7 @@ class AdmissionService:
         from airgap import refs
 
         try:
-            ref = refs.parse(image)
+            ref = parse_ref(image)
             digest = ref.digest
             if digest is None:
                 host = refs.api_host(self.aliases.access_host(ref.registry))
@@ -238,7 +250,7 @@ class AdmissionService:
         from airgap import refs
 
         try:
-            ref = refs.parse(image)
+            ref = parse_ref(image)
             digest = ref.digest
             if digest is None:
                 host = refs.api_host(self.aliases.access_host(ref.registry))
