@@ -269,7 +269,13 @@ class AdmissionService:
         flight = flights.get(key)
         if flight is None:
             flight = flights[key] = asyncio.ensure_future(self._fly(state, image, ref, digest, key, deadline_at))
-            flight.add_done_callback(lambda _: flights.pop(key, None))
+
+            def landed(done: asyncio.Future[ImageVerdict]) -> None:
+                flights.pop(key, None)
+                if not done.cancelled():
+                    done.exception()  # retrieved: every review still waiting gets it; none may be left
+
+            flight.add_done_callback(landed)
         # A review past its deadline stops waiting; the flight (and the verification) is not cancelled.
         return replace(await asyncio.shield(flight), image=image)
 
