@@ -27,6 +27,8 @@ Mode = Literal["enforce", "warn", "audit"]
 MODES: tuple[Mode, ...] = ("enforce", "warn", "audit")
 # The API server truncates long warnings; keep each one short enough to survive intact.
 MAX_WARNING = 240
+# A denial names every failing image and why; a review can name hundreds, so the message is capped.
+MAX_MESSAGE = 4096
 _RANK = {"allow": 0, "warn": 1, "deny": 2}
 
 
@@ -111,15 +113,15 @@ async def check_images_async(images: Sequence[str], check: Callable[[str], Await
 
 def _late(image: str, deadline: float) -> ImageVerdict:
     return ImageVerdict(image, "deny", error=True, reasons=(
-        f"not verified within the webhook's {deadline:g}s deadline (registry slow or unreachable)",))
+        f"not verified within the webhook's {deadline:g}s deadline (registry slow or unreachable, or webhook busy)",))
 
 
 def _crashed(image: str, exc: BaseException) -> ImageVerdict:
     return ImageVerdict(image, "deny", error=True, reasons=(f"internal error: {type(exc).__name__}: {exc}",))
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_WARNING else text[: MAX_WARNING - 3] + "..."
+def _short(text: str, limit: int = MAX_WARNING) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def decide(request: AdmissionRequest, verdicts: Sequence[ImageVerdict], mode: Mode) -> Decision:
@@ -139,12 +141,13 @@ def decide(request: AdmissionRequest, verdicts: Sequence[ImageVerdict], mode: Mo
     if mode == "enforce":
         decision.allowed = False
         decision.code = 403
-        decision.message = (f"airgap denied {request.kind} {request.namespace}/{request.name}: "
-                            f"{len(denied)} of {len(verdicts)} image(s) failed verification: " + "; ".join(lines))
+        decision.message = _short(f"airgap denied {request.kind} {request.namespace}/{request.name}: "
+                                  f"{len(denied)} of {len(verdicts)} image(s) failed verification: " + "; ".join(lines),
+                                  MAX_MESSAGE)
     elif mode == "warn":
         decision.warnings += [_short(f"airgap (warn mode) would deny {line}") for line in lines]
     else:
-        decision.audit_annotations.update({"decision": "deny", "denied-images": "; ".join(lines)})
+        decision.audit_annotations.update({"decision": "deny", "denied-images": _short("; ".join(lines), MAX_MESSAGE)})
     return decision
 
 
@@ -157,10 +160,11 @@ def decide_request(request: AdmissionRequest, check: Check, mode: Mode, *, execu
 
 
 def malformed(uid: str, reason: str, mode: Mode, *, code: int = 400) -> Decision:
-    """The answer to a body the webhook cannot decide on: denied in enforce, allowed with a warning else."""
+    """The answer to a request the webhook cannot decide on (unreadable, not understood, too large, no
+    trust, busy): denied in enforce, allowed with a warning in warn, allowed with audit annotations in audit."""
+    reason = _short(reason, MAX_MESSAGE - len("airgap: "))
     if mode == "enforce":
         return Decision(uid, False, "deny", message=f"airgap: {reason}", code=code)
-    decision = Decision(uid, True, "deny", warnings=[_short(f"airgap ({mode} mode) would deny: {reason}")])
-    if mode == "audit":
-        decision.audit_annotations = {"decision": "deny", "error": reason}
-    return decision
+    if mode == "warn":
+        return Decision(uid, True, "deny", warnings=[_short(f"airgap (warn mode) would deny: {reason}")])
+    return Decision(uid, True, "deny", audit_annotations={"decision": "deny", "error": reason})

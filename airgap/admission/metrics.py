@@ -41,6 +41,11 @@ class Metrics:
         self.reloads = 0
         self.reload_failures = 0
         self.deadline_exceeded = 0
+        self.events: dict[str, int] = {}  # more counters by name (e.g. "busy"), rendered as <name>_total
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.events[name] = self.events.get(name, 0) + n
 
     def observe(self, outcome: str, allowed: bool, seconds: float, deadline_hit: bool) -> None:
         index = next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
@@ -51,7 +56,9 @@ class Metrics:
             self.total += seconds
             self.deadline_exceeded += deadline_hit
 
-    def render(self, cache: DecisionCache[Any], ready: bool) -> str:
+    def render(self, cache: DecisionCache[Any], ready: bool, gauges: dict[str, float] | None = None,
+               counters: dict[str, float] | None = None) -> str:
+        """The exposition text; ``gauges`` and ``counters`` are more values by name (connections, slots)."""
         with self._lock:
             lines = ["# HELP airgap_webhook_decisions_total Admission reviews answered, by worst image verdict.",
                      "# TYPE airgap_webhook_decisions_total counter"]
@@ -67,13 +74,21 @@ class Metrics:
             lines += [f'airgap_webhook_review_seconds_bucket{{le="+Inf"}} {running}',
                       f"airgap_webhook_review_seconds_sum {self.total:.6f}",
                       f"airgap_webhook_review_seconds_count {running}"]
-            counters = {"cache_hits_total": cache.hits, "cache_misses_total": cache.misses,
-                        "cache_evictions_total": cache.evictions, "trust_reloads_total": self.reloads,
-                        "trust_reload_failures_total": self.reload_failures,
-                        "deadline_exceeded_total": self.deadline_exceeded}
-            for name, value in counters.items():
-                lines += [f"# TYPE airgap_webhook_{name} counter", f"airgap_webhook_{name} {value}"]
-            lines += ["# TYPE airgap_webhook_cache_entries gauge", f"airgap_webhook_cache_entries {len(cache)}",
-                      "# TYPE airgap_webhook_ready gauge", f"airgap_webhook_ready {int(ready)}"]
+            totals: dict[str, float] = {
+                "cache_hits_total": cache.hits, "cache_misses_total": cache.misses,
+                "cache_evictions_total": cache.evictions, "trust_reloads_total": self.reloads,
+                "trust_reload_failures_total": self.reload_failures,
+                "deadline_exceeded_total": self.deadline_exceeded, "busy_total": self.events.get("busy", 0),
+                **{f"{name}_total": value for name, value in sorted(self.events.items()) if name != "busy"},
+                **{f"{name}_total": value for name, value in sorted((counters or {}).items())}}
+            for name, value in totals.items():
+                lines += [f"# TYPE airgap_webhook_{name} counter", f"airgap_webhook_{name} {_number(value)}"]
+            values = {"cache_entries": len(cache), "ready": int(ready), **(gauges or {})}
+            for name, value in values.items():
+                lines += [f"# TYPE airgap_webhook_{name} gauge", f"airgap_webhook_{name} {_number(value)}"]
         return "\n".join(lines) + "\n"
 
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

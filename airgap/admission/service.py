@@ -4,18 +4,30 @@ It owns the trust (reloaded when the directory changes), the shared :class:`airg
 decision cache, metrics and logs; :mod:`airgap.admission.server` puts it behind HTTP.
 
 Threat model and failure behaviour: request bodies are untrusted (size-capped before parsing, parsed
-strictly); the local registry is untrusted and may be slow or down. Every review is answered within the
-internal deadline (shorter than the webhook's ``timeoutSeconds``): what is not verified by then is denied
-in enforce mode with a message saying so. A trust directory that fails to load keeps the previous trust
-(and is logged); with no trust at all ``/readyz`` fails and every review is denied in enforce mode.
+strictly, see :mod:`airgap.admission.review`); the local registry is untrusted and may be slow, down or
+hostile. Every review is answered within the internal deadline (shorter than the webhook's
+``timeoutSeconds``): what is not verified by then is denied in enforce mode with a message saying so. Every
+answer to ``POST /validate`` is HTTP 200 with an AdmissionReview (the API server treats any other status
+as a failed call and leaves the verdict to ``failurePolicy``; ours is the verdict), with the request's uid
+whenever it can be found, even in a body too large, too deep or too broken to parse.
+
+Resources are bounded whatever the load: at most ``max_verifications`` verifications at once, each
+reading at most ``max_signature_bytes`` / ``max_signature_layers`` (:mod:`airgap.admission.budget`); an
+image still queued for a verification slot at the deadline is denied as "webhook busy". Bodies over
+``PARSE_INLINE_MAX`` are parsed one at a time off the event loop, so a hostile multi-megabyte JSON
+document neither stalls other reviews nor multiplies its parse memory. A trust directory that fails to
+load keeps the previous trust (and is logged); with no trust at all ``/readyz`` fails and every review is
+denied in enforce mode.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -23,10 +35,13 @@ from typing import TYPE_CHECKING, Any
 from airgap.admission.cache import AsyncFreshLookup, CacheKey, DecisionCache, FreshLookup
 from airgap.admission.decide import Decision, ImageVerdict, Mode, check_images_async, decide, decide_request, malformed
 from airgap.admission.metrics import JsonLog, Metrics
-from airgap.admission.review import AdmissionRequest, ReviewError
+from airgap.admission.review import AdmissionRequest, ReviewError, uid_hint
 from airgap.errors import Error
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from airgap.admission.budget import Slots
     from airgap.config import RegistryOptions
     from airgap.oci.registry import RegistryClient
     from airgap.refs import Reference
@@ -36,11 +51,21 @@ if TYPE_CHECKING:
 
 JSON = "application/json"
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
+MiB = 1024 * 1024
+# Bodies up to this size (real reviews are a few KiB) are parsed on the event loop; larger ones in one
+# parser thread, one at a time: a hostile 3 MiB document costs ~0.4 s and ~80 MB while it is parsed.
+PARSE_INLINE_MAX = 256 * 1024
+# An image still waiting for a verification slot this long before the deadline is denied as busy (so
+# the answer says why, instead of the generic deadline message).
+BUSY_MARGIN = 0.05
+# Parsed image references kept (a few hundred bytes each).
+REF_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
 class WebhookConfig:
-    """Knobs of one webhook process, with the reasons for their defaults."""
+    """Knobs of one webhook process, with the reasons for their defaults (the memory arithmetic behind the
+    bounds is in :mod:`airgap.admission.manifests`, next to the Deployment's limit)."""
 
     trust_dir: str
     mode: Mode = "enforce"
@@ -49,12 +74,31 @@ class WebhookConfig:
     deadline: float = 8.0
     cache_ttl: float = 60.0
     cache_size: int = 10_000
-    # An AdmissionReview holds the object (and oldObject on UPDATE); etcd caps objects at 1.5 MiB.
-    max_body: int = 4 * 1024 * 1024
+    # The API server accepts at most 3 MiB per write and etcd stores at most 1.5 MiB per object; a review
+    # carries the object (and the old one on UPDATE): anything larger is not from the API server.
+    max_body: int = 3 * MiB
     reload_interval: float = 2.0
     aliases: tuple[str, ...] = ()
-    workers: int = 32  # image checks at once (threads); blocked ones are bounded by the registry timeouts
+    workers: int = 32  # threads for tag look-ups and verifications; blocked ones are bounded by registry timeouts
     registry: RegistryOptions | None = None
+    # Distinct images one review may name (real pods have a handful; each costs a tag look-up).
+    max_images: int = 256
+    # Verifications at once, and what each may read: 4 x 16 MiB of signature data in flight at most.
+    # 16 MiB leaves room for SBOM attestations; cosign reads at most 1,000 layers of a signature manifest.
+    max_verifications: int = 4
+    max_signature_bytes: int = 16 * MiB
+    max_signature_layers: int = 1000
+    # Slow clients (see airgap.admission.guard): the API server sends a review at once, so a connection
+    # that has not sent its headers, or its body, within 10 s is not the API server.
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    # Idle keep-alive: shorter than the API server's 90 s idle timeout, as before.
+    keepalive_timeout: float = 75.0
+    # Connections held at once (~30 KiB each with TLS up, ~55 KiB mid-handshake, ~5 KiB before the first
+    # byte); over it the slowest, then the idlest, are shed. The API servers keep a few dozen each.
+    max_connections: int = 1024
+    # Request bodies held across all connections; over it the oldest unfinished bodies are dropped.
+    max_buffered_bytes: int = 16 * MiB
 
 
 @dataclass(frozen=True)
@@ -65,6 +109,15 @@ class _State:
     verifier: Verifier
     policy_digest: str
     fingerprint: tuple[Any, ...] = field(repr=False)
+
+
+@functools.lru_cache(maxsize=REF_CACHE_SIZE)
+def parse_ref(image: str) -> Reference:
+    """``refs.parse`` memoized: a cluster names the same few hundred images over and over, and a parsed
+    reference is immutable (an invalid one raises every time: errors are not cached)."""
+    from airgap import refs
+
+    return refs.parse(image)
 
 
 def fingerprint(directory: str) -> tuple[Any, ...]:
@@ -85,8 +138,8 @@ class AdmissionService:
     """The webhook without HTTP; thread-safe. See the module docstring."""
 
     def __init__(self, config: WebhookConfig, *, log: JsonLog | None = None) -> None:
+        from airgap.admission.budget import WEBHOOK_CACHE_BYTES, BudgetedClient, Slots, webhook_limits
         from airgap.config import RegistryOptions
-        from airgap.oci.registry import RegistryClient
         from airgap.refs.translate import Aliases
 
         self.config = config
@@ -94,16 +147,20 @@ class AdmissionService:
         self.metrics = Metrics()
         self.cache: DecisionCache[ImageVerdict] = DecisionCache(config.cache_ttl, config.cache_size)
         options = config.registry or RegistryOptions()
-        # One slow registry request must not outlive the review: bound it by the deadline, retry once.
-        base = options.limits
-        limits = replace(base, connect_timeout=min(base.connect_timeout, config.deadline),
-                         read_timeout=min(base.read_timeout, config.deadline), retries=min(base.retries, 1),
-                         backoff_max=min(base.backoff_max, 0.5))
-        self.client: RegistryClient = RegistryClient(replace(options, limits=limits))
+        # One slow registry request must not outlive the review; what one read may hold is capped (budget.py).
+        self.client: RegistryClient = BudgetedClient(replace(options, limits=webhook_limits(options.limits,
+                                                                                            config.deadline)),
+                                                     cache_bytes=WEBHOOK_CACHE_BYTES)
         self.aliases: Aliases = Aliases.parse(list(config.aliases))
         self._tags: FreshLookup[str | None] = FreshLookup(self._resolve)
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="airgap-check")
+        self.slots: Slots = Slots(config.max_verifications)
+        # More metrics by name, registered by the HTTP layer (connections by phase, sheds, timeouts).
+        self.gauges: dict[str, Callable[[], float]] = {}
+        self.counters: dict[str, Callable[[], float]] = {}
+        self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airgap-parse")
         self._loop_tags: tuple[Any, AsyncFreshLookup[str | None]] | None = None
+        self._loop_flights: tuple[Any, dict[CacheKey, asyncio.Future[ImageVerdict]]] | None = None
         self._state: _State | None = None
         self._stop = threading.Event()
         self._reload_lock = threading.Lock()
@@ -156,6 +213,7 @@ class AdmissionService:
     def close(self) -> None:
         self._stop.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._parser.shutdown(wait=False, cancel_futures=True)
 
     # ---- one image ------------------------------------------------------------------------------
 
@@ -166,12 +224,12 @@ class AdmissionService:
             desc = self.client.head_manifest(*key)
         return desc.digest if desc is not None else None
 
-    def _check(self, state: _State, image: str) -> ImageVerdict:
+    def _check(self, state: _State, image: str, deadline_at: float) -> ImageVerdict:
         """Resolve the tag now (never from cache), then the cached decision or a fresh verification."""
         from airgap import refs
 
         try:
-            ref = refs.parse(image)
+            ref = parse_ref(image)
             digest = ref.digest
             if digest is None:
                 host = refs.api_host(self.aliases.access_host(ref.registry))
@@ -182,16 +240,20 @@ class AdmissionService:
             return ImageVerdict(image, "deny", error=True, reasons=(str(exc),))
         key = DecisionCache.key(image, digest, state.policy_digest, state.trust.digest)
         hit = self.cache.get(key)
-        return replace(hit, cached=True) if hit is not None else self._verify(state, image, ref, digest, key)
+        if hit is not None:
+            return replace(hit, cached=True)
+        if not self.slots.acquire_blocking(deadline_at - time.monotonic() - BUSY_MARGIN):
+            return self._busy(image)
+        return self._verify_in_slot(state, image, ref, digest, key, deadline_at)
 
-    async def _check_async(self, state: _State, image: str) -> ImageVerdict:
+    async def _check_async(self, state: _State, image: str, deadline_at: float) -> ImageVerdict:
         """:meth:`_check` on the event loop: only the tag look-up and a verification use a thread."""
         import asyncio
 
         from airgap import refs
 
         try:
-            ref = refs.parse(image)
+            ref = parse_ref(image)
             digest = ref.digest
             if digest is None:
                 host = refs.api_host(self.aliases.access_host(ref.registry))
@@ -204,8 +266,48 @@ class AdmissionService:
         hit = self.cache.get(key)
         if hit is not None:
             return replace(hit, cached=True)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self._verify, state, image, ref,
-                                                                digest, key)
+        # Concurrent reviews of the same image (same digest, policy and trust: the same answer) share one
+        # verification, so a storm of pods naming one hostile image costs one slot, not one per review.
+        flights = self._flights()
+        flight = flights.get(key)
+        if flight is None:
+            flight = flights[key] = asyncio.ensure_future(self._fly(state, image, ref, digest, key, deadline_at))
+
+            def landed(done: asyncio.Future[ImageVerdict]) -> None:
+                flights.pop(key, None)
+                if not done.cancelled():
+                    done.exception()  # retrieved: every review still waiting gets it; none may be left
+
+            flight.add_done_callback(landed)
+        # A review past its deadline stops waiting; the flight (and the verification) is not cancelled.
+        return replace(await asyncio.shield(flight), image=image)
+
+    async def _fly(self, state: _State, image: str, ref: Reference, digest: str, key: CacheKey,
+                   deadline_at: float) -> ImageVerdict:
+        """Take a verification slot (or give up as busy at the deadline) and verify in a worker thread."""
+        import asyncio
+
+        if not await self.slots.acquire(deadline_at - time.monotonic() - BUSY_MARGIN):
+            return self._busy(image)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self.executor, self._verify_in_slot, state, image,
+                                                                ref, digest, key, deadline_at)
+        except RuntimeError:  # the executor was shut down: the service is closing
+            self.slots.release()
+            raise
+        # The thread keeps its slot until it ends: past the deadline its budget stops it at its next registry
+        # call, so abandoned work never exceeds the bound.
+        return await future
+
+    def _flights(self) -> dict[CacheKey, asyncio.Future[ImageVerdict]]:
+        """The verifications in flight on the running event loop (one loop serves the webhook)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        current = self._loop_flights
+        if current is None or current[0] is not loop:
+            current = self._loop_flights = (loop, {})
+        return current[1]
 
     def _async_tags(self) -> AsyncFreshLookup[str | None]:
         """The tag look-ups of the running event loop (one loop serves the webhook; a new loop gets its own)."""
@@ -217,10 +319,29 @@ class AdmissionService:
             current = self._loop_tags = (loop, AsyncFreshLookup(self._resolve, self.executor))
         return current[1]
 
-    def _verify(self, state: _State, image: str, ref: Reference, digest: str, key: CacheKey) -> ImageVerdict:
+    def _busy(self, image: str) -> ImageVerdict:
+        self.metrics.count("busy")
+        return ImageVerdict(image, "deny", error=True, reasons=(
+            f"webhook busy: all {self.slots.size} verification slots in use ({self.slots.queued} waiting); "
+            f"not verified within the webhook's {self.config.deadline:g}s deadline, retry",))
+
+    def _verify_in_slot(self, state: _State, image: str, ref: Reference, digest: str, key: CacheKey,
+                        deadline_at: float) -> ImageVerdict:
+        """:meth:`_verify` holding a verification slot (taken by the caller), released when it ends."""
+        try:
+            return self._verify(state, image, ref, digest, key, deadline_at)
+        finally:
+            self.slots.release()
+
+    def _verify(self, state: _State, image: str, ref: Reference, digest: str, key: CacheKey,
+                deadline_at: float) -> ImageVerdict:
+        from airgap.admission.budget import Budget, spending
+
         # Verify exactly the digest the tag resolved to (fetched by digest, bytes checked), tag kept for
         # translation and policy globs: no second resolution, no window for a re-tag in between.
-        result = state.verifier.verify(str(ref.with_digest(digest)))
+        budget = Budget(self.config.max_signature_bytes, self.config.max_signature_layers, deadline_at)
+        with spending(budget):
+            result = state.verifier.verify(str(ref.with_digest(digest)))
         verdict = ImageVerdict(image, result.decision, result.digest, tuple(result.reasons), tuple(result.warnings),
                                error=result.digest is None)
         if result.digest is not None:  # decided on the image's bytes (not a transport failure): cacheable
@@ -229,13 +350,14 @@ class AdmissionService:
 
     # ---- HTTP-independent request handling ------------------------------------------------------
 
-    def handle(self, method: str, path: str, body: bytes | None) -> tuple[int, str, bytes]:
-        """Answer one HTTP request; ``body`` is None when it was over ``max_body`` (not read)."""
+    def handle(self, method: str, path: str, body: bytes | None, *, prefix: bytes = b"") -> tuple[int, str, bytes]:
+        """Answer one HTTP request; ``body`` is None when it was over ``max_body`` (not read; ``prefix``:
+        its first bytes, if any were read, for the uid)."""
         path = path.split("?", 1)[0]
         if path == "/validate":
             if method != "POST":
                 return 405, JSON, b'{"error":"POST an AdmissionReview v1"}'
-            return self.validate(body)
+            return self.validate(body, prefix=prefix)
         if method not in ("GET", "HEAD"):
             return 405, JSON, b'{"error":"method not allowed"}'
         if path == "/healthz":
@@ -243,83 +365,119 @@ class AdmissionService:
         if path == "/readyz":
             return (200, TEXT, b"ready\n") if self.ready else (503, TEXT, b"trust not loaded\n")
         if path == "/metrics":
-            return 200, TEXT, self.metrics.render(self.cache, self.ready).encode()
+            counters = {name: value() for name, value in self.counters.items()}
+            return 200, TEXT, self.metrics.render(self.cache, self.ready, self._gauges(), counters).encode()
         return 404, JSON, b'{"error":"not found"}'
 
-    async def handle_async(self, method: str, path: str, body: bytes | None) -> tuple[int, str, bytes]:
+    async def handle_async(self, method: str, path: str, body: bytes | None, *,
+                           prefix: bytes = b"") -> tuple[int, str, bytes]:
         """:meth:`handle` for an asyncio server: reviews are decided on the loop, other paths as ``handle``."""
         if method == "POST" and path.split("?", 1)[0] == "/validate":
-            return await self.validate_async(body)
+            call = self.validate_async(body, prefix=prefix)
+            del body  # validate_async owns it (and drops it once parsed)
+            return await call
         return self.handle(method, path, body)
 
-    def validate(self, body: bytes | None) -> tuple[int, str, bytes]:
+    def _gauges(self) -> dict[str, float]:
+        return {"verifications_in_flight": self.slots.in_use, "verifications_queued": self.slots.queued,
+                **{name: value() for name, value in self.gauges.items()}}
+
+    def validate(self, body: bytes | None, *, prefix: bytes = b"") -> tuple[int, str, bytes]:
         start = time.monotonic()
+        deadline_at = start + self.config.deadline
         request: AdmissionRequest | None = None
-        status = 200
         try:
-            status, request, decision, state = self._parse(body)
+            request, decision, state = self._parse(body, prefix)
             if decision is None:
                 assert request is not None and state is not None  # noqa: S101 - _parse's contract
-                decision = decide_request(request, lambda image: self._check(state, image), self.config.mode,
-                                          executor=self.executor, deadline=self.config.deadline)
+                decision = decide_request(request, lambda image: self._check(state, image, deadline_at),
+                                          self.config.mode, executor=self.executor, deadline=self.config.deadline)
         except Exception as exc:  # noqa: BLE001 - fail closed with a clear message, never a traceback
-            decision = self._crashed(request, body, exc)
-        return self._answer(status, request, decision, start)
+            decision = self._crashed(request, exc)
+        return self._answer(request, decision, start)
 
-    async def validate_async(self, body: bytes | None) -> tuple[int, str, bytes]:
-        """:meth:`validate` on an event loop: no thread per request or per image, only per registry call."""
+    async def validate_async(self, body: bytes | None, *, prefix: bytes = b"") -> tuple[int, str, bytes]:
+        """:meth:`validate` on an event loop: no thread per request or per image, only per registry call.
+
+        Owns ``body``: its last reference is dropped once it is parsed, so a review waiting for a
+        verification slot holds its few images, not its bytes."""
         start = time.monotonic()
+        deadline_at = start + self.config.deadline
         request: AdmissionRequest | None = None
-        status = 200
         try:
-            status, request, decision, state = self._parse(body)
+            if body is not None and len(body) > PARSE_INLINE_MAX:
+                request, decision, state = await self._parse_off_loop(body, deadline_at)
+            else:
+                request, decision, state = self._parse(body, prefix)
+            del body
             if decision is None:
                 assert request is not None and state is not None  # noqa: S101 - _parse's contract
                 images = request.unique_images
-                verdicts = await check_images_async(images, lambda image: self._check_async(state, image),
-                                                    deadline=self.config.deadline) if images else []
+                verdicts = await check_images_async(
+                    images, lambda image: self._check_async(state, image, deadline_at),
+                    deadline=self.config.deadline) if images else []
                 decision = decide(request, verdicts, self.config.mode)
         except Exception as exc:  # noqa: BLE001 - fail closed with a clear message, never a traceback
-            decision = self._crashed(request, body, exc)
-        return self._answer(status, request, decision, start)
+            decision = self._crashed(request, exc)
+        return self._answer(request, decision, start)
 
-    def _parse(self, body: bytes | None) -> tuple[int, AdmissionRequest | None, Decision | None, _State | None]:
-        """The HTTP status, the request, and either the decision (malformed, no trust) or the state to decide in."""
+    async def _parse_off_loop(self, body: bytes, deadline_at: float
+                              ) -> tuple[AdmissionRequest | None, Decision | None, _State | None]:
+        """:meth:`_parse` of a large body in the parser thread, waiting for it no longer than the deadline."""
+        import asyncio
+
+        uid = uid_hint(body)
+        future = asyncio.get_running_loop().run_in_executor(self._parser, self._parse, body, b"")
+        del body
+        try:
+            return await asyncio.wait_for(future, max(0.0, deadline_at - time.monotonic()))
+        except TimeoutError:
+            self.metrics.count("busy")
+            return None, malformed(uid, f"webhook busy: large request bodies are parsed one at a time and this "
+                                        f"one was not parsed within the {self.config.deadline:g}s deadline, retry",
+                                   self.config.mode, code=503), None
+
+    def _parse(self, body: bytes | None, prefix: bytes) -> tuple[AdmissionRequest | None, Decision | None,
+                                                                 _State | None]:
+        """The request, and either the decision (malformed, no trust) or the state to decide in."""
         mode = self.config.mode
         if body is None:
-            return 413, None, malformed("", f"request body is over the {self.config.max_body}-byte limit", mode,
-                                        code=413), None
+            return None, malformed(uid_hint(prefix), f"request body is over the {self.config.max_body}-byte limit",
+                                   mode, code=413), None
         try:
             request = AdmissionRequest.from_bytes(body)
         except ReviewError as exc:
-            return 400, None, malformed(_uid_of(body), str(exc), mode), None
+            return None, malformed(exc.uid, str(exc), mode), None
+        if len(request.images) > self.config.max_images and len(request.unique_images) > self.config.max_images:
+            return request, malformed(request.uid, f"request {request.uid}: {len(request.unique_images)} distinct "
+                                                   f"images; the webhook verifies at most {self.config.max_images} "
+                                                   f"per request", mode), None
         state = self._state
         if state is None:
-            return 200, request, malformed(request.uid, "trust directory not loaded: cannot verify images", mode,
-                                           code=503), None
-        return 200, request, None, state
+            return request, malformed(request.uid, "trust directory not loaded: cannot verify images", mode,
+                                      code=503), None
+        return request, None, state
 
-    def _crashed(self, request: AdmissionRequest | None, body: bytes | None, exc: Exception) -> Decision:
+    def _crashed(self, request: AdmissionRequest | None, exc: Exception) -> Decision:
         self.log("error", "internal error", error=f"{type(exc).__name__}: {exc}")
-        return malformed(request.uid if request else _uid_of(body), f"internal error: {type(exc).__name__}: {exc}",
+        return malformed(request.uid if request else "", f"internal error: {type(exc).__name__}: {exc}",
                          self.config.mode, code=500)
 
-    def _answer(self, status: int, request: AdmissionRequest | None, decision: Decision,
-                start: float) -> tuple[int, str, bytes]:
-        if decision.allowed and status != 200:
-            status = 200  # warn/audit: answer a well-formed "allowed" review even to a broken request
+    def _answer(self, request: AdmissionRequest | None, decision: Decision, start: float) -> tuple[int, str, bytes]:
+        # Always 200: the verdict (and its status code) is in the review. Any other HTTP status would be a
+        # failed call to the API server, decided by failurePolicy instead of by us.
         elapsed = time.monotonic() - start
         deadline_hit = any(v.error and "deadline" in v.why for v in decision.verdicts)
         self.metrics.observe(decision.outcome, decision.allowed, elapsed, deadline_hit)
         self._log_decision(request, decision, elapsed)
-        return status, JSON, json.dumps(decision.review(), separators=(",", ":")).encode()
+        return 200, JSON, json.dumps(decision.review(), separators=(",", ":")).encode()
 
     def _log_decision(self, request: AdmissionRequest | None, decision: Decision, elapsed: float) -> None:
         fields: dict[str, Any] = {"uid": decision.uid, "mode": self.config.mode, "allowed": decision.allowed,
                                   "result": decision.outcome, "ms": round(elapsed * 1000, 2)}
         if request is not None:
             fields.update(kind=request.kind, namespace=request.namespace, name=request.name,
-                          operation=request.operation)
+                          operation=request.operation, dry_run=request.dry_run)
         fields["images"] = [{"image": v.image, "digest": v.digest, "decision": v.decision, "cached": v.cached,
                              **({"reasons": list(v.reasons)} if v.reasons else {})} for v in decision.verdicts]
         if decision.message:
@@ -327,10 +485,3 @@ class AdmissionService:
         self.log("info" if decision.outcome == "allow" else "warning", "admission review", **fields)
 
 
-def _uid_of(body: bytes | None) -> str:
-    """The request uid of a review we could not fully parse (echoed when it is there), else ''."""
-    try:
-        uid = json.loads(body or b"")["request"]["uid"]
-        return uid if isinstance(uid, str) else ""
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        return ""

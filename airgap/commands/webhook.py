@@ -16,6 +16,16 @@ def webhook() -> None:
     """Kubernetes admission webhook: block images that fail verification (enforce), or warn, or audit."""
 
 
+MiB = 1024 * 1024
+# Defaults mirror airgap.admission.service.WebhookConfig (not imported here: `airgap --help` stays fast);
+# tests/unit/admission/test_admission.py checks they agree.
+LIMITS = {
+    "max_body_bytes": 3 * MiB, "max_images": 256, "max_verifications": 4, "max_signature_bytes": 16 * MiB,
+    "max_signature_layers": 1000, "header_timeout": 10.0, "body_timeout": 10.0, "keepalive_timeout": 75.0,
+    "max_connections": 1024, "max_buffered_bytes": 16 * MiB,
+}
+
+
 @webhook.command()
 @click.option("--trust", "trust_dir", required=True, type=click.Path(file_okay=False),
               help="Trust directory (keys/, trusted_root.json, policy.yaml, map.json); reloaded when it changes.")
@@ -30,14 +40,37 @@ def webhook() -> None:
 @click.option("--cache-ttl", type=click.FloatRange(0), default=60.0, show_default=True,
               help="Seconds a per-digest decision is reused (0: no cache).")
 @click.option("--cache-size", type=click.IntRange(0), default=10_000, show_default=True)
-@click.option("--max-body-bytes", type=click.IntRange(1024), default=4 * 1024 * 1024, show_default=True)
+@click.option("--max-body-bytes", type=click.IntRange(1024), default=LIMITS["max_body_bytes"], show_default=True,
+              help="Largest AdmissionReview read (the API server writes at most 3 MiB); larger ones are denied.")
+@click.option("--max-images", type=click.IntRange(1), default=LIMITS["max_images"], show_default=True,
+              help="Distinct images one review may name; more are denied.")
+@click.option("--max-verifications", type=click.IntRange(1, 256), default=LIMITS["max_verifications"],
+              show_default=True, help="Image verifications at once; images queued past the deadline are denied "
+              "as 'webhook busy'.")
+@click.option("--max-signature-bytes", type=click.IntRange(4096), default=LIMITS["max_signature_bytes"],
+              show_default=True, help="Manifest and signature bytes one image's verification may read.")
+@click.option("--max-signature-layers", type=click.IntRange(1), default=LIMITS["max_signature_layers"],
+              show_default=True, help="Signature layers one image's verification may read.")
+@click.option("--header-timeout", type=click.FloatRange(0.1), default=LIMITS["header_timeout"], show_default=True,
+              help="Seconds a connection has for its TLS handshake and request headers.")
+@click.option("--body-timeout", type=click.FloatRange(0.1), default=LIMITS["body_timeout"], show_default=True,
+              help="Seconds a request body has to arrive after its headers (else 408 and close).")
+@click.option("--keepalive-timeout", type=click.FloatRange(1), default=LIMITS["keepalive_timeout"],
+              show_default=True, help="Seconds an idle keep-alive connection is kept.")
+@click.option("--max-connections", type=click.IntRange(16), default=LIMITS["max_connections"], show_default=True,
+              help="Connections held at once; over it the slowest (then idlest) are closed to admit new ones.")
+@click.option("--max-buffered-bytes", type=click.IntRange(1024 * 1024), default=LIMITS["max_buffered_bytes"],
+              show_default=True, help="Request body bytes held across connections; over it the oldest "
+              "unfinished bodies are dropped.")
 @click.option("--reload-interval", type=click.FloatRange(0.1), default=2.0, show_default=True,
               help="Seconds between checks of the trust directory for changes.")
 @registry_alias_option
 @registry_options
 def serve(trust_dir: str, tls_cert: str, tls_key: str, host: str, port: int, mode: str, deadline: float,
-          cache_ttl: float, cache_size: int, max_body_bytes: int, reload_interval: float, aliases: tuple[str, ...],
-          insecure: tuple[str, ...], ca_file: str | None) -> None:
+          cache_ttl: float, cache_size: int, max_body_bytes: int, max_images: int, max_verifications: int,
+          max_signature_bytes: int, max_signature_layers: int, header_timeout: float, body_timeout: float,
+          keepalive_timeout: float, max_connections: int, max_buffered_bytes: int, reload_interval: float,
+          aliases: tuple[str, ...], insecure: tuple[str, ...], ca_file: str | None) -> None:
     """Serve POST /validate (AdmissionReview v1) over HTTPS, with /healthz, /readyz and /metrics."""
     from airgap.admission.server import WebhookConfig
     from airgap.admission.server import serve as run
@@ -46,7 +79,12 @@ def serve(trust_dir: str, tls_cert: str, tls_key: str, host: str, port: int, mod
     Aliases.parse(aliases)  # a bad alias is a usage error before we listen
     config = WebhookConfig(trust_dir=trust_dir, mode=mode, deadline=deadline,  # type: ignore[arg-type]
                            cache_ttl=cache_ttl, cache_size=cache_size, max_body=max_body_bytes,
-                           reload_interval=reload_interval, aliases=aliases, registry=make_options(insecure, ca_file))
+                           reload_interval=reload_interval, aliases=aliases, registry=make_options(insecure, ca_file),
+                           max_images=max_images, max_verifications=max_verifications,
+                           max_signature_bytes=max_signature_bytes, max_signature_layers=max_signature_layers,
+                           header_timeout=header_timeout, body_timeout=body_timeout,
+                           keepalive_timeout=keepalive_timeout, max_connections=max_connections,
+                           max_buffered_bytes=max_buffered_bytes)
     run(config, tls_cert, tls_key, host=host, port=port)
 
 

@@ -78,12 +78,13 @@ class RegistryClient(BlobUploads):
     tags and keeps referrers."""
 
     def __init__(self, options: RegistryOptions | None = None, *,
-                 locations: BlobLocations | None = None) -> None:
+                 locations: BlobLocations | None = None, cache_bytes: int = CACHE_BYTES) -> None:
         """``locations``: remember where blobs were seen and mount from there instead of uploading
-        (see :mod:`airgap.oci.blobcache`); None disables that."""
+        (see :mod:`airgap.oci.blobcache`); None disables that. ``cache_bytes``: the bound of the cache of
+        verified content (counted in content bytes; a parsed manifest takes several times that)."""
         super().__init__(options, locations=locations)
         self._referrers_api: dict[str, bool] = {}
-        self._content = _ContentCache(CACHE_BYTES)
+        self._content = _ContentCache(cache_bytes)
 
     # ---- manifests ------------------------------------------------------------------------------
 

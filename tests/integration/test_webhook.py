@@ -344,3 +344,90 @@ def test_cli_serve_rejects_bad_alias(site: Site) -> None:
                                    str(site.tls.cert_pem), "--tls-key", str(site.tls.key_pem),
                                    "--registry-alias", "nonsense"])
     assert out.exit_code == 2 and "invalid registry alias" in out.output
+
+
+# ---- guarantee 12: what the webhook cannot read is denied (warned, audited), never allowed ------------------
+
+def raw_review(kind: str, obj: Any, *, group: str = "", version: str = "v1", operation: str = "CREATE",
+               uid: str = "g12", **extra: Any) -> dict[str, Any]:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": uid, "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": group, "version": version, "resource": kind.lower() + "s"},
+        "operation": operation, "namespace": "apps", "name": "w", "userInfo": {"username": "dev"},
+        "object": obj, **extra}}
+
+
+def not_understood(signed: str) -> dict[str, tuple[dict[str, Any], str]]:
+    """Reviews the webhook must not allow, each carrying only a signed image (so "verify whatever pod spec
+    is there" would wrongly allow it), and the reason expected."""
+    template = {"spec": {"template": {"spec": pod_spec([signed])}}}
+    return {
+        "custom kind with a pod template": (raw_review("Rollout", template, group="argoproj.io", version="v1alpha1"),
+                                            "argoproj.io/v1alpha1 Rollout is not a kind the webhook can verify"),
+        "core kind not registered": (raw_review("PodTemplate", {"template": {"spec": pod_spec([signed])}}),
+                                     "v1 PodTemplate is not a kind"),
+        "workload of another group": (raw_review("Deployment", template, group="example.com"),
+                                      "example.com/v1 Deployment is not a kind"),
+        "old version of a workload": (raw_review("Deployment", template, group="apps", version="v1beta1"),
+                                      "apps/v1beta1 Deployment is not a kind"),
+        "object missing": (raw_review("Pod", None), "Pod CREATE carries no object"),
+        "object not an object": (raw_review("Pod", [pod_spec([signed])]), "Pod CREATE carries no object"),
+        "object of another kind": (raw_review("Pod", {"kind": "Deployment", **template}),
+                                   "the object is a 'Deployment', the request says Pod"),
+        "pod spec without containers": (
+            raw_review("Pod", {"spec": {"initContainers": [{"name": "i", "image": signed}]}}),
+            "the pod spec has no containers"),
+        "subresource object not understood": (raw_review("Binding", {"target": {"kind": "Node", "name": "n1"}},
+                                                         subResource="binding"), "v1 Binding is not a kind"),
+        "unknown operation": (raw_review("Pod", {"spec": pod_spec([signed])}, operation="PATCH"),
+                              "operation 'PATCH' is not an admission operation"),
+    }
+
+
+@pytest.mark.parametrize("mode", ["enforce", "warn", "audit"])
+def test_what_the_webhook_cannot_read_is_never_allowed_silently(servers: dict[str, Running], site: Site,
+                                                                mode: str) -> None:
+    client = Client(servers[mode], site.tls.ca_pem)
+    for case, (doc, reason) in not_understood(site.signed).items():
+        status, resp = client.review(doc)
+        assert status == 200 and resp["uid"] == "g12", (case, status, resp)
+        if mode == "enforce":
+            assert resp["allowed"] is False and reason in resp["status"]["message"], (case, resp)
+        elif mode == "warn":
+            assert resp["allowed"] is True and "status" not in resp, (case, resp)
+            assert any("would deny" in w and reason in w for w in resp["warnings"]), (case, resp)
+        else:
+            assert resp["allowed"] is True and "warnings" not in resp, (case, resp)
+            assert resp["auditAnnotations"]["decision"] == "deny", (case, resp)
+            assert reason in resp["auditAnnotations"]["error"], (case, resp)
+
+
+def test_kinds_that_are_understood_beyond_workloads(enforce: Client, site: Site) -> None:
+    # pods/ephemeralcontainers before Kubernetes 1.22: the EphemeralContainers kind, its list at the top.
+    def legacy(image: str) -> dict[str, Any]:
+        return raw_review("EphemeralContainers", {"apiVersion": "v1", "kind": "EphemeralContainers",
+                                                  "metadata": {"name": "w", "namespace": "apps"},
+                                                  "ephemeralContainers": [{"name": "dbg", "image": image}]},
+                          operation="UPDATE", subResource="ephemeralcontainers")
+
+    assert enforce.review(legacy(site.signed))[1] == {"uid": "g12", "allowed": True}
+    denied = enforce.review(legacy(site.unsigned))[1]
+    assert denied["allowed"] is False and f"{site.unsigned}: policy team: release: no signatures found" in \
+        denied["status"]["message"]
+    # A scale subresource changes a replica count: nothing to verify.
+    scale = raw_review("Scale", {"apiVersion": "autoscaling/v1", "kind": "Scale", "spec": {"replicas": 3}},
+                       group="autoscaling", operation="UPDATE", subResource="scale")
+    assert enforce.review(scale)[1] == {"uid": "g12", "allowed": True}
+    # DELETE and CONNECT start nothing, whatever the kind.
+    for operation in ("DELETE", "CONNECT"):
+        doc = raw_review("Rollout", None, group="argoproj.io", version="v1alpha1", operation=operation)
+        assert enforce.review(doc)[1] == {"uid": "g12", "allowed": True}
+
+
+def test_dry_run_is_decided_like_the_real_request(enforce: Client, site: Site) -> None:
+    for image, allowed in ((site.signed, True), (site.unsigned, False)):
+        real = admission("Pod", pod_spec([image]), uid="real")
+        dry = admission("Pod", pod_spec([image]), uid="real")
+        dry["request"]["dryRun"] = True
+        assert enforce.review(dry)[1] == enforce.review(real)[1]
+        assert enforce.review(dry)[1]["allowed"] is allowed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,26 +14,32 @@ import pytest
 
 from airgap.admission.cache import AsyncFreshLookup, DecisionCache, FreshLookup
 from airgap.admission.decide import ImageVerdict, check_images, check_images_async, decide, decide_request, malformed
-from airgap.admission.review import AdmissionRequest, ReviewError
+from airgap.admission.review import AdmissionRequest, ReviewError, uid_hint
 from airgap.errors import TransportError
 
 SPEC = {"initContainers": [{"name": "init", "image": "reg/init:1"}],
         "containers": [{"name": "app", "image": "reg/app:1"}, {"name": "side", "image": "reg/app:1"}],
         "ephemeralContainers": [{"name": "dbg", "image": "reg/debug:1"}]}
+TEMPLATE = {"spec": {"template": {"spec": SPEC}}}
 OBJECTS = {
     "Pod": {"spec": SPEC},
-    "Deployment": {"spec": {"template": {"spec": SPEC}}},
-    "ReplicaSet": {"spec": {"template": {"spec": SPEC}}},
-    "StatefulSet": {"spec": {"template": {"spec": SPEC}}},
-    "DaemonSet": {"spec": {"template": {"spec": SPEC}}},
-    "Job": {"spec": {"template": {"spec": SPEC}}},
+    "ReplicationController": TEMPLATE,
+    "Deployment": TEMPLATE,
+    "ReplicaSet": TEMPLATE,
+    "StatefulSet": TEMPLATE,
+    "DaemonSet": TEMPLATE,
+    "Job": TEMPLATE,
     "CronJob": {"spec": {"jobTemplate": {"spec": {"template": {"spec": SPEC}}}}},
 }
+GROUPS = {"Pod": "", "ReplicationController": "", "Deployment": "apps", "ReplicaSet": "apps", "StatefulSet": "apps",
+          "DaemonSet": "apps", "Job": "batch", "CronJob": "batch", "EphemeralContainers": "", "Scale": "autoscaling"}
 
 
-def review(kind: str = "Pod", obj: Any = None, **request: Any) -> dict[str, Any]:
-    req = {"uid": "u1", "kind": {"group": "", "version": "v1", "kind": kind}, "operation": "CREATE",
-           "namespace": "ns", "name": "n", "object": OBJECTS.get(kind) if obj is None else obj, **request}
+def review(kind: str = "Pod", obj: Any = None, *, group: str | None = None, version: str = "v1",
+           **request: Any) -> dict[str, Any]:
+    gvk = {"group": GROUPS.get(kind, "") if group is None else group, "version": version, "kind": kind}
+    req = {"uid": "u1", "kind": gvk, "operation": "CREATE", "namespace": "ns", "name": "n",
+           "object": OBJECTS.get(kind) if obj is None else obj, **request}
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req}
 
 
@@ -51,6 +58,7 @@ def test_images_of_every_workload_kind(kind: str) -> None:
     (json.dumps({**review(), "apiVersion": "admission.k8s.io/v1beta1"}).encode(), "not supported"),
     (json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}).encode(), "has no request"),
     (json.dumps(review(uid="")).encode(), "has no uid"),
+    (json.dumps(review(uid="u" * 200)).encode(), "not a Kubernetes uid"),
     (json.dumps({**review(), "request": {**review()["request"], "kind": {"x": 1}}}).encode(), "kind is missing"),
     (json.dumps(review(obj="x")).encode(), "carries no object"),
     (json.dumps(review("Deployment", {"spec": {}})).encode(), "no pod spec at spec.template.spec"),
@@ -62,10 +70,104 @@ def test_malformed_reviews_are_errors(doc: bytes, message: str) -> None:
         AdmissionRequest.from_bytes(doc)
 
 
-def test_delete_connect_and_other_kinds_have_no_images() -> None:
+# ---- guarantee 12: what the webhook does not understand is denied, never allowed -------------------------
+
+@pytest.mark.parametrize(("doc", "message"), [
+    # kinds outside the table, even with a pod spec where a workload keeps one
+    (review("ConfigMap", {"data": {}}), "v1 ConfigMap is not a kind the webhook can verify"),
+    (review("Rollout", TEMPLATE, group="argoproj.io", version="v1alpha1"),
+     "argoproj.io/v1alpha1 Rollout is not a kind"),
+    (review("PodTemplate", {"template": {"spec": SPEC}}), "v1 PodTemplate is not a kind"),
+    (review("Deployment", group="extensions", version="v1beta1"), "extensions/v1beta1 Deployment is not a kind"),
+    (review("Deployment", group="apps", version="v1beta2"), "apps/v1beta2 Deployment is not a kind"),
+    (review("Deployment", group="example.com"), "example.com/v1 Deployment is not a kind"),
+    (review("Pod", group="apps"), "apps/v1 Pod is not a kind"),
+    (review("Binding", {"target": {"name": "node"}}, subResource="binding"), "v1 Binding is not a kind"),
+    (review("Pod\n", {"spec": SPEC}), "v1 Pod? is not a kind"),  # never echoed raw
+    # objects missing or of the wrong shape
+    (review(obj=None) | {"request": {**review()["request"], "object": None}}, "Pod CREATE carries no object"),
+    (review(obj=[SPEC]), "carries no object"),
+    (review(obj={"kind": "Deployment", **TEMPLATE}), "the object is a 'Deployment', the request says Pod"),
+    (review(obj={"spec": {"initContainers": [{"name": "i", "image": "reg/i:1"}]}}), "the pod spec has no containers"),
+    (review(obj={"spec": {"containers": []}}), "the pod spec has no containers"),
+    (review(obj={"spec": {"containers": [{"name": "a"}]}}), "containers[0] 'a' has no image"),
+    (review(obj={"spec": {"containers": [{"name": "a", "image": 7}]}}), "has no image"),
+    (review(obj={"spec": {"containers": ["reg/app:1"]}}), "containers[0] '' has no image"),
+    (review(obj={"spec": SPEC | {"ephemeralContainers": {"dbg": "x"}}}), "ephemeralContainers is not a list"),
+    (review("EphemeralContainers", {"ephemeralContainers": None}), "the object has no ephemeralContainers"),
+    (review("EphemeralContainers", {"ephemeralContainers": "x"}), "ephemeralContainers is not a list"),
+    (review(operation="PATCH"), "operation 'PATCH' is not an admission operation"),
+    (review(operation=None), "operation is missing"),
+])
+def test_what_is_not_understood_is_an_error(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(ReviewError, match=re.escape(message)) as info:
+        AdmissionRequest.from_json(doc)
+    assert info.value.uid == "u1"  # echoed, so the API server shows this reason
+
+
+@pytest.mark.parametrize("kind", ["ConfigMap", "Pod", "Rollout", "Secret"])
+def test_delete_and_connect_start_nothing_whatever_the_kind(kind: str) -> None:
     for op in ("DELETE", "CONNECT"):
-        assert AdmissionRequest.from_json(review(operation=op, obj="ignored")).images == ()
-    assert AdmissionRequest.from_json(review("ConfigMap", {"data": {}})).images == ()
+        req = AdmissionRequest.from_json(review(kind, "ignored", group="anything", operation=op))
+        assert req.images == () and req.operation == op
+
+
+def test_legacy_ephemeral_containers_and_scale() -> None:
+    legacy = AdmissionRequest.from_json(review("EphemeralContainers", {
+        "kind": "EphemeralContainers", "metadata": {"name": "web"},
+        "ephemeralContainers": [{"name": "dbg", "image": "reg/debug:1"}]}, name="", subResource="ephemeralcontainers"))
+    assert legacy.unique_images == ["reg/debug:1"] and legacy.name == "web"
+    # pods/ephemeralcontainers since 1.22 sends the whole Pod: every image is checked
+    modern = AdmissionRequest.from_json(review(obj={"kind": "Pod", "spec": SPEC}, operation="UPDATE",
+                                               subResource="ephemeralcontainers"))
+    assert modern.unique_images == ["reg/init:1", "reg/app:1", "reg/debug:1"]
+    scale = AdmissionRequest.from_json(review("Scale", {"kind": "Scale", "spec": {"replicas": 3}}, operation="UPDATE",
+                                              subResource="scale"))
+    assert scale.images == () and scale.kind == "Scale"
+
+
+def test_dry_run_is_decided_like_the_real_request() -> None:
+    real = AdmissionRequest.from_json(review())
+    dry = AdmissionRequest.from_json(review(dryRun=True))
+    assert dry.dry_run and not real.dry_run and dry.images == real.images
+    vs = verdicts(**{"reg/init:1": "allow", "reg/app:1": "deny", "reg/debug:1": "allow"})
+    assert decide(dry, vs, "enforce").review()["response"] == decide(real, vs, "enforce").review()["response"]
+
+
+def test_untrusted_names_are_printable_and_short() -> None:
+    req = AdmissionRequest.from_json(review(name="a\x1b[31m" + "n" * 1000, namespace="ns\n"))
+    assert len(req.name) == 253 and req.name.startswith("a?[31m") and req.namespace == "ns?"
+
+
+# ---- guarantee 7: depth bombs and junk are denied in bounded time, with the uid when it can be found ------
+
+def nested(depth: int, leaf: bytes = b"1") -> bytes:
+    return b"[" * depth + leaf + b"]" * depth
+
+
+@pytest.mark.parametrize("where", ["annotation", "pod spec", "request"])
+def test_depth_bombs_are_denied_quickly_with_the_uid(where: str) -> None:
+    bomb = nested(100_000).decode()
+    doc = json.dumps(review(obj={"metadata": {"annotations": {"a": "__BOMB__"}}, "spec": SPEC}))
+    if where == "pod spec":
+        doc = json.dumps(review(obj={"spec": {**SPEC, "containers": [{"name": "a", "image": "r/a:1",
+                                                                        "env": "__BOMB__"}]}}))
+    elif where == "request":
+        doc = json.dumps(review(options="__BOMB__"))
+    body = doc.replace('"__BOMB__"', bomb).encode()
+    start = time.monotonic()
+    with pytest.raises(ReviewError, match="nests JSON too deeply") as info:
+        AdmissionRequest.from_bytes(body)
+    assert time.monotonic() - start < 1.0
+    assert info.value.uid == "u1"
+
+
+def test_uid_hint_reads_only_the_start_and_only_uids() -> None:
+    assert uid_hint(json.dumps(review()).encode()[:300]) == "u1"
+    assert uid_hint(b'{"request": {"uid": "123e4567-e89b-12d3-a456-426614174000", ' + nested(50_000)) == \
+        "123e4567-e89b-12d3-a456-426614174000"
+    assert uid_hint(b" " * 5000 + b'{"request": {"uid": "late"}}') == ""  # not within the first bytes
+    assert uid_hint(b'{"request": {"uid": "bad uid\\n"}}') == "" and uid_hint(None) == "" and uid_hint(b"") == ""
 
 
 def verdicts(**decisions: str) -> list[ImageVerdict]:
@@ -99,9 +201,14 @@ def test_long_warnings_are_shortened() -> None:
 
 
 def test_malformed_answers_per_mode() -> None:
-    assert not malformed("", "bad", "enforce").allowed
-    assert malformed("", "bad", "warn").warnings == ["airgap (warn mode) would deny: bad"]
-    assert malformed("u", "bad", "audit").review()["response"]["auditAnnotations"]["error"] == "bad"
+    enforce = malformed("u", "bad", "enforce").review()["response"]
+    assert enforce == {"uid": "u", "allowed": False,
+                       "status": {"code": 400, "message": "airgap: bad", "reason": "Forbidden"}}
+    assert malformed("", "bad", "warn").review()["response"] == {
+        "uid": "", "allowed": True, "warnings": ["airgap (warn mode) would deny: bad"]}
+    assert malformed("u", "bad", "audit").review()["response"] == {
+        "uid": "u", "allowed": True, "auditAnnotations": {"decision": "deny", "error": "bad"}}
+    assert len(malformed("u", "x" * 100_000, "enforce").message) <= 4096
 
 
 def test_deadline_and_crashes_deny_without_waiting() -> None:
