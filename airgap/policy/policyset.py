@@ -18,9 +18,10 @@ A policy file is multi-document YAML holding any number of
 
 What is NOT supported offline raises a clear :class:`PolicyError` naming file, document and field: KMS keys,
 CUE/Rego policies (use ``type: cel``), remote/configMap policies. Regexps (``issuerRegExp``,
-``subjectRegExp``) must match the WHOLE string (``re.fullmatch``), which is stricter than Go's
-``MatchString`` used by cosign and policy-controller (unanchored there): write ``.*foo.*`` for "contains".
-They use Python ``re`` syntax, a superset of RE2 for the usual constructs.
+``subjectRegExp``) are read in Go's RE2 syntax (:mod:`airgap.policy.regexp`: constructs RE2 lacks are refused)
+and must match the WHOLE string, which is stricter than Go's ``MatchString`` used by cosign and
+policy-controller (unanchored there): write ``.*foo.*`` for "contains". A regexp not written ``^...$`` loads
+with a warning in :attr:`PolicySet.warnings` naming the policy and the field.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class PolicySet:
     default_mode: Literal["enforce", "warn"] = "enforce"
     digest: str = ""
     where: str = ""
+    # Things the file says that load but deserve a second look (an unanchored regexp: Go's meaning differs),
+    # one line each; the CLI prints them to stderr (and in --json), the webhook logs them.
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, key_resolver: KeyResolver | None = None,
@@ -141,8 +145,14 @@ class PolicySet:
             seen[d.name] = d.label
         for d, body in cips:
             out.policies.append(parse_cip(d, body, out.default_mode, key_resolver))
+            out._note(d)
         out.digest = _digest(canonical, out.policies)
         return out
+
+    def _note(self, doc: Doc) -> None:
+        warning = doc.warning()
+        if warning is not None:
+            self.warnings.append(warning)
 
     def _settings(self, doc: Doc, spec: Any) -> None:
         s = doc.fields(spec, "spec", ("noMatchPolicy", "allow", "approvedRegistries", "mode"))

@@ -201,7 +201,7 @@ KEY = "  - key: {data: " + PEM_JSON + "}\n"
     [
         (FIRST + _cip("  - keyless:\n      identities:\n      - {issuer: https://i, subjectRegExp: '('}\n"),
          "policy.yaml: document 2 (team-a): spec.authorities[0].keyless.identities[0].subjectRegExp: "
-         "invalid regexp '(': missing ), unterminated subpattern"),
+         "invalid regexp '(': missing closing )"),
         (_cip(KEY, images="  - glob: 'ghcr.io/[a-z]+'\n"),
          "policy.yaml: document 1 (team-a): spec.images[0].glob: invalid glob 'ghcr.io/[a-z]+': character(s) "
          "'+[]' not allowed (use * and ** only; globs are not regexps)"),
