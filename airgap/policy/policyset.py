@@ -10,6 +10,8 @@ A policy file is multi-document YAML holding any number of
   and ``ctlog: {disabled: true}``;
 * ``kind: List`` / ``ClusterImagePolicyList`` documents (what ``kubectl get cip -o yaml`` prints), whose
   ``items`` are read as documents of their own (errors say ``document 1 item 3 (name)``);
+* policy-controller ``TrustRoot`` documents (``policy.sigstore.dev/v1alpha1``, the ``sigstoreKeys`` form; see
+  :mod:`airgap.policy.trustroot`): trusted roots that authorities name in ``trustRootRef``;
 * at most one ``kind: AirgapPolicy`` document (``apiVersion: airgap.dev/v1alpha1``) with airgap's global
   settings under ``spec``: ``noMatchPolicy: allow|warn|deny`` (default deny: an image no policy covers is
   refused), ``allow: [globs]`` (images admitted without signatures, like a ``static: pass`` policy),
@@ -39,6 +41,7 @@ from airgap.errors import PolicyError
 from airgap.policy.cip import Doc, FileKeyResolver, KeyResolver, parse_cip
 from airgap.policy.glob import Glob
 from airgap.policy.model import ImagePolicy, PreDecision
+from airgap.policy.trustroot import TRUSTROOT_API_VERSIONS, parse_trustroot
 from airgap.refs import Reference
 
 if TYPE_CHECKING:
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
 
 CIP_API_VERSIONS = ("policy.sigstore.dev/v1beta1", "policy.sigstore.dev/v1alpha1")
 AIRGAP_API_VERSIONS = ("airgap.dev/v1alpha1",)
-LIST_KINDS = ("List", "ClusterImagePolicyList")
+LIST_KINDS = ("List", "ClusterImagePolicyList", "TrustRootList")
 
 
 def _norm_registry(text: str) -> str:
@@ -71,6 +74,9 @@ class PolicySet:
     # Things the file says that load but deserve a second look (an unanchored regexp: Go's meaning differs),
     # one line each; the CLI prints them to stderr (and in --json), the webhook logs them.
     warnings: list[str] = field(default_factory=list)
+    # policy-controller TrustRoot documents, by metadata.name: trusted_root.json bytes that authorities reach
+    # through trustRootRef (see airgap.policy.trustroot); never a default root.
+    trust_roots: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, key_resolver: KeyResolver | None = None,
@@ -105,6 +111,7 @@ class PolicySet:
         out = cls(where=where)
         settings: str | None = None
         cips: list[tuple[Doc, dict[str, Any]]] = []
+        roots: list[tuple[Doc, dict[str, Any]]] = []
         canonical: list[Any] = []
         bodies: list[tuple[Doc, Any]] = []
         for index, raw in enumerate(docs, start=1):
@@ -130,6 +137,11 @@ class PolicySet:
                 if not doc.name:
                     raise doc.err("metadata.name", "required field missing")
                 cips.append((doc, body))
+            elif kind == "TrustRoot":
+                doc.choice(api, "apiVersion", TRUSTROOT_API_VERSIONS)
+                if not doc.name:
+                    raise doc.err("metadata.name", "required field missing")
+                roots.append((doc, body))
             elif kind == "AirgapPolicy":
                 doc.choice(api, "apiVersion", AIRGAP_API_VERSIONS)
                 if settings is not None:
@@ -137,7 +149,8 @@ class PolicySet:
                 settings = doc.label
                 out._settings(doc, body.get("spec") or {})
             else:
-                raise doc.err("kind", f"unknown kind {kind!r} (expected ClusterImagePolicy or AirgapPolicy)")
+                raise doc.err("kind", f"unknown kind {kind!r} (expected ClusterImagePolicy, TrustRoot or "
+                                      "AirgapPolicy)")
         seen: dict[str | None, str] = {}
         for d, _body in cips:
             if d.name in seen:
@@ -146,6 +159,11 @@ class PolicySet:
         for d, body in cips:
             out.policies.append(parse_cip(d, body, out.default_mode, key_resolver))
             out._note(d)
+        for d, body in roots:
+            if d.name in out.trust_roots:
+                first = next(other.label for other, _ in roots if other.name == d.name)
+                raise d.err("metadata.name", f"duplicate TrustRoot name {d.name!r} (also {first})")
+            out.trust_roots[str(d.name)] = parse_trustroot(d, body)
         out.digest = _digest(canonical, out.policies)
         return out
 

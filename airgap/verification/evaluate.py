@@ -82,10 +82,14 @@ class _AuthorityCheck:
         self.trusted_root: TrustedRoot | None
         if authority.keys is not None:
             self.check_as: KeyAuthority | KeylessAuthority = KeyAuthority(tuple(authority.keys))
-            self.trusted_root = trust.trusted_root(None) if trust.has_roots else None
+            self.trusted_root = trust.with_tlogs(trust.trusted_root(None) if trust.has_roots else None,
+                                                 authority.ctlog_trust_root_ref)
         else:
             assert authority.keyless is not None  # noqa: S101 - the caller handled static
-            self.trusted_root = trust.keyless_root(authority.keyless.trust_root_ref, authority.keyless.ca_cert_pem)
+            self.trusted_root = trust.with_tlogs(
+                trust.keyless_root(authority.keyless.trust_root_ref, authority.keyless.ca_cert_pem),
+                authority.ctlog_trust_root_ref)
+            assert self.trusted_root is not None  # noqa: S101 - with_tlogs keeps a root it is given
             self.check_as = KeylessAuthority(tuple(authority.keyless.identities), self.trusted_root)
         self.require_sct = authority.keyless is None or not authority.keyless.insecure_ignore_sct
         self.wants_timestamp = authority.rfc3161_trust_root_ref is not None
