@@ -10,6 +10,8 @@ A policy file is multi-document YAML holding any number of
   and ``ctlog: {disabled: true}``;
 * ``kind: List`` / ``ClusterImagePolicyList`` documents (what ``kubectl get cip -o yaml`` prints), whose
   ``items`` are read as documents of their own (errors say ``document 1 item 3 (name)``);
+* Kyverno ``ClusterPolicy``/``Policy`` documents (``kyverno.io/v1``, ``v2beta1``) whose rules are
+  ``verifyImages`` rules, translated into the same model (see :mod:`airgap.policy.kyverno` for the mapping);
 * policy-controller ``TrustRoot`` documents (``policy.sigstore.dev/v1alpha1``, the ``sigstoreKeys`` form; see
   :mod:`airgap.policy.trustroot`): trusted roots that authorities name in ``trustRootRef``;
 * at most one ``kind: AirgapPolicy`` document (``apiVersion: airgap.dev/v1alpha1``) with airgap's global
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from airgap.errors import PolicyError
 from airgap.policy.cip import Doc, FileKeyResolver, KeyResolver, parse_cip
 from airgap.policy.glob import Glob
+from airgap.policy.kyverno import KYVERNO_API_VERSIONS, KYVERNO_KINDS, parse_kyverno
 from airgap.policy.model import ImagePolicy, PreDecision
 from airgap.policy.trustroot import TRUSTROOT_API_VERSIONS, parse_trustroot
 from airgap.refs import Reference
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
 
 CIP_API_VERSIONS = ("policy.sigstore.dev/v1beta1", "policy.sigstore.dev/v1alpha1")
 AIRGAP_API_VERSIONS = ("airgap.dev/v1alpha1",)
-LIST_KINDS = ("List", "ClusterImagePolicyList", "TrustRootList")
+LIST_KINDS = ("List", "ClusterImagePolicyList", "TrustRootList", "ClusterPolicyList", "PolicyList")
 
 
 def _norm_registry(text: str) -> str:
@@ -112,6 +115,7 @@ class PolicySet:
         settings: str | None = None
         cips: list[tuple[Doc, dict[str, Any]]] = []
         roots: list[tuple[Doc, dict[str, Any]]] = []
+        kyverno: list[tuple[Doc, dict[str, Any]]] = []
         canonical: list[Any] = []
         bodies: list[tuple[Doc, Any]] = []
         for index, raw in enumerate(docs, start=1):
@@ -137,6 +141,11 @@ class PolicySet:
                 if not doc.name:
                     raise doc.err("metadata.name", "required field missing")
                 cips.append((doc, body))
+            elif kind in KYVERNO_KINDS:
+                doc.choice(api, "apiVersion", KYVERNO_API_VERSIONS)
+                if not doc.name:
+                    raise doc.err("metadata.name", "required field missing")
+                kyverno.append((doc, body))
             elif kind == "TrustRoot":
                 doc.choice(api, "apiVersion", TRUSTROOT_API_VERSIONS)
                 if not doc.name:
@@ -149,8 +158,8 @@ class PolicySet:
                 settings = doc.label
                 out._settings(doc, body.get("spec") or {})
             else:
-                raise doc.err("kind", f"unknown kind {kind!r} (expected ClusterImagePolicy, TrustRoot or "
-                                      "AirgapPolicy)")
+                raise doc.err("kind", f"unknown kind {kind!r} (expected ClusterImagePolicy, TrustRoot, "
+                                      "ClusterPolicy, Policy or AirgapPolicy)")
         seen: dict[str | None, str] = {}
         for d, _body in cips:
             if d.name in seen:
@@ -158,6 +167,14 @@ class PolicySet:
             seen[d.name] = d.label
         for d, body in cips:
             out.policies.append(parse_cip(d, body, out.default_mode, key_resolver))
+            out._note(d)
+        origins = {p.name: d.label for (d, _), p in zip(cips, out.policies, strict=True)}
+        for d, body in kyverno:  # one image policy per attestor set of each verifyImages entry
+            for policy in parse_kyverno(d, body, out.default_mode, key_resolver):
+                if policy.name in origins:
+                    raise d.err("metadata.name", f"policy name {policy.name!r} is taken (by {origins[policy.name]})")
+                origins[policy.name] = d.label
+                out.policies.append(policy)
             out._note(d)
         for d, body in roots:
             if d.name in out.trust_roots:

@@ -149,20 +149,24 @@ class _AuthorityCheck:
         sigstore bundle) of its predicate type whose condition holds over the whole statement."""
         reasons, signers = list[str](), list[str]()
         for spec in self.authority.attestations:
-            found = False
+            found = violated = False
             for cand, outcome in self._attestation_outcomes(spec):
                 if outcome.ok and outcome.statement is not None:
                     holds, why = spec.explain(outcome.statement.predicate, outcome.statement.doc)
                     if not holds:
                         outcome.ok = False
+                        violated = violated or spec.every
                         detail = why.split(": ", 1)[-1] if why else ""
                         outcome.reason = f"attestation {spec.name}: condition is false" + (f" ({detail})" if detail
                                                                                           else "")
                 if self._record(cand, outcome, signers):
                     found = True
-                    if not collect_all:
+                    if not collect_all and not spec.every:  # every: all of them are looked at
                         break
-            if not found:
+            if violated:
+                reasons.append(f"a verified {spec.predicate_type} attestation does not satisfy {spec.name!r} "
+                               "(every one must)")
+            elif not found:
                 reasons.append(f"no verified {spec.predicate_type} attestation satisfying {spec.name!r}")
         ok = not reasons
         return AuthorityResult(self.authority.name, ok, "; ".join(reasons), self.evidence,

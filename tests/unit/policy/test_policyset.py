@@ -252,8 +252,8 @@ KEY = "  - key: {data: " + PEM_JSON + "}\n"
         (_cip(KEY).replace("v1beta1", "v2"),
          "policy.yaml: document 1 (team-a): apiVersion: invalid value 'policy.sigstore.dev/v2'"),
         ("kind: ImagePolicy\nmetadata: {name: x}\n",
-         "policy.yaml: document 1 (x): kind: unknown kind 'ImagePolicy' (expected ClusterImagePolicy, TrustRoot or "
-         "AirgapPolicy)"),
+         "policy.yaml: document 1 (x): kind: unknown kind 'ImagePolicy' (expected ClusterImagePolicy, TrustRoot, "
+         "ClusterPolicy, Policy or AirgapPolicy)"),
         (_cip(KEY) + "---\n" + _cip(KEY),
          "policy.yaml: document 2 (team-a): metadata.name: duplicate policy name 'team-a'"),
         (FIRST + FIRST,
