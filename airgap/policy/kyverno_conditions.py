@@ -40,9 +40,9 @@ _DURATIONS = ("DurationGreaterThanOrEquals", "DurationGreaterThan", "DurationLes
 # k8s.io/apimachinery resource.Quantity and Go's time.ParseDuration, as Kyverno tries them on strings
 QUANTITY = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$"
 _DURATION = re.compile(r"[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+")
-_PATH = re.compile(r'\s*((?:[A-Za-z_][A-Za-z0-9_]*|"(?:[^"\\]|\\.)*")(?:\[\d+\])*'
-                   r'(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|"(?:[^"\\]|\\.)*")(?:\[\d+\])*)*)\s*')
-_SEGMENT = re.compile(r'([A-Za-z_][A-Za-z0-9_]*|"(?:[^"\\]|\\.)*")((?:\[\d+\])*)')
+_PATH = re.compile(r'\s*((?:[A-Za-z_][A-Za-z0-9_]*|"(?:[^"\\]|\\.)*")(?:\[[0-9]+\])*'
+                   r'(?:\.(?:[A-Za-z_][A-Za-z0-9_]*|"(?:[^"\\]|\\.)*")(?:\[[0-9]+\])*)*)\s*')
+_SEGMENT = re.compile(r'([A-Za-z_][A-Za-z0-9_]*|"(?:[^"\\]|\\.)*")((?:\[[0-9]+\])*)')
 
 
 def cel_string(text: str) -> str:
@@ -103,7 +103,10 @@ def _key(doc: Doc, raw: Any, path: str) -> str:
     out = "predicate"
     for segment in _SEGMENT.finditer(inner.strip()):
         name, indexes = segment.group(1), segment.group(2)
-        field = json.loads(name) if name.startswith('"') else name
+        try:
+            field = json.loads(name) if name.startswith('"') else name
+        except ValueError:
+            raise doc.err(path, f"invalid quoted field {name}") from None
         out += f"[{cel_string(field)}]" + indexes
     return out
 

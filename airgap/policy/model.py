@@ -12,7 +12,11 @@ Combination rules, as sigstore policy-controller applies them:
   and/or ``match: {authorities: N}`` (airgap: at least N authorities passed, credited to N DISTINCT
   signers: one key or keyless identity counts once however many authorities name it);
 * an authority with ``attestations`` passes only when EVERY listed attestation is present, verified, and
-  its condition holds (policy-controller's ``ValidatePolicyAttestationsForAuthority``).
+  its condition holds (policy-controller's ``ValidatePolicyAttestationsForAuthority``); an entry marked
+  ``every`` (Kyverno's) also fails when any verified attestation of its type does not satisfy the condition.
+
+Kyverno ``verifyImages`` rules (:mod:`airgap.policy.kyverno`) land in the same model: one ImagePolicy per
+attestor set, ``count`` as ``threshold``, ``skipImageReferences`` as ``skip``.
 """
 
 from __future__ import annotations

@@ -294,7 +294,7 @@ class _Parser:
     def repeat_spec(self) -> tuple[str, int] | None:
         """``{n}``, ``{n,}``, ``{n,m}`` at the current position: (its Python text, the position after it);
         None when the ``{`` is a literal (Go's rule)."""
-        m = re.compile(r"\{(\d+)(,(\d*))?\}").match(self.src, self.pos)
+        m = re.compile(r"\{([0-9]+)(,([0-9]*))?\}").match(self.src, self.pos)
         if m is None:
             return None
         low = int(m.group(1))

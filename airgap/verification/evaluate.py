@@ -16,7 +16,8 @@ Rules, in order (policy-controller's, plus airgap's global settings):
 3. a policy is satisfied when its authorities are (any one, unless the policy says otherwise;
    ``match: {authorities: N}`` counts distinct signers, see :meth:`~airgap.policy.model.ImagePolicy.explain`);
 4. an authority is satisfied by one signature (or, with ``attestations``, one verified attestation per
-   entry whose condition holds) that verifies against its key or keyless identity and names the image's
+   entry whose condition holds; for an entry translated from Kyverno, every verified attestation of its type
+   must satisfy the condition) that verifies against its key or keyless identity and names the image's
    digest; ``dockerReference: strict`` also requires the signed docker-reference to be an upstream repo the
    policy matched. A sigstore bundle counts as a signature only when it is a message signature or a DSSE
    statement of cosign's signature type (``https://sigstore.dev/cosign/sign/v1``): a bundle carrying an

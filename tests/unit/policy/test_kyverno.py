@@ -388,6 +388,8 @@ def test_condition_keys() -> None:
     ("Equals", '"x"', "{{ length(a) }}", "key: unsupported JMESPath 'length(a)'"),
     ("Equals", '"x"', "{{ a[*].b }}", "key: unsupported JMESPath 'a[*].b'"),
     ("Equals", '"x"', "a.b", "key: expected a {{ field.path }} over the predicate, got 'a.b'"),
+    ("Equals", '"x"', '{{ "\\q" }}', 'key: invalid quoted field "\\q"'),
+    ("Equals", '"x"', "{{ a[\u0661] }}", "key: unsupported JMESPath"),
 ])
 def test_unsupported_conditions_are_refused(operator: str, value: str, key: str, message: str) -> None:
     with pytest.raises(PolicyError) as err:
