@@ -21,8 +21,9 @@ The webhook's client also reads less in one go than the CLI's (:func:`webhook_li
 (referrers pages) of at most 1 MiB, at most 8 pages, and a content cache of 8 MiB, since each of those
 is held as parsed objects several times its size.
 
-Per-image caps inside verification itself (``config.Limits``) are being added separately; these are the
-webhook's own, sized from its memory limit, and stay in force whatever those caps become.
+Verification's own per-image caps (``config.Limits``: signature layers, layer size, bytes per image, referrers)
+apply here too; these are the webhook's, sized from its memory limit and counting memory as parsed objects take
+it, and stay in force whatever those caps are.
 """
 
 from __future__ import annotations
@@ -233,14 +234,14 @@ class BudgetedClient(RegistryClient):
             budget.reserve_blob(desc.size)
         return super().read_blob(host, repo, desc, cached=cached)
 
-    def referrers(self, host: str, repo: str, digest: str) -> list[Descriptor]:
+    def referrers(self, host: str, repo: str, digest: str, *, max_items: int | None = None) -> list[Descriptor]:
         budget = current()
         if budget is None or budget.nested:
-            return super().referrers(host, repo, digest)
+            return super().referrers(host, repo, digest, max_items=max_items)
         budget.check_time()
         budget.nested = True  # the fallback tag is a manifest: charged here, once, as a list
         try:
-            found = super().referrers(host, repo, digest)
+            found = super().referrers(host, repo, digest, max_items=max_items)
         finally:
             budget.nested = False
         budget.spend(len(found) * DESCRIPTOR_BYTES)
@@ -260,8 +261,6 @@ def webhook_limits(base: Limits, deadline: float) -> Limits:
 def worst_verification_bytes(max_signature_bytes: int, limits: Limits) -> int:
     """The most memory one verification can hold at a moment: its budget, plus the one read that takes it
     over (the largest manifest parsed, a JSON page parsed, or a blob being joined from its chunks)."""
-    from airgap.verification.discover import MAX_SIGNATURE_BLOB
-
     overshoot = max(limits.max_manifest_bytes * MANIFEST_OBJECT_FACTOR, limits.max_json_bytes * JSON_OBJECT_FACTOR,
-                    2 * MAX_SIGNATURE_BLOB)
+                    2 * limits.max_signature_layer_bytes)
     return max_signature_bytes + overshoot

@@ -201,6 +201,9 @@ class AdmissionService:
                 self.metrics.reloads += 1
             self.log("info", "trust loaded", trust_dir=self.config.trust_dir, trust_digest=trust.digest,
                      policy_digest=policy_digest, keys=sorted(trust.keys))
+            for scope in (trust, *trust.scopes.values()):
+                for warning in scope.policy.warnings if scope.policy is not None else ():
+                    self.log("warning", "policy warning", trust_dir=self.config.trust_dir, warning=warning)
             return True
 
     def _watch(self) -> None:

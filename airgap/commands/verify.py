@@ -118,9 +118,12 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
                                       else [])
     verifier = Verifier(trust, policy, RegistryClient(make_options(insecure, ca_file)),
                         Aliases.parse(list(aliases)), repos, timeout=None)  # -t/--timeout bounds the command
+    warnings = _policy_warnings(trust, policy)
+    for warning in warnings:
+        echo(f"warning: {warning}", err=True)
     results = verifier.verify_many(list(images), jobs=jobs)
     if as_json:
-        doc: Any = [r.evidence for r in results]
+        doc: Any = [r.evidence | ({"policyWarnings": warnings} if warnings else {}) for r in results]
         emit_json(doc if len(doc) > 1 else doc[0])
     else:
         for result in results:
@@ -130,6 +133,14 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
         if not as_json:
             echo(f"error: {denied} of {len(results)} image(s) failed verification", err=True)
         sys.exit(1)
+
+
+def _policy_warnings(trust: Any, policy: Any) -> list[str]:
+    """What the policy files in effect (the command line's, else the trust's and each site bundle's) warn about."""
+    if policy is not None:
+        return list(policy.warnings)
+    sets = [t.policy for t in (trust, *trust.scopes.values()) if t.policy is not None]
+    return [w for s in sets for w in s.warnings]
 
 
 def register(cli: click.Group) -> None:

@@ -74,6 +74,7 @@ class Doc:
 
     def __init__(self, where: str, index: int, name: str | None = None, item: int | None = None) -> None:
         self.where, self.index, self.name, self.item = where, index, name, item
+        self.unanchored: list[tuple[str, str]] = []  # (field path, regexp) whose Go meaning differs from ours
 
     @property
     def label(self) -> str:
@@ -107,12 +108,28 @@ class Doc:
         return str(obj)
 
     def regexp(self, obj: Any, path: str) -> str:
+        """A regexp in Go's syntax (RE2, see :mod:`airgap.policy.regexp`), returned as the Python pattern that
+        matches the same whole strings; an unanchored one is noted for :meth:`warning`."""
+        from airgap.policy.regexp import compile_go
+
         text = self.str_(obj, path)
         try:
-            re.compile(text)
-        except re.error as exc:
-            raise self.err(path, f"invalid regexp {text!r}: {exc.msg}") from None
-        return text
+            compiled = compile_go(text)
+        except PolicyError as exc:
+            raise self.err(path, exc.message) from None
+        if not compiled.anchored:
+            self.unanchored.append((path, text))
+        return compiled.python
+
+    def warning(self) -> str | None:
+        """One line for this document's unanchored regexps (None when there are none): airgap matches the whole
+        string, Go's ``MatchString`` (policy-controller, Kyverno, cosign) a match anywhere in it."""
+        if not self.unanchored:
+            return None
+        fields = ", ".join(f"{path} {text!r}" for path, text in self.unanchored)
+        return (f"{self.where}: {self.label}: regexp not anchored with ^...$: {fields}; airgap matches the whole "
+                "string (as if written ^(?:...)$), policy-controller, Kyverno and cosign (Go) accept a match anywhere "
+                "in it")
 
     def glob(self, obj: Any, path: str) -> Glob:
         try:

@@ -12,14 +12,18 @@ Combination rules, as sigstore policy-controller applies them:
   and/or ``match: {authorities: N}`` (airgap: at least N authorities passed, credited to N DISTINCT
   signers: one key or keyless identity counts once however many authorities name it);
 * an authority with ``attestations`` passes only when EVERY listed attestation is present, verified, and
-  its condition holds (policy-controller's ``ValidatePolicyAttestationsForAuthority``).
+  its condition holds (policy-controller's ``ValidatePolicyAttestationsForAuthority``); an entry marked
+  ``every`` (Kyverno's) also fails when any verified attestation of its type does not satisfy the condition.
+
+Kyverno ``verifyImages`` rules (:mod:`airgap.policy.kyverno`) land in the same model: one ImagePolicy per
+attestor set, ``count`` as ``threshold``, ``skipImageReferences`` as ``skip``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from airgap.policy.cel import CelCondition
 from airgap.policy.glob import Glob
@@ -54,6 +58,9 @@ class AttestationSpec:
     name: str
     predicate_type: str
     condition: CelCondition | None = None
+    # Kyverno's rule: EVERY verified attestation of this type from the authority must satisfy the condition (one
+    # that does not fails the entry); policy-controller's (False): one verified attestation that satisfies it.
+    every: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.condition, str):  # convenience for callers building specs in code
@@ -106,9 +113,19 @@ class Authority:
         return "static" if self.static else "keyless" if self.keyless else "key"
 
 
+class RefMatcher(Protocol):
+    """What selects images besides :class:`Glob`: its text (for messages) and a match on an upstream ref."""
+
+    @property
+    def text(self) -> str: ...
+
+    def matches(self, ref: Reference) -> bool: ...
+
+
 @dataclass(frozen=True)
 class ImagePolicy:
-    """One ClusterImagePolicy: which images (globs), who may sign them (authorities), and how strictly."""
+    """One ClusterImagePolicy: which images (globs, minus ``skip``), who may sign them (authorities), and how
+    strictly. ``skip`` is Kyverno's ``skipImageReferences`` (see :mod:`airgap.policy.kyverno`)."""
 
     name: str
     globs: tuple[Glob, ...]
@@ -119,13 +136,14 @@ class ImagePolicy:
     docker_reference_strict: bool = False
     resource_match: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
     origin: str = ""
+    skip: tuple[RefMatcher, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.policy, str):
             object.__setattr__(self, "policy", CelCondition.compile(self.policy))
 
     def matches(self, ref: Reference) -> bool:
-        return any(g.matches(ref) for g in self.globs)
+        return any(g.matches(ref) for g in self.globs) and not any(s.matches(ref) for s in self.skip)
 
     def explain(self, authority_ok: Mapping[str, bool],
                 signers: Mapping[str, Collection[str]] | None = None) -> tuple[bool, str]:

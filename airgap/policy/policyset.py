@@ -10,6 +10,10 @@ A policy file is multi-document YAML holding any number of
   and ``ctlog: {disabled: true}``;
 * ``kind: List`` / ``ClusterImagePolicyList`` documents (what ``kubectl get cip -o yaml`` prints), whose
   ``items`` are read as documents of their own (errors say ``document 1 item 3 (name)``);
+* Kyverno ``ClusterPolicy``/``Policy`` documents (``kyverno.io/v1``, ``v2beta1``) whose rules are
+  ``verifyImages`` rules, translated into the same model (see :mod:`airgap.policy.kyverno` for the mapping);
+* policy-controller ``TrustRoot`` documents (``policy.sigstore.dev/v1alpha1``, the ``sigstoreKeys`` form; see
+  :mod:`airgap.policy.trustroot`): trusted roots that authorities name in ``trustRootRef``;
 * at most one ``kind: AirgapPolicy`` document (``apiVersion: airgap.dev/v1alpha1``) with airgap's global
   settings under ``spec``: ``noMatchPolicy: allow|warn|deny`` (default deny: an image no policy covers is
   refused), ``allow: [globs]`` (images admitted without signatures, like a ``static: pass`` policy),
@@ -18,9 +22,10 @@ A policy file is multi-document YAML holding any number of
 
 What is NOT supported offline raises a clear :class:`PolicyError` naming file, document and field: KMS keys,
 CUE/Rego policies (use ``type: cel``), remote/configMap policies. Regexps (``issuerRegExp``,
-``subjectRegExp``) must match the WHOLE string (``re.fullmatch``), which is stricter than Go's
-``MatchString`` used by cosign and policy-controller (unanchored there): write ``.*foo.*`` for "contains".
-They use Python ``re`` syntax, a superset of RE2 for the usual constructs.
+``subjectRegExp``) are read in Go's RE2 syntax (:mod:`airgap.policy.regexp`: constructs RE2 lacks are refused)
+and must match the WHOLE string, which is stricter than Go's ``MatchString`` used by cosign and
+policy-controller (unanchored there): write ``.*foo.*`` for "contains". A regexp not written ``^...$`` loads
+with a warning in :attr:`PolicySet.warnings` naming the policy and the field.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from airgap.errors import PolicyError
 from airgap.policy.cip import Doc, FileKeyResolver, KeyResolver, parse_cip
 from airgap.policy.glob import Glob
+from airgap.policy.kyverno import KYVERNO_API_VERSIONS, KYVERNO_KINDS, parse_kyverno
 from airgap.policy.model import ImagePolicy, PreDecision
+from airgap.policy.trustroot import TRUSTROOT_API_VERSIONS, parse_trustroot
 from airgap.refs import Reference
 
 if TYPE_CHECKING:
@@ -46,7 +53,7 @@ if TYPE_CHECKING:
 
 CIP_API_VERSIONS = ("policy.sigstore.dev/v1beta1", "policy.sigstore.dev/v1alpha1")
 AIRGAP_API_VERSIONS = ("airgap.dev/v1alpha1",)
-LIST_KINDS = ("List", "ClusterImagePolicyList")
+LIST_KINDS = ("List", "ClusterImagePolicyList", "TrustRootList", "ClusterPolicyList", "PolicyList")
 
 
 def _norm_registry(text: str) -> str:
@@ -67,6 +74,12 @@ class PolicySet:
     default_mode: Literal["enforce", "warn"] = "enforce"
     digest: str = ""
     where: str = ""
+    # Things the file says that load but deserve a second look (an unanchored regexp: Go's meaning differs),
+    # one line each; the CLI prints them to stderr (and in --json), the webhook logs them.
+    warnings: list[str] = field(default_factory=list)
+    # policy-controller TrustRoot documents, by metadata.name: trusted_root.json bytes that authorities reach
+    # through trustRootRef (see airgap.policy.trustroot); never a default root.
+    trust_roots: dict[str, bytes] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, key_resolver: KeyResolver | None = None,
@@ -101,6 +114,8 @@ class PolicySet:
         out = cls(where=where)
         settings: str | None = None
         cips: list[tuple[Doc, dict[str, Any]]] = []
+        roots: list[tuple[Doc, dict[str, Any]]] = []
+        kyverno: list[tuple[Doc, dict[str, Any]]] = []
         canonical: list[Any] = []
         bodies: list[tuple[Doc, Any]] = []
         for index, raw in enumerate(docs, start=1):
@@ -126,6 +141,16 @@ class PolicySet:
                 if not doc.name:
                     raise doc.err("metadata.name", "required field missing")
                 cips.append((doc, body))
+            elif kind in KYVERNO_KINDS:
+                doc.choice(api, "apiVersion", KYVERNO_API_VERSIONS)
+                if not doc.name:
+                    raise doc.err("metadata.name", "required field missing")
+                kyverno.append((doc, body))
+            elif kind == "TrustRoot":
+                doc.choice(api, "apiVersion", TRUSTROOT_API_VERSIONS)
+                if not doc.name:
+                    raise doc.err("metadata.name", "required field missing")
+                roots.append((doc, body))
             elif kind == "AirgapPolicy":
                 doc.choice(api, "apiVersion", AIRGAP_API_VERSIONS)
                 if settings is not None:
@@ -133,7 +158,8 @@ class PolicySet:
                 settings = doc.label
                 out._settings(doc, body.get("spec") or {})
             else:
-                raise doc.err("kind", f"unknown kind {kind!r} (expected ClusterImagePolicy or AirgapPolicy)")
+                raise doc.err("kind", f"unknown kind {kind!r} (expected ClusterImagePolicy, TrustRoot, "
+                                      "ClusterPolicy, Policy or AirgapPolicy)")
         seen: dict[str | None, str] = {}
         for d, _body in cips:
             if d.name in seen:
@@ -141,8 +167,27 @@ class PolicySet:
             seen[d.name] = d.label
         for d, body in cips:
             out.policies.append(parse_cip(d, body, out.default_mode, key_resolver))
+            out._note(d)
+        origins = {p.name: d.label for (d, _), p in zip(cips, out.policies, strict=True)}
+        for d, body in kyverno:  # one image policy per attestor set of each verifyImages entry
+            for policy in parse_kyverno(d, body, out.default_mode, key_resolver):
+                if policy.name in origins:
+                    raise d.err("metadata.name", f"policy name {policy.name!r} is taken (by {origins[policy.name]})")
+                origins[policy.name] = d.label
+                out.policies.append(policy)
+            out._note(d)
+        for d, body in roots:
+            if d.name in out.trust_roots:
+                first = next(other.label for other, _ in roots if other.name == d.name)
+                raise d.err("metadata.name", f"duplicate TrustRoot name {d.name!r} (also {first})")
+            out.trust_roots[str(d.name)] = parse_trustroot(d, body)
         out.digest = _digest(canonical, out.policies)
         return out
+
+    def _note(self, doc: Doc) -> None:
+        warning = doc.warning()
+        if warning is not None:
+            self.warnings.append(warning)
 
     def _settings(self, doc: Doc, spec: Any) -> None:
         s = doc.fields(spec, "spec", ("noMatchPolicy", "allow", "approvedRegistries", "mode"))

@@ -36,22 +36,33 @@ def policy_for_identity(trust: Trust, *, identity: str | None, identity_regexp: 
                         issuer_regexp: str | None, require_tlog: bool) -> PolicySet:
     """``--certificate-identity[-regexp]`` + ``--certificate-oidc-issuer[-regexp]`` (cosign's flags): every image
     needs a keyless signature from that identity, chained to the trusted root."""
-    import re
-
     from airgap.checks.keyless import Identity
-    from airgap.errors import ConfigError
+    from airgap.errors import ConfigError, PolicyError
     from airgap.policy.model import KeylessSpec
+    from airgap.policy.regexp import compile_go
 
     if not (identity or identity_regexp) or not (issuer or issuer_regexp):
         raise ConfigError("keyless verification needs --certificate-identity (or -regexp) and "
                           "--certificate-oidc-issuer (or -regexp)")
+    python: dict[str, str | None] = {}
+    unanchored = []
     for flag, pattern in (("--certificate-identity-regexp", identity_regexp),
                           ("--certificate-oidc-issuer-regexp", issuer_regexp)):
-        if pattern is not None:
+        python[flag] = None
+        if pattern is not None:  # Go's syntax, as cosign reads these flags; matched against the whole string
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ConfigError(f"{flag}: invalid regexp {pattern!r}: {exc}") from None
-    spec = KeylessSpec(identities=(Identity(issuer=issuer, subject=identity, issuer_regexp=issuer_regexp,
-                                            subject_regexp=identity_regexp),))
-    return _adhoc(trust, {"keyless": spec, "ctlog_disabled": not require_tlog}, "keyless")
+                compiled = compile_go(pattern)
+            except PolicyError as exc:
+                raise ConfigError(f"{flag}: {exc.message}") from None
+            python[flag] = compiled.python
+            if not compiled.anchored:
+                unanchored.append(f"{flag} {pattern!r}")
+    spec = KeylessSpec(identities=(Identity(issuer=issuer, subject=identity,
+                                            issuer_regexp=python["--certificate-oidc-issuer-regexp"],
+                                            subject_regexp=python["--certificate-identity-regexp"]),))
+    policies = _adhoc(trust, {"keyless": spec, "ctlog_disabled": not require_tlog}, "keyless")
+    if unanchored:
+        policies.warnings.append(f"command line: regexp not anchored with ^...$: {', '.join(unanchored)}; airgap "
+                                 "matches the whole string (as if written ^(?:...)$), cosign (Go) accepts a match "
+                                 "anywhere in it")
+    return policies

@@ -16,7 +16,8 @@ Rules, in order (policy-controller's, plus airgap's global settings):
 3. a policy is satisfied when its authorities are (any one, unless the policy says otherwise;
    ``match: {authorities: N}`` counts distinct signers, see :meth:`~airgap.policy.model.ImagePolicy.explain`);
 4. an authority is satisfied by one signature (or, with ``attestations``, one verified attestation per
-   entry whose condition holds) that verifies against its key or keyless identity and names the image's
+   entry whose condition holds; for an entry translated from Kyverno, every verified attestation of its type
+   must satisfy the condition) that verifies against its key or keyless identity and names the image's
    digest; ``dockerReference: strict`` also requires the signed docker-reference to be an upstream repo the
    policy matched. A sigstore bundle counts as a signature only when it is a message signature or a DSSE
    statement of cosign's signature type (``https://sigstore.dev/cosign/sign/v1``): a bundle carrying an
@@ -82,10 +83,14 @@ class _AuthorityCheck:
         self.trusted_root: TrustedRoot | None
         if authority.keys is not None:
             self.check_as: KeyAuthority | KeylessAuthority = KeyAuthority(tuple(authority.keys))
-            self.trusted_root = trust.trusted_root(None) if trust.has_roots else None
+            self.trusted_root = trust.with_tlogs(trust.trusted_root(None) if trust.has_roots else None,
+                                                 authority.ctlog_trust_root_ref)
         else:
             assert authority.keyless is not None  # noqa: S101 - the caller handled static
-            self.trusted_root = trust.keyless_root(authority.keyless.trust_root_ref, authority.keyless.ca_cert_pem)
+            self.trusted_root = trust.with_tlogs(
+                trust.keyless_root(authority.keyless.trust_root_ref, authority.keyless.ca_cert_pem),
+                authority.ctlog_trust_root_ref)
+            assert self.trusted_root is not None  # noqa: S101 - with_tlogs keeps a root it is given
             self.check_as = KeylessAuthority(tuple(authority.keyless.identities), self.trusted_root)
         self.require_sct = authority.keyless is None or not authority.keyless.insecure_ignore_sct
         self.wants_timestamp = authority.rfc3161_trust_root_ref is not None
@@ -145,20 +150,24 @@ class _AuthorityCheck:
         sigstore bundle) of its predicate type whose condition holds over the whole statement."""
         reasons, signers = list[str](), list[str]()
         for spec in self.authority.attestations:
-            found = False
+            found = violated = False
             for cand, outcome in self._attestation_outcomes(spec):
                 if outcome.ok and outcome.statement is not None:
                     holds, why = spec.explain(outcome.statement.predicate, outcome.statement.doc)
                     if not holds:
                         outcome.ok = False
+                        violated = violated or spec.every
                         detail = why.split(": ", 1)[-1] if why else ""
                         outcome.reason = f"attestation {spec.name}: condition is false" + (f" ({detail})" if detail
                                                                                           else "")
                 if self._record(cand, outcome, signers):
                     found = True
-                    if not collect_all:
+                    if not collect_all and not spec.every:  # every: all of them are looked at
                         break
-            if not found:
+            if violated:
+                reasons.append(f"a verified {spec.predicate_type} attestation does not satisfy {spec.name!r} "
+                               "(every one must)")
+            elif not found:
                 reasons.append(f"no verified {spec.predicate_type} attestation satisfying {spec.name!r}")
         ok = not reasons
         return AuthorityResult(self.authority.name, ok, "; ".join(reasons), self.evidence,

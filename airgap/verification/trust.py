@@ -57,6 +57,9 @@ class Trust:
 
     keys: dict[str, KeyEntry] = field(default_factory=dict)
     roots: dict[str, bytes] = field(default_factory=dict)  # name -> trusted_root.json bytes
+    # policy.yaml's TrustRoot documents (name -> trusted_root.json bytes): reached only by a trustRootRef,
+    # never the default root.
+    policy_roots: dict[str, bytes] = field(default_factory=dict)
     policy: PolicySet | None = None
     tmap: TranslationMap | None = None
     digest: str = ""
@@ -100,6 +103,7 @@ class Trust:
 
             trust.policy = PolicySet.load(root / "policy.yaml", keys={n: e.key for n, e in trust.keys.items()})
             trust._note_policies()
+            trust._add_policy_roots()
         return trust
 
     def _load_site(self, root: Path) -> None:
@@ -117,6 +121,16 @@ class Trust:
             for entry in scope.tmap.entries if scope.tmap is not None else ():
                 union.add(entry.upstream, entry.local, entry.digest)
         self.tmap = union
+
+    def _add_policy_roots(self) -> None:
+        """The policy file's TrustRoot documents, by name; one named like a trusted root file is ambiguous."""
+        for name, data in (self.policy.trust_roots if self.policy is not None else {}).items():
+            if name in self.roots or name == PUBLIC_GOOD:
+                clash = "trusted_root.json" if name == "default" else (
+                    f"trusted_roots/{name}.json" if name in self.roots else "the public-good root")
+                raise ConfigError(f"{self.source}: policy.yaml: TrustRoot {name!r} has the name of {clash}; "
+                                  "rename one of them")
+            self.policy_roots[name] = data
 
     def _note_policies(self) -> None:
         """Record in each key entry which policies use it (by key id: named, secretRef or inline data)."""
@@ -202,9 +216,30 @@ class Trust:
         if name not in self._parsed_roots:
             if name in self.roots:
                 self._parsed_roots[name] = TrustedRoot.from_bytes(self.roots[name], f"trusted root {name!r}")
+            elif name in self.policy_roots:
+                self._parsed_roots[name] = TrustedRoot.from_bytes(self.policy_roots[name], f"TrustRoot {name!r}")
             elif name == PUBLIC_GOOD:
                 self._parsed_roots[name] = TrustedRoot.public_good()
             else:
-                raise ConfigError(f"{self.source}: no trusted root named {name!r} "
-                                  f"(have: {', '.join(sorted(self.roots)) or 'none'})")
+                have = sorted(self.roots) + [f"TrustRoot {n}" for n in sorted(self.policy_roots)]
+                raise ConfigError(f"{self.source}: no trusted root named {name!r} (have: {', '.join(have) or 'none'})")
         return self._parsed_roots[name]
+
+    def with_tlogs(self, base: TrustedRoot | None, ctlog_trust_root_ref: str | None) -> TrustedRoot | None:
+        """``ctlog: {trustRootRef: NAME}``: ``base`` (the root an authority checks with) with its transparency-log
+        keys taken from the root called NAME instead (policy-controller: "Use the Public Key from the referred
+        TrustRoot.TLog"); ``base`` itself without one."""
+        from airgap.checks.roots import TrustedRoot
+
+        if not ctlog_trust_root_ref:
+            return base
+        source = self.trusted_root(ctlog_trust_root_ref)
+        if base is None or base.digest == source.digest:
+            return source
+        key = f"{base.digest}\0tlogs\0{source.digest}"
+        if key not in self._parsed_roots:
+            doc = json.loads(base.data)
+            doc["tlogs"] = json.loads(source.data).get("tlogs") or []
+            self._parsed_roots[key] = TrustedRoot.from_bytes(json.dumps(doc, sort_keys=True).encode(),
+                                                             f"trusted root with the tlogs of {ctlog_trust_root_ref!r}")
+        return self._parsed_roots[key]

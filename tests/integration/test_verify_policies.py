@@ -136,3 +136,66 @@ def test_key_manifest_must_agree_with_the_key_files(tmp_path: Path) -> None:
     (root / "keys" / "alice.pub").write_bytes(public_pem(BOB.public_key))  # swapped behind the manifest's back
     with pytest.raises(ConfigError, match="alice.*has id"):
         Trust.load(root)
+
+
+def test_unanchored_regexp_warns_on_stderr_and_in_json(registry: Any, make_image: Any, tmp_path: Path) -> None:
+    """A regexp Go would match anywhere loads with a warning (once per policy) that `verify` prints to stderr and
+    `--json` includes; the verdict itself is unchanged."""
+    from click.testing import CliRunner
+
+    from airgap.cli import cli
+
+    make_image(registry, "warn/app", "1")
+    ref = f"{registry.host}/warn/app:1"
+    sign_image(ref, ALICE, client=RegistryClient())
+    spec = f"""\
+  images: [{{glob: "{registry.host}/warn/**"}}]
+  authorities:
+    - {{name: alice, key: {{name: alice}}, ctlog: {{disabled: true}}}}
+    - name: ci
+      keyless:
+        identities: [{{issuer: "https://oidc.airgap.test", subjectRegExp: ".*@airgap[.]test"}}]
+"""
+    trust = trust_dir(tmp_path, spec)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["verify", "--trust", str(trust), ref], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert out.stderr.count("warning:") == 1
+    assert ("policy.yaml: document 1 (p): regexp not anchored with ^...$: spec.authorities[1].keyless.identities[0]."
+            "subjectRegExp '.*@airgap[.]test'") in out.stderr
+    out = runner.invoke(cli, ["verify", "--trust", str(trust), "--json", ref], catch_exceptions=False)
+    doc = json.loads(out.stdout)
+    assert doc["allowed"] is True and len(doc["policyWarnings"]) == 1
+    assert "subjectRegExp '.*@airgap[.]test'" in doc["policyWarnings"][0]
+    spec = spec.replace('".*@airgap[.]test"', '"^.*@airgap[.]test$"')
+    out = runner.invoke(cli, ["verify", "--trust", str(trust_dir(tmp_path / "b", spec)), "--json", ref],
+                        catch_exceptions=False)
+    assert out.stderr == "" and "policyWarnings" not in json.loads(out.stdout)
+    out = runner.invoke(cli, ["verify", "--certificate-identity-regexp", "(?<=x)y", "--certificate-oidc-issuer",
+                              "https://i", ref], catch_exceptions=False)
+    assert out.exit_code == 2 and "lookbehind (?<=...) is not RE2" in out.stderr
+
+
+def test_webhook_logs_policy_warnings_when_it_loads_the_trust(tmp_path: Path) -> None:
+    import io
+
+    from airgap.admission.metrics import JsonLog
+    from airgap.admission.service import AdmissionService, WebhookConfig
+
+    spec = """\
+  images: [{glob: "**"}]
+  authorities:
+    - name: ci
+      keyless:
+        identities: [{issuerRegExp: "https://oidc[.]airgap[.]test", subject: ci@airgap.test}]
+"""
+    stream = io.StringIO()
+    service = AdmissionService(WebhookConfig(trust_dir=str(trust_dir(tmp_path, spec)), reload_interval=60),
+                               log=JsonLog(stream))
+    try:
+        records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        service.close()
+    (warning,) = [r for r in records if r["msg"] == "policy warning"]
+    assert warning["level"] == "warning"
+    assert "spec.authorities[0].keyless.identities[0].issuerRegExp 'https://oidc[.]airgap[.]test'" in warning["warning"]

@@ -6,6 +6,8 @@
 - ``key_authority("release")``: one key authority (``key.name``), transparency log off unless ``tlog=True``.
 - ``airgap_policy(no_match="deny", extra="")``: an AirgapPolicy document to append to a :func:`cip` (it
   starts with ``---``); ``extra`` is more ``spec`` lines (indented two spaces).
+- ``trust_root(name, ca_chain=..., tlogs=..., ctlogs=..., tsa_chain=...)``: a policy-controller TrustRoot document
+  (``sigstoreKeys`` form: base64 of each PEM, as its API writes them) to append to a policy (starts with ``---``).
 - ``write_trust(path, keys=..., trusted_root=..., policy=...)``: the directory, returned.
 
 Standard library only: benches import this before anything else.
@@ -13,8 +15,9 @@ Standard library only: benches import this before anything else.
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,31 @@ metadata:
 spec:
   noMatchPolicy: {no_match}
 {extra}"""
+
+
+def trust_root(name: str, *, ca_chain: bytes | None = None, tlogs: Sequence[bytes] = (), ctlogs: Sequence[bytes] = (),
+               tsa_chain: bytes | None = None) -> str:
+    """``---`` and a TrustRoot named ``name`` from PEM bytes: ``ca_chain`` (leaf-most first, root last), Rekor and CT
+    log public keys, and a TSA chain (its leaf first)."""
+
+    def b64(pem: bytes) -> str:
+        return base64.b64encode(pem).decode()
+
+    def authority(kind: str, chain: bytes) -> str:
+        return (f"    - subject: {{organization: airgap-test, commonName: {kind}}}\n"
+                f"      uri: https://{kind}.airgap.test\n      certChain: {b64(chain)}\n")
+
+    def logs(kind: str, keys: Sequence[bytes]) -> str:
+        return "".join(f"    - {{baseURL: 'https://{kind}{i}.airgap.test', hashAlgorithm: sha-256, "
+                       f"publicKey: {b64(pem)}}}\n" for i, pem in enumerate(keys))
+
+    text = f"---\napiVersion: policy.sigstore.dev/v1alpha1\nkind: TrustRoot\nmetadata:\n  name: {name}\nspec:\n"
+    text += "  sigstoreKeys:\n"
+    text += ("    certificateAuthorities:\n" + authority("fulcio", ca_chain)) if ca_chain else ""
+    text += ("    tLogs:\n" + logs("rekor", tlogs)) if tlogs else ""
+    text += ("    ctLogs:\n" + logs("ctfe", ctlogs)) if ctlogs else ""
+    text += ("    timestampAuthorities:\n" + authority("tsa", tsa_chain)) if tsa_chain else ""
+    return text
 
 
 def write_trust(path: Path, *, keys: Mapping[str, bytes] | None = None,

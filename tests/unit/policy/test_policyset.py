@@ -201,7 +201,7 @@ KEY = "  - key: {data: " + PEM_JSON + "}\n"
     [
         (FIRST + _cip("  - keyless:\n      identities:\n      - {issuer: https://i, subjectRegExp: '('}\n"),
          "policy.yaml: document 2 (team-a): spec.authorities[0].keyless.identities[0].subjectRegExp: "
-         "invalid regexp '(': missing ), unterminated subpattern"),
+         "invalid regexp '(': missing closing )"),
         (_cip(KEY, images="  - glob: 'ghcr.io/[a-z]+'\n"),
          "policy.yaml: document 1 (team-a): spec.images[0].glob: invalid glob 'ghcr.io/[a-z]+': character(s) "
          "'+[]' not allowed (use * and ** only; globs are not regexps)"),
@@ -252,8 +252,8 @@ KEY = "  - key: {data: " + PEM_JSON + "}\n"
         (_cip(KEY).replace("v1beta1", "v2"),
          "policy.yaml: document 1 (team-a): apiVersion: invalid value 'policy.sigstore.dev/v2'"),
         ("kind: ImagePolicy\nmetadata: {name: x}\n",
-         "policy.yaml: document 1 (x): kind: unknown kind 'ImagePolicy' (expected ClusterImagePolicy or "
-         "AirgapPolicy)"),
+         "policy.yaml: document 1 (x): kind: unknown kind 'ImagePolicy' (expected ClusterImagePolicy, TrustRoot, "
+         "ClusterPolicy, Policy or AirgapPolicy)"),
         (_cip(KEY) + "---\n" + _cip(KEY),
          "policy.yaml: document 2 (team-a): metadata.name: duplicate policy name 'team-a'"),
         (FIRST + FIRST,
