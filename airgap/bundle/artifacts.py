@@ -16,7 +16,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 from airgap import refs
 from airgap.config import Limits
@@ -145,7 +145,7 @@ class BundleVerification:
         return all(self.results)
 
 
-def verify_bundle(source: BinaryIO, *, key: PublicKey | list[PublicKey] | None = None,
+def verify_bundle(source: IO[bytes], *, key: PublicKey | list[PublicKey] | None = None,
                   bundle_digest: str | None = None, allow_unsigned: bool = False) -> BundleVerification:
     """Read and check the whole bundle, then decide every image offline; see the module docstring.
 
@@ -153,9 +153,11 @@ def verify_bundle(source: BinaryIO, *, key: PublicKey | list[PublicKey] | None =
     verdicts in the result."""
     from airgap.bundle.pack import load_trust
     from airgap.bundle.reader import BundleReader
+    from airgap.bundle.source import check_bundle_digest
     from airgap.verification.evaluate import evaluate
 
     reader = BundleReader(source, key=key, bundle_digest=bundle_digest, allow_unsigned=allow_unsigned)
+    check_bundle_digest(source, reader.digest)
     manifest = reader.manifest
     manifest_digests = {d for e in manifest.images for d in (*e.manifests, *(a.digest for a in e.attachments))}
     with tempfile.TemporaryDirectory(prefix="airgap-verify-bundle-") as tmp:

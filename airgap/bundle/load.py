@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 from airgap import refs
 from airgap.bundle.load_blobs import stream_blobs
@@ -269,7 +269,12 @@ def _unreachable() -> Iterator[bytes]:
 
 
 def _drain(source: IO[bytes]) -> None:
-    """Consume the rest of a pipe, so a producer (``pack -o - |``) is not killed by SIGPIPE."""
+    """Consume the rest of a pipe, so a producer (``pack -o - |``) is not killed by SIGPIPE. Files (one, or the
+    parts of a split bundle) are left unread: nothing upstream waits for them."""
+    from airgap.bundle.source import PartsStream
+
+    if isinstance(source, PartsStream):
+        return
     try:
         if source.seekable():
             return
@@ -279,7 +284,7 @@ def _drain(source: IO[bytes]) -> None:
         pass
 
 
-def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules: Sequence[str] = (),
+def load(source: IO[bytes], registry: str, *, translate_mode: str = "zarf", rules: Sequence[str] = (),
          key: PublicKey | Sequence[PublicKey] | None = None, bundle_digest: str | None = None,
          allow_unsigned: bool = False, client: RegistryClient | None = None, jobs: int = 4,
          map_out: str | None = None, trust_out: str | None = None, progress: bool | None = None,
@@ -290,6 +295,7 @@ def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules
     before anything is pushed unless ``force`` (then :attr:`LoadSummary.replaced` names what was taken over);
     a tag of a bundle with the same name (an upgrade, a rebuild) is replaced."""
     from airgap.bundle.reader import BundleReader
+    from airgap.bundle.source import check_bundle_digest
     from airgap.oci.registry import RegistryClient
 
     started = time.monotonic()
@@ -298,6 +304,7 @@ def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules
     prefix_rules = translate.PrefixRules.parse(rules) if rules else None
     reader = BundleReader(source, key=key, bundle_digest=bundle_digest, allow_unsigned=allow_unsigned,
                           limits=client.limits)
+    check_bundle_digest(source, reader.digest)
     manifest = reader.manifest
     placed = plan_targets(manifest, target, translate_mode, prefix_rules)
     tmap = translation_map(placed)

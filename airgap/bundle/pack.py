@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airgap import refs
 from airgap.bundle.pack_collect import Collected, collect_image, verify_at_source
-from airgap.bundle.pack_write import Counting, Order, Sources, write_bundle, write_bundle_at
+from airgap.bundle.pack_write import Counting, FileAt, Order, Sources, write_bundle, write_bundle_at
 from airgap.fileio import Output
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Manifest
@@ -59,6 +59,8 @@ class PackSummary:
     seconds: float
     verified: bool
     file_sha256: str | None = None
+    parts_manifest: str | None = None  # with split_size: OUT.parts.json
+    parts: list[dict[str, Any]] | None = None  # with split_size: name, size, sha256 of each part
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,8 +178,14 @@ def _stop_on_failure(verdict: Future[None], stop: threading.Event) -> None:
 
 
 def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer | None = None, jobs: int = 4,
-         cache_dir: str | None = None, verify: bool = True, progress: bool | None = None) -> PackSummary:
-    """Pack ``spec`` into ``output`` (a path, or ``-`` for stdout); see the module docstring."""
+         cache_dir: str | None = None, verify: bool = True, progress: bool | None = None,
+         split_size: int | None = None) -> PackSummary:
+    """Pack ``spec`` into ``output`` (a path, or ``-`` for stdout); see the module docstring.
+
+    ``split_size``: write the bundle as parts of that many bytes (``OUT.part-0001`` ...) and the parts manifest
+    ``OUT.parts.json`` (signed with ``key`` too), see :mod:`airgap.bundle.parts`; the parts are the same bytes."""
+    from airgap.bundle.parts import PartFiles
+
     started = time.monotonic()
     jobs = max(1, jobs)
     files = spec.trust_files()
@@ -192,8 +200,10 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
             specs.append(wanted)
     with ThreadPoolExecutor(max_workers=max(1, min(4 * jobs, len(specs) or 1))) as pool:
         images = list(pool.map(lambda s: collect_image(client, s.ref, s.platforms, trust.policy), specs))
-    target = None if output == "-" else Output(output)  # a device or FIFO is written through, never replaced
-    sequential = target is None or not target.atomic
+    parts = PartFiles(output, split_size) if split_size else None
+    # a device or FIFO is written through, never replaced
+    target = None if output == "-" or parts is not None else Output(output)
+    sequential = parts is None and (target is None or not target.atomic)
     if verify and sequential:
         try:  # on stdout or a device, not one byte before every image passed
             verify_at_source(images, trust, client, jobs)
@@ -222,8 +232,10 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
     cache = Path(cache_dir) if cache_dir else None
     meter = Progress(f"pack {spec.name}", total_bytes=manifest.blob_bytes, total_items=len(order),
                      enabled=progress)
-    raw = sys.stdout.buffer if target is None else target.file
+    raw: Any = parts if parts is not None else sys.stdout.buffer if target is None else target.file
     out = Counting(raw)
+    parts_written: list[str] = []
+    parts_manifest = None
     stop = threading.Event()
     checker = ThreadPoolExecutor(max_workers=1) if verify and not sequential else None
     verdict: Future[None] | None = None
@@ -233,7 +245,8 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
             verdict.add_done_callback(lambda f: _stop_on_failure(f, stop))
         with meter:
             if not sequential and cache is None:
-                out.count = write_bundle_at(raw.fileno(), manifest_bytes, signature, files, order, sources,
+                sink = parts if parts is not None else FileAt(raw.fileno())
+                out.count = write_bundle_at(sink, manifest_bytes, signature, files, order, sources,
                                             created=spec.created, jobs=jobs, meter=meter, stop=stop)
             else:
                 write_bundle(out, manifest_bytes, signature, files, order, sources, created=spec.created,
@@ -243,10 +256,20 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
         out.flush()
         if target is not None:
             target.commit()
+        if parts is not None:
+            parts_manifest = parts.finish(spec.name, spec.version, manifest.digest)
+            parts_sig = None
+            if key is not None:
+                from airgap.bundle.detached import sign_detached
+
+                parts_sig = sign_detached(key, parts_manifest.to_bytes())
+            parts_written = parts.commit(parts_manifest, parts_sig)
     except BaseException as exc:
         stop.set()
         if target is not None:
             target.abort()
+        if parts is not None:
+            parts.abort()
         failure = verdict.exception() if verdict is not None and not isinstance(exc, KeyboardInterrupt) else None
         if failure is not None:
             raise failure from None  # the reason the download stopped (or also failed): every failing image
@@ -262,4 +285,7 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
         blobs=len(order), blob_bytes=manifest.blob_bytes, bytes_written=out.count,
         seconds=round(time.monotonic() - started, 3), verified=verify,
         file_sha256=None if sequential or cache is None else "sha256:" + out.hasher.hexdigest(),
+        parts_manifest=parts_written[len(parts_manifest.parts)] if parts_manifest is not None else None,
+        parts=[{"name": p.name, "size": p.size, "sha256": p.sha256} for p in parts_manifest.parts]
+        if parts_manifest is not None else None,
     )
