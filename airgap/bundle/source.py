@@ -168,21 +168,72 @@ def _check_trust(manifest: PartsManifest, path: Path, data: bytes, key: PublicKe
     return signed_by
 
 
+class _PartHasher:
+    """Hashes the parts on a helper thread, so the part digests cost the load no time on a free core
+    (``hashlib`` releases the GIL while it hashes). Chunks are handed over by reference through a bounded queue
+    (at most :data:`QUEUE_CHUNKS` reads ahead, so memory stays flat); a part's digest is compared when its end
+    marker comes through, and the first mismatch is kept for the reading thread to raise."""
+
+    QUEUE_CHUNKS = 8
+
+    def __init__(self, manifest_name: str) -> None:
+        import queue
+        import threading
+
+        self.manifest_name = manifest_name
+        self.failure: BundleError | None = None
+        self._queue: queue.Queue[bytes | tuple[Path, str] | None] = queue.Queue(self.QUEUE_CHUNKS)
+        self._thread = threading.Thread(target=self._run, name="airgap-part-hasher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        hasher = hashlib.sha256()
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, bytes):
+                hasher.update(item)
+                continue
+            path, listed = item
+            actual = hasher.hexdigest()
+            hasher = hashlib.sha256()
+            if actual != listed and self.failure is None:
+                self.failure = BundleError(
+                    f"part {path}: sha256 {actual[:16]}... does not match {self.manifest_name}'s {listed[:16]}... "
+                    "(corrupted, or a part of another bundle)")
+
+    def update(self, data: bytes) -> None:
+        self._queue.put(data)
+
+    def end_part(self, path: Path, listed: str) -> None:
+        self._queue.put((path, listed))
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def join(self) -> None:
+        """Wait until every part handed over was checked; raise the first mismatch."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self.check()
+
+
 class PartsStream:
     """The parts read in order as one binary stream, each part hashed while it streams (see the module
-    docstring). Reads stop at part boundaries (short reads), which every reader of a stream handles."""
+    docstring). Reads stop at part boundaries (short reads), which every reader of a stream handles. The read
+    that reaches the end of the last part returns only once every part's digest matched; a mismatch found
+    earlier fails the next read."""
 
     def __init__(self, parts: PartSet) -> None:
         self.parts = parts
         self._index = 0
         self._file: IO[bytes] | None = None
         self._left = 0
-        self._hasher = hashlib.sha256()
+        self._hasher: _PartHasher | None = None
         self.closed = False
-
-    @property
-    def _part(self) -> str:
-        return self.parts.paths[min(self._index, len(self.parts.paths) - 1)].name
 
     def readable(self) -> bool:
         return True
@@ -191,9 +242,13 @@ class PartsStream:
         return False
 
     def read(self, n: int = -1) -> bytes:
+        if self._hasher is None:
+            self._hasher = _PartHasher(self.parts.manifest_path.name)
+        self._hasher.check()
         while True:
             if self._file is None:
                 if self._index >= len(self.parts.paths):
+                    self._hasher.join()
                     return b""
                 self._open()
             if self._left == 0:
@@ -217,42 +272,40 @@ class PartsStream:
         except OSError as exc:
             raise BundleError(f"part {path}: cannot open ({exc.strerror or exc})") from None
         self._left = self.parts.manifest.parts[self._index].size
-        self._hasher = hashlib.sha256()
 
     def _end_part(self) -> None:
-        """The current part was read to its listed size: its digest must be the listed one."""
-        listed = self.parts.manifest.parts[self._index]
-        path = self.parts.paths[self._index]
+        """The current part was read to its listed size: hand its digest check to the hasher."""
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._hasher is not None:
+            self._hasher.end_part(self.parts.paths[self._index], self.parts.manifest.parts[self._index].sha256)
         self._index += 1
-        actual = self._hasher.hexdigest()
-        if actual != listed.sha256:
-            raise BundleError(f"part {path}: sha256 {actual[:16]}... does not match {self.parts.manifest_path.name}'s "
-                              f"{listed.sha256[:16]}... (corrupted, or a part of another bundle)")
 
     def blame(self) -> None:
         """After a failure while reading: read the current part to its end, so a part that does not match its
         listed digest is named (raises) rather than whatever the reader tripped over in it."""
-        if self._file is None:
+        if self._hasher is None:
             return
         try:
             while self._file is not None and self._left:
                 data = self._file.read(min(self._left, 1024 * 1024))
                 if not data:
-                    return
+                    break
                 self._hasher.update(data)
                 self._left -= len(data)
-            if self._file is not None:
+            if self._file is not None and not self._left:
                 self._end_part()
         except OSError:
-            return
+            pass
+        self._hasher.join()
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._hasher is not None and self._hasher._thread.is_alive():
+            self._hasher._queue.put(None)
         self.closed = True
 
 
