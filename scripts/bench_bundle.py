@@ -12,8 +12,11 @@ per image and arch (~381 MB of blobs), every image and child key-signed, on Debi
 - peak RSS of pack and load of a ~2 GB bundle (two 1 GB layers; target <= 120 MB). ``--skip-big`` skips it;
 - split media: the same bundle packed with ``--split-size 64M``, loaded from its parts vs from the single file,
   each into an empty registry, alternating (target: parts <= 1.05x the single file; peak RSS unchanged);
+- delta: the site loads the full bundle, writes its inventory, 2 of the 10 images change, and the delta packed
+  against the inventory is loaded into the same registry; the delta's bytes vs what it must carry (the new blobs,
+  every manifest and every signature: target <= 1.02x), and full vs delta pack and load times.
 
-``--workloads pack,load,reload,big,split`` runs a subset (default: all).
+``--workloads pack,load,reload,big,split,delta`` runs a subset (default: all).
 
 Pack and load are each timed ``--rounds`` times (default 3), alternating with their peer so neither always
 meets a cold registry or the other's disk writeback (``sync`` before every timed command); the ratio is of
@@ -43,11 +46,11 @@ from support.registries import Registry, find_tool, start_registry
 from support.signing import write_keypair
 
 
-def write_spec(path: Path, host: str, refs: list[str], name: str) -> None:
+def write_spec(path: Path, host: str, refs: list[str], name: str, version: str = "1.0.0") -> None:
     images = "\n".join(f"  - {host}/{r}" for r in refs)
     path.write_text(f"""apiVersion: airgap/v1
 kind: Bundle
-metadata: {{name: {name}, version: 1.0.0}}
+metadata: {{name: {name}, version: {version}}}
 created: 1700000000
 images:
 {images}
@@ -74,7 +77,7 @@ def big_image(src: Registry) -> str:
     return "bench/big:1"
 
 
-WORKLOADS = ("pack", "load", "reload", "big", "split")
+WORKLOADS = ("pack", "load", "reload", "big", "split", "delta")
 
 
 def main() -> int:
@@ -140,6 +143,11 @@ def main() -> int:
         if "split" in wanted:
             drop_targets()
             failures += bench_split(work, spec, bundle, args.rounds, registry, drop_targets)
+
+        # ---- delta bundles ---------------------------------------------------------------------------
+        if "delta" in wanted:
+            drop_targets()
+            failures += bench_delta(work, src, refs, key, args.rounds, registry, drop_targets)
     finally:
         benchlib.cleanup(work, regs)
     return benchlib.verdict(failures)
@@ -284,6 +292,145 @@ def bench_split(work: Path, spec: Path, bundle: Path, rounds: int, registry: Any
     if rss["parts"] > max(rss["single"] * 1.1, rss["single"] + 10):
         failures.append(f"split load peak RSS {rss['parts']} MB vs {rss['single']} MB")
     return failures
+
+
+def bench_delta(work: Path, src: Registry, refs: list[str], key: Any, rounds: int, registry: Any,
+                drop_targets: Any) -> list[str]:
+    """TARGETS.md's delta row: a site holding version 1 (the 10 images), 2 images changed upstream. The delta
+    packed against the site's inventory must weigh <= 1.02x what it has to carry (the blobs the site lacks, every
+    manifest, every signature), and its pack and load times should follow its bytes, not the full bundle's."""
+    import json
+
+    from support.images import Pusher, push_image
+    from support.registry_content import snapshot
+
+    d = work / "delta"
+    d.mkdir(exist_ok=True)
+    shutil.copy(work / "release.pub", d / "release.pub")
+    v1, v2 = d / "v1.yaml", d / "v2.yaml"
+    write_spec(v1, src.host, refs, "site")
+    full1 = d / "full1.tar"
+    run_measured([AIRGAP, "pack", str(v1), "-o", str(full1), "--json"])
+    digest1 = _digest(full1)
+
+    def site(name: str) -> Registry:
+        reg = registry(name)
+        run_measured([AIRGAP, "load", str(full1), "--registry", reg.host, "--bundle-digest", digest1, "--json"])
+        return reg
+
+    base = site("delta-site")
+    inventory = d / "inventory.json"
+    inv_s, _ = run_measured([AIRGAP, "site", "inventory", "--registry", base.host, "-o", str(inventory)])
+    changed = refs[:2]
+    pusher = Pusher(src.url)
+    for ref in changed:  # new app layers (15 MB per arch) and configs; the shared 40 MB base stays
+        push_image(pusher, ref.split(":")[0], "1.0", platforms=("linux/amd64", "linux/arm64"),
+                   base_sizes=(40 * MB,), layer_sizes=(15 * MB,), seed=f"{ref}-v2")
+    sign_all(src.host, changed, key.signer)
+    write_spec(v2, src.host, refs, "site", version="2.0.0")
+    full2, delta, zero = d / "full2.tar", d / "delta.tar", d / "zero.tar"
+    run_measured([AIRGAP, "pack", str(v2), "-o", str(full2), "--json"])
+    # The fixed part of the work (resolve, collect and verify 10 images; push every manifest): a delta that
+    # leaves out every image blob (against the full version 2 itself), so it moves no layer at all.
+    packs: dict[str, list[float]] = {"full": [], "delta": [], "zero": []}
+    for i in range(rounds):
+        order = [("full", d / "full2-again.tar", []), ("delta", delta, ["--delta", str(inventory)]),
+                 ("zero", zero, ["--since", str(full2)])]
+        for kind, out, extra in order if i % 2 == 0 else order[::-1]:
+            out.unlink(missing_ok=True)
+            os.sync()
+            secs, _ = run_measured([AIRGAP, "pack", str(v2), "-o", str(out), "--json", *extra])
+            packs[kind].append(secs)
+
+    # what the delta must carry, worked out from the inventory and the full bundle (not from the delta): every
+    # manifest, every blob of every signature/attestation/referrer manifest, and the other blobs the site lacks
+    inv = json.loads(inventory.read_bytes())
+    full_manifest = _manifest_of(full2)
+    manifests: set[str] = set()
+    attached: set[str] = set()
+    with tarfile.open(full2) as tf:
+        def walk(digest: str, into: set[str]) -> None:
+            member = tf.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}")
+            assert member is not None
+            doc = json.loads(member.read())
+            manifests.add(digest)
+            for child in doc.get("manifests") or []:
+                walk(child["digest"], into)
+            into.update(b["digest"] for b in ([doc["config"]] if "config" in doc else []) + (doc.get("layers") or []))
+
+        for image in full_manifest["images"]:
+            manifests.update([image["digest"], *image["manifests"]])
+            for att in image["attachments"]:
+                walk(att["digest"], attached)
+    must = {dg for dg in full_manifest["blobs"] if dg in manifests or dg in attached or dg not in inv["blobs"]}
+    must_bytes = sum(full_manifest["blobs"][dg] for dg in must)
+    new_blobs = sum(full_manifest["blobs"][dg] for dg in must if dg not in manifests and dg not in attached)
+    carried = set(_manifest_of(delta)["blobs"])
+    delta_size, full_size = delta.stat().st_size, full2.stat().st_size
+    byte_ratio = delta_size / must_bytes
+
+    loads: dict[str, list[float]] = {"full": [], "full-site": [], "delta": [], "zero": []}
+    digest2, digest_delta, digest_zero = _digest(full2), _digest(delta), _digest(zero)
+    same = True
+    for i in range(rounds):
+        drop_targets()
+        at_site, at_site_full, with_blobs = site(f"delta-a{i}"), site(f"delta-b{i}"), site(f"delta-z{i}")
+        # the floor's site also holds version 2's new blobs (elsewhere: loaded under a prefix), so the zero
+        # delta is placed with mounts only and pushes every manifest
+        run_measured([AIRGAP, "load", str(full2), "--registry", f"{with_blobs.host}/mirror", "--translate",
+                      "prefix", "--bundle-digest", digest2, "--json"])
+        empty = registry(f"delta-empty{i}")
+        runs = [("delta", delta, digest_delta, at_site), ("full-site", full2, digest2, at_site_full),
+                ("full", full2, digest2, empty), ("zero", zero, digest_zero, with_blobs)]
+        for kind, bundle, digest, reg in runs if i % 2 == 0 else runs[::-1]:
+            os.sync()
+            secs, _ = run_measured([AIRGAP, "load", str(bundle), "--registry", reg.host, "--bundle-digest", digest,
+                                    "--json"])
+            loads[kind].append(secs)
+        if i == 0:
+            same = snapshot(at_site.url, check=False) == snapshot(at_site_full.url, check=False)
+    pack_t = {k: statistics.median(v) for k, v in packs.items()}
+    load_t = {k: statistics.median(v) for k, v in loads.items()}
+    size_ratio = delta_size / full_size
+    print(f"delta:   site inventory {inv_s:.2f}s ({len(inv['blobs'])} blobs); 2 of {len(refs)} images changed")
+    print(f"         bytes: delta {delta_size / MB:.1f} MB vs full {full_size / MB:.1f} MB ({size_ratio:.3f}); "
+          f"must carry {must_bytes / MB:.1f} MB (new blobs {new_blobs / MB:.1f} MB + manifests and signatures) "
+          f"-> ratio {byte_ratio:.4f} (target <= 1.02); zero-byte delta {zero.stat().st_size / MB:.2f} MB")
+    print(f"         pack: full {pack_t['full']:.2f}s, delta {pack_t['delta']:.2f}s (ratio "
+          f"{pack_t['delta'] / pack_t['full']:.2f}), fixed part (zero-byte delta) {pack_t['zero']:.2f}s")
+    print("               rounds: " + "; ".join(f"{k} {_fmt(v)}" for k, v in packs.items()))
+    print(f"         load: full into an empty registry {load_t['full']:.2f}s, full at the v1 site "
+          f"{load_t['full-site']:.2f}s, delta at the v1 site {load_t['delta']:.2f}s (ratio "
+          f"{load_t['delta'] / load_t['full']:.2f}), fixed part (zero-byte delta) {load_t['zero']:.2f}s")
+    print("               rounds: " + "; ".join(f"{k} {_fmt(v)}" for k, v in loads.items()))
+    print(f"         registry content after full+delta == full+full: {same}; the delta carries exactly that: "
+          f"{carried == must}")
+    failures = []
+    if byte_ratio > 1.02:
+        failures.append(f"delta bytes {byte_ratio:.4f}x what it must carry > 1.02")
+    if not same:
+        failures.append("delta: registry content after full+delta differs from full+full")
+    if carried != must:
+        failures.append(f"delta carries {len(carried - must)} blob(s) it need not, lacks {len(must - carried)}")
+    # "Time proportional to the delta's bytes": beyond the fixed part, the delta may take its byte share of what
+    # the full bundle takes beyond that same fixed part (x1.5, + 0.25 s for a shared machine's noise).
+    for what, t in (("pack", pack_t), ("load", load_t)):
+        bound = t["zero"] + size_ratio * max(0.0, t["full"] - t["zero"]) * 1.5 + 0.25
+        print(f"         {what}: delta {t['delta']:.2f}s vs the proportional bound {bound:.2f}s "
+              f"(fixed {t['zero']:.2f}s + {size_ratio:.3f} x {t['full'] - t['zero']:.2f}s, x1.5 + 0.25s)")
+        if t["delta"] > bound:
+            failures.append(f"delta {what} {t['delta']:.2f}s > proportional bound {bound:.2f}s")
+    shutil.rmtree(d, ignore_errors=True)
+    return failures
+
+
+def _manifest_of(bundle: Path) -> dict[str, Any]:
+    import json
+
+    with tarfile.open(bundle) as tf:
+        member = tf.extractfile("airgap-bundle.json")
+        assert member is not None
+        return dict(json.loads(member.read()))
 
 
 def _fmt(values: list[float]) -> str:

@@ -100,6 +100,8 @@ def describe(reader: BundleReader, where: str = "", *, verified: bool = False,
         "blobBytes": m.blob_bytes,
         "bytes": reader.bytes_read if blobs_checked else None,
         "parts": reader.parts.describe() if reader.parts is not None else None,
+        "delta": {"kind": m.delta.kind, "base": m.delta.base, "omittedBlobs": len(m.omitted),
+                  "omittedBytes": m.delta.omitted_bytes} if m.delta is not None else None,
     }
 
 
@@ -120,6 +122,7 @@ def _image(m: BundleManifest, index: int) -> dict[str, Any]:
         "signatures": count("signature"), "attestations": count("attestation"), "sboms": count("sbom"),
         "referrers": count("referrer"), "signatureRepo": img.signature_repo,
         "bytes": sum(m.blobs.get(d, 0) for d in digests),
+        "omittedBytes": sum(m.omitted.get(d, 0) for d in digests),
     }
 
 
@@ -171,6 +174,10 @@ def render(info: Mapping[str, Any]) -> str:
         f"created  {info['created']}",
         f"content  {len(info['images'])} image(s), {info['blobCount']} blobs, {_size(info['blobBytes'])}",
     ]
+    delta = info.get("delta")
+    if delta:
+        lines.append(f"delta    against {q(delta['kind'])} {q(delta['base'])}: {delta['omittedBlobs']} blob(s) "
+                     f"({_size(delta['omittedBytes'])}) left out, the site must hold them")
     parts = info.get("parts")
     if parts:
         signed = f", signed, verified with key {parts['signedBy']}" if parts["signedBy"] else ""

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from airgap import refs
+from airgap.bundle.delta import check_attachments_carried, check_site, mount_omitted
 from airgap.bundle.load_blobs import stream_blobs
 from airgap.bundle.placement import Placed, plan_targets, translation_map
 from airgap.errors import BundleError, ConflictError, Error, IntegrityError
@@ -63,6 +64,7 @@ class LoadSummary:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)  # with --force: what another bundle (or nobody) held
+    delta: dict[str, Any] | None = None  # a delta bundle: kind, base, omitted blobs/bytes, mounts made
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -328,10 +330,15 @@ def load(source: IO[bytes], registry: str, *, translate_mode: str = "zarf", rule
     conflicts = [(repo, ref, current) for (_, repo, ref, ours), current in zip(wanted, now, strict=True)
                  if current is not None and current != ours and not ref.startswith("sha256:")]
     summary.replaced = check_ownership(client, manifest.name, placed, map_host, map_repo, conflicts, force=force)
+    if manifest.delta is not None:
+        summary.delta = {"kind": manifest.delta.kind, "base": manifest.delta.base,
+                         "omitted_blobs": len(manifest.omitted), "omitted_bytes": manifest.delta.omitted_bytes,
+                         "mounted": 0}
     if all(current == ours for (*_, ours), current in zip(wanted, now, strict=True)):
         summary.already_loaded = True
         _drain(source)
     else:
+        mounts = check_site(client, manifest, placed, jobs=jobs)  # a delta: before anything is pushed
         meter = Progress(f"load {manifest.name}", total_bytes=manifest.blob_bytes, total_items=manifest.blob_count,
                          enabled=progress)
         with meter:
@@ -344,7 +351,10 @@ def load(source: IO[bytes], registry: str, *, translate_mode: str = "zarf", rule
                 manifests.get(p.entry.digest, p.entry.media_type)
                 manifests.get(digest)
             for att in p.entry.attachments:
-                manifests.graph(att.digest)
+                graph = manifests.graph(att.digest)
+                check_attachments_carried(manifest, att.digest, [b.digest for m in graph for b in m.blobs])
+        if summary.delta is not None:
+            summary.delta["mounted"] = mount_omitted(client, placed[0].host if placed else "", mounts, jobs=jobs)
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(placed) or 1))) as pool:
             summary.manifests_pushed = sum(pool.map(lambda p: push_image(client, p, manifests), placed))
         for desc, data in zip(map_manifest.blobs, (_EMPTY, map_blob), strict=True):

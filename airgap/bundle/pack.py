@@ -33,7 +33,8 @@ from airgap.oci.manifest import Manifest
 from airgap.progress import Progress
 
 if TYPE_CHECKING:
-    from airgap.bundle.manifest import BundleManifest, ImageEntry
+    from airgap.bundle.delta import DeltaBase
+    from airgap.bundle.manifest import BundleManifest, Delta, ImageEntry
     from airgap.bundle.spec import BundleSpec
     from airgap.keys.private import Signer
     from airgap.oci.registry import RegistryClient
@@ -60,6 +61,7 @@ class PackSummary:
     verified: bool
     file_sha256: str | None = None
     parts_manifest: str | None = None  # with split_size: OUT.parts.json
+    delta: dict[str, Any] | None = None  # with a delta base: kind, base, omitted blobs and bytes
     parts: list[dict[str, Any]] | None = None  # with split_size: name, size, sha256 of each part
 
     def to_json(self) -> dict[str, Any]:
@@ -161,14 +163,14 @@ def image_entry(image: Collected) -> ImageEntry:
 
 
 def build_manifest(spec: BundleSpec, images: list[Collected], files: dict[str, bytes],
-                   order: Order, key_manifest: dict[str, Any]) -> BundleManifest:
+                   order: Order, key_manifest: dict[str, Any], delta: Delta | None = None) -> BundleManifest:
     from airgap.bundle.manifest import BundleManifest, FileEntry
 
     return BundleManifest(
         name=spec.name, version=spec.version, created=spec.created,
         images=tuple(image_entry(i) for i in images), keys=key_manifest,
         files={n: FileEntry.of(d) for n, d in files.items()},
-        blobs={d: s for d, s, _ in order},
+        blobs={d: s for d, s, _ in order}, delta=delta,
     )
 
 
@@ -179,11 +181,13 @@ def _stop_on_failure(verdict: Future[None], stop: threading.Event) -> None:
 
 def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer | None = None, jobs: int = 4,
          cache_dir: str | None = None, verify: bool = True, progress: bool | None = None,
-         split_size: int | None = None) -> PackSummary:
+         split_size: int | None = None, delta: DeltaBase | None = None) -> PackSummary:
     """Pack ``spec`` into ``output`` (a path, or ``-`` for stdout); see the module docstring.
 
     ``split_size``: write the bundle as parts of that many bytes (``OUT.part-0001`` ...) and the parts manifest
-    ``OUT.parts.json`` (signed with ``key`` too), see :mod:`airgap.bundle.parts`; the parts are the same bytes."""
+    ``OUT.parts.json`` (signed with ``key`` too), see :mod:`airgap.bundle.parts`; the parts are the same bytes.
+    ``delta``: leave out the image blobs the site holds (a delta bundle, see :mod:`airgap.bundle.delta`); they
+    are neither downloaded nor written, and the manifest pins them as omitted."""
     from airgap.bundle.parts import PartFiles
 
     started = time.monotonic()
@@ -214,11 +218,19 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
     files["oci-layout"] = LAYOUT_FILE
     files["index.json"] = index_json(images)
     order = blob_order(images)
+    delta_entry = None
+    if delta is not None:
+        from airgap.bundle.delta import omit
+        from airgap.bundle.manifest import Delta
+
+        omitted = omit(images, delta)
+        delta_entry = Delta(delta.kind, delta.digest, omitted)
+        order = [item for item in order if item[0] not in omitted]
     sources: Sources = {}
     for image in images:
         for digest, src in image.blob_sources.items():
             sources.setdefault(digest, src)
-    manifest = build_manifest(spec, images, files, order, spec.key_manifest())
+    manifest = build_manifest(spec, images, files, order, spec.key_manifest(), delta_entry)
     manifest_bytes = manifest.to_bytes()
     signature = None
     signed_by = None
@@ -288,4 +300,6 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
         parts_manifest=parts_written[len(parts_manifest.parts)] if parts_manifest is not None else None,
         parts=[{"name": p.name, "size": p.size, "sha256": p.sha256} for p in parts_manifest.parts]
         if parts_manifest is not None else None,
+        delta={"kind": delta_entry.kind, "base": delta_entry.base, "omitted_blobs": len(delta_entry.omitted),
+               "omitted_bytes": delta_entry.omitted_bytes} if delta_entry is not None else None,
     )

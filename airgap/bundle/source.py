@@ -339,8 +339,11 @@ def open_source(args: Sequence[str] | str, *, key: PublicKey | Sequence[PublicKe
     stream = PartsStream(parts)
     try:
         yield Source(stream, str(parts.manifest_path), parts)  # type: ignore[arg-type]
-    except BundleError:
-        stream.blame()
+    except BundleError as exc:
+        from airgap.bundle.manifest import DeltaBaseError
+
+        if not isinstance(exc, DeltaBaseError):  # the site lacks what a delta leaves out: no part is at fault
+            stream.blame()
         raise
     finally:
         stream.close()

@@ -58,11 +58,17 @@ def _parts_line(parts: PartSet) -> str:
 @click.option("--no-verify", is_flag=True, help="Do not verify the images against the policy before packing.")
 @click.option("--split-size", default=None, metavar="SIZE",
               help="Write OUT.part-0001, ... of SIZE bytes each (64M, 4G, 4GiB, 4000MB) and OUT.parts.json.")
+@click.option("--delta", "delta_inventory", type=click.Path(dir_okay=False, exists=True), default=None,
+              metavar="INVENTORY", help="Leave out the image blobs this site inventory says the site holds.")
+@click.option("--since", "since", default=None, metavar="OLD_BUNDLE",
+              help="Leave out the image blobs this older bundle carried (the site loaded it).")
+@click.option("--delta-key", "delta_key_refs", multiple=True, metavar="KEYREF",
+              help="Public key the inventory (or the --since bundle) must be signed with.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
 @registry_options
 def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cache_dir: str | None,
-         no_verify: bool, split_size: str | None, as_json: bool, insecure: tuple[str, ...],
-         ca_file: str | None) -> None:
+         no_verify: bool, split_size: str | None, delta_inventory: str | None, since: str | None,
+         delta_key_refs: tuple[str, ...], as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
     """Pack the images of SPEC, their signatures and the trust to verify them into one bundle file.
 
     Every image is verified against the spec's policy at its source first (all failures are reported
@@ -81,6 +87,19 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
         size = parse_size(split_size)
         if output == "-":
             raise click.UsageError("--split-size writes part files: give -o OUT, not -")
+    if delta_inventory and since:
+        raise click.UsageError("--delta and --since are two bases for a delta: give one")
+    if delta_key_refs and not (delta_inventory or since):
+        raise click.UsageError("--delta-key checks the --delta inventory or the --since bundle: give one")
+    base = None
+    if delta_inventory:
+        from airgap.site.inventory import read_inventory
+
+        base = read_inventory(delta_inventory, key=_public_keys(delta_key_refs)).inventory.delta_base()
+    elif since:
+        from airgap.bundle.delta import base_from_bundle
+
+        base = base_from_bundle(since, key=_public_keys(delta_key_refs))
     spec = BundleSpec.load(spec_path)
     signer = None
     if key_ref:
@@ -90,7 +109,7 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
     options = make_options(insecure, ca_file, jobs)
     client = RegistryClient(options, locations=BlobLocations.default())
     summary = do_pack(spec, output, client=client, key=signer, jobs=options.limits.concurrency, cache_dir=cache_dir,
-                      verify=not no_verify, progress=False if as_json else None, split_size=size)
+                      verify=not no_verify, progress=False if as_json else None, split_size=size, delta=base)
     if client.locations is not None:
         client.locations.save()
     to_stderr = output == "-"
@@ -101,6 +120,10 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
                f"({human_bytes(summary.blob_bytes)}) -> {output} in {summary.seconds:.2f}s", err=to_stderr)
     for image in summary.images:
         echo(f"  {image['ref']}@{image['digest']}", err=to_stderr)
+    if summary.delta is not None:
+        echo(f"delta against {summary.delta['kind']} {summary.delta['base']}: left out "
+             f"{summary.delta['omitted_blobs']} blob(s) ({human_bytes(summary.delta['omitted_bytes'])}) the site "
+             "holds", err=to_stderr)
     if summary.parts is not None:
         echo(f"split into {len(summary.parts)} part(s): {summary.parts[0]['name']} ... "
              f"{summary.parts[-1]['name']}; parts manifest {summary.parts_manifest}", err=to_stderr)
@@ -159,6 +182,10 @@ def load(bundle: tuple[str, ...], target: str, mode: str, rules: tuple[str, ...]
         f"{summary.blobs_pushed} blob(s) pushed ({human_bytes(summary.bytes_pushed)}), "
         f"{summary.manifests_pushed} manifest(s)")
     echo(f"loaded {len(summary.images)} image(s) into {summary.registry}: {state} in {summary.seconds:.2f}s")
+    if summary.delta is not None and not summary.already_loaded:
+        echo(f"delta against {summary.delta['kind']} {summary.delta['base']}: the {summary.delta['omitted_blobs']} "
+             f"blob(s) it leaves out ({human_bytes(summary.delta['omitted_bytes'])}) were in place"
+             + (f", {summary.delta['mounted']} mounted across repositories" if summary.delta["mounted"] else ""))
     for image in summary.images:
         echo(f"  {image['upstream']} -> {', '.join(image['local'])}")
     echo(f"translation map: {summary.map_ref}" + (f", {map_out}" if map_out else "")
@@ -206,12 +233,21 @@ def verify_bundle(bundle: tuple[str, ...], key_refs: tuple[str, ...], bundle_dig
     if as_json:
         emit_json({"bundle_digest": outcome.bundle_digest, "signed_by": outcome.signed_by, "name": outcome.name,
                    "version": outcome.version, "ok": outcome.ok, "images": [r.evidence for r in outcome.results],
-                   "parts": source.parts.describe() if source.parts else None})
+                   "parts": source.parts.describe() if source.parts else None, "delta": outcome.delta})
     else:
         how = f"signed by {outcome.signed_by}" if outcome.signed_by else "pinned or explicitly allowed unsigned"
         echo(f"bundle {outcome.name} {outcome.version} {outcome.bundle_digest}: every entry verified ({how})")
         if source.parts is not None:
             echo(_parts_line(source.parts) + ", every part's sha256 matched")
+        if outcome.delta is not None:
+            from airgap.progress import human_bytes
+
+            unchecked = outcome.delta["unchecked"]
+            echo(f"delta against {outcome.delta['kind']} {outcome.delta['base']}: {len(unchecked)} blob(s) "
+                 f"({human_bytes(sum(u['size'] for u in unchecked))}) NOT checked here, the delta leaves them out "
+                 "(load checks the site holds them):")
+            for u in unchecked:
+                echo(f"  {u['digest']}  {human_bytes(u['size'])}  {', '.join(u['images'])}")
         for result in outcome.results:
             echo(_render(result))
     if not outcome.ok:
