@@ -72,8 +72,8 @@ def find_parts(args: Sequence[str], *, key: PublicKey | Sequence[PublicKey] | No
     if not args:
         raise ConfigError("no bundle given")
     manifests: list[Path] = []
-    given: list[Path] = []  # part files named on the command line or found in a named directory
-    scanned: list[Path] = []  # directories whose part files must all be listed
+    given: list[Path] = []  # part files named on the command line
+    scanned: list[Path] = []  # directories named on the command line: their part files must all be listed
     for arg in args:
         path = Path(arg)
         if arg == "-":
@@ -99,24 +99,31 @@ def find_parts(args: Sequence[str], *, key: PublicKey | Sequence[PublicKey] | No
         if not manifests:
             raise ConfigError(f"no parts manifest beside the parts (looked for {', '.join(map(str, beside[:3]))}); "
                               "give the parts manifest too")
-    if len({_same(m) for m in manifests}) > 1:
+    contents = {m: _read_small(m, "parts manifest") for m in manifests}
+    if len(set(contents.values())) > 1:  # copies of one manifest (on each medium) are fine
         shown = ", ".join(str(m) for m in manifests[:3])
         raise ConfigError(f"parts manifests of more than one bundle given ({shown}): give the parts of one bundle")
     manifest_path = manifests[0]
-    data = _read_small(manifest_path, "parts manifest")
+    data = contents[manifest_path]
     manifest = PartsManifest.from_bytes(data, manifest_path.name)
     signed_by = _check_trust(manifest, manifest_path, data, key, bundle_digest)
     base = PART_NAME.match(manifest.parts[0].name).group("base")  # type: ignore[union-attr]
     listed = {p.name for p in manifest.parts}
-    for directory in {manifest_path.parent, *scanned}:
-        given += [p for p in directory.iterdir() if (m := PART_NAME.match(p.name)) and m.group("base") == base]
     by_name: dict[str, Path] = {}
-    for path in given:
+    for path in given:  # named on the command line: two different files of one name are a mistake
         if path.name not in listed:
             raise BundleError(f"unexpected extra part {path}: {manifest_path.name} does not list it")
         if path.name in by_name and _same(by_name[path.name]) != _same(path):
             raise ConfigError(f"part {path.name} given twice ({by_name[path.name]}, {path})")
         by_name.setdefault(path.name, path)
+    for directory in dict.fromkeys([*scanned, manifest_path.parent]):  # beside the manifest, in named directories
+        for path in sorted(directory.iterdir()):
+            m = PART_NAME.match(path.name)
+            if m is None or m.group("base") != base:
+                continue
+            if path.name not in listed:
+                raise BundleError(f"unexpected extra part {path}: {manifest_path.name} does not list it")
+            by_name.setdefault(path.name, path)
     paths = []
     for part in manifest.parts:
         part_path = by_name.get(part.name)
@@ -182,6 +189,7 @@ class _PartHasher:
 
         self.manifest_name = manifest_name
         self.failure: BundleError | None = None
+        self._stopped = False
         self._queue: queue.Queue[bytes | tuple[Path, str] | None] = queue.Queue(self.QUEUE_CHUNKS)
         self._thread = threading.Thread(target=self._run, name="airgap-part-hasher", daemon=True)
         self._thread.start()
@@ -215,10 +223,15 @@ class _PartHasher:
 
     def join(self) -> None:
         """Wait until every part handed over was checked; raise the first mismatch."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        self.stop()
+        self._thread.join()
         self.check()
+
+    def stop(self) -> None:
+        """Let the thread end once it has hashed what it was given (idempotent)."""
+        if self._thread.is_alive() and not self._stopped:
+            self._stopped = True
+            self._queue.put(None)
 
 
 class PartsStream:
@@ -304,8 +317,8 @@ class PartsStream:
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self._hasher is not None and self._hasher._thread.is_alive():
-            self._hasher._queue.put(None)
+        if self._hasher is not None:
+            self._hasher.stop()
         self.closed = True
 
 

@@ -185,3 +185,21 @@ def test_what_is_not_a_part_set(tmp_path: Path) -> None:
         find_parts([str(tmp_path / "y.tar.part-0001")])
     with pytest.raises(ConfigError, match="holds no parts manifest"):
         find_parts([str(tmp_path)])
+
+
+def test_parts_spread_over_several_media(built: Built, tmp_path: Path) -> None:
+    """Each medium holds some parts and a copy of the parts manifest: name both directories, or the parts."""
+    split(built, tmp_path / "all")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for i, part in enumerate(sorted((tmp_path / "all").glob("b.tar.part-*"))):
+        shutil.copy(part, (a if i % 2 else b) / part.name)
+    for medium in (a, b):
+        shutil.copy(tmp_path / "all" / "b.tar.parts.json", medium)
+    assert read_all([str(a), str(b)]).digest == built.manifest.digest
+    assert read_all([str(p) for p in sorted(b.glob("*.part-*"))] + [str(a)]).digest == built.manifest.digest
+    (a / "b.tar.parts.json").write_bytes((a / "b.tar.parts.json").read_bytes().replace(b'"name":"tamper"',
+                                                                                        b'"name":"tampe2"'))
+    with pytest.raises(ConfigError, match="parts manifests of more than one bundle"):
+        find_parts([str(a), str(b)])
