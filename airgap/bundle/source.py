@@ -5,8 +5,9 @@ command line (in any order), a directory holding them, or the parts manifest (th
 beside it). Before one byte of a part is read, the parts manifest is parsed and checked (its signature with the
 operator's key, the bundle digest the operator pinned) and every part it lists must be there with its listed
 size; a part file it does not list is refused. The parts are then read in order as ONE stream, and each part is
-hashed as it streams: the read that ends a part fails if its digest is not the listed one, and any error while
-reading is blamed on the part when that part (read to its end) does not match (:func:`open_source`).
+hashed as it streams (on a helper thread): a part whose digest is not the listed one fails the next read, the end
+of the stream is reached only after every part matched, and any error while reading is blamed on the part when
+that part (read to its end) does not match (:func:`open_source`).
 
 Threat model: part files are as untrusted as a bundle. The parts manifest is trusted only as far as its
 signature (``--key``) or the pinned bundle digest vouch for it; either way the bundle inside is still checked
@@ -19,7 +20,7 @@ import hashlib
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -55,7 +56,6 @@ class Source:
     stream: IO[bytes]
     where: str
     parts: PartSet | None = None
-    _files: list[IO[bytes]] = field(default_factory=list)
 
 
 def is_parts(args: Sequence[str]) -> bool:
