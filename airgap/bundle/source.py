@@ -181,7 +181,7 @@ class _PartHasher:
     (at most :data:`QUEUE_CHUNKS` reads ahead, so memory stays flat); a part's digest is compared when its end
     marker comes through, and the first mismatch is kept for the reading thread to raise."""
 
-    QUEUE_CHUNKS = 8
+    QUEUE_CHUNKS = 3
 
     def __init__(self, manifest_name: str) -> None:
         import queue
