@@ -215,6 +215,11 @@ def test_since_an_older_bundle(sc: Scenario) -> None:
             out = sc.load(bundle, reg)
             assert out.exit_code == 0, out.output
     assert snapshot(site.url) == snapshot(reference.url)
+    # --delta-key checks the older bundle's signature too
+    argv = ["pack", str(sc.tmp / "v2.yaml"), "-o", str(sc.tmp / "since-checked.tar"), "--since", str(sc.full1)]
+    assert run([*argv, "--delta-key", str(sc.release.public_path)]).exit_code == 0
+    out = run([*argv, "--delta-key", str(sc.site_key.public_path)])
+    assert out.exit_code == 1 and "bundle signature (airgap-bundle.json.sig) does not verify" in out.stderr
 
 
 def test_a_site_that_lacks_the_base_is_refused_before_anything_is_pushed(sc: Scenario) -> None:

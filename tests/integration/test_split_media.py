@@ -127,6 +127,21 @@ def test_parts_are_the_single_file_cut(sc: Scenario) -> None:
     assert not list(sc.parts_dir.glob(".*"))  # no temp files left
 
 
+def test_the_sequential_writer_cuts_the_same_parts(sc: Scenario, tmp_path: Path) -> None:
+    """With --cache the bundle is written in order (not in place): the same parts, the same parts manifest."""
+    out = run(["pack", str(sc.spec), "-o", str(tmp_path / "b.tar"), "--key", str(sc.key.private_path),
+               "--split-size", "64K", "--cache", str(tmp_path / "cache"), "-j", "1", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["parts_manifest"] == str(tmp_path / "b.tar.parts.json")
+    for name in [p.name for p in sc.parts] + ["b.tar.parts.json", "b.tar.parts.json.sig"]:
+        assert (tmp_path / name).read_bytes() == (sc.parts_dir / name).read_bytes(), name
+    # a smaller split later: the extra parts of the earlier pack are removed, never left to be mistaken for parts
+    out = run(["pack", str(sc.spec), "-o", str(tmp_path / "b.tar"), "--split-size", "1M"])
+    assert out.exit_code == 0, out.output
+    assert [p.name for p in sorted(tmp_path.glob("b.tar.part-*"))] == ["b.tar.part-0001"]
+    assert not (tmp_path / "b.tar.parts.json.sig").exists()  # unsigned now: the stale signature went too
+
+
 def test_load_from_parts_in_every_form(sc: Scenario) -> None:
     parts = [str(p) for p in sc.parts]
     random.Random(4).shuffle(parts)
