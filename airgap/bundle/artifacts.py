@@ -16,7 +16,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 from airgap import refs
 from airgap.config import Limits
@@ -119,14 +119,26 @@ def _manifest(blobs: BlobStore, digest: str, media_type: str | None, what: str) 
     return Manifest.from_bytes(data, media_type, expected_digest=digest, what=f"{what} manifest {digest}")
 
 
-def _check_graph(manifest: BundleManifest, blobs: BlobStore, entry: ImageEntry) -> Manifest:
-    """Every manifest of the image parses and everything it names is in the bundle."""
+def _check_graph(manifest: BundleManifest, blobs: BlobStore, entry: ImageEntry,
+                 unchecked: dict[str, dict[str, Any]]) -> Manifest:
+    """Every manifest of the image parses and everything it names is in the bundle, or (a layer or config of a
+    delta bundle) pinned as omitted: those are recorded in ``unchecked`` (digest -> size, images)."""
     root = _manifest(blobs, entry.digest, entry.media_type, entry.upstream)
     todo = [root]
     while todo:
         m = todo.pop()
-        for desc in (*m.blobs, *m.manifests):
+        for desc in m.manifests:
             if desc.digest not in manifest.blobs:
+                raise BundleError(f"{entry.upstream}: {m.digest} names {desc.digest}, which is not in the bundle")
+        for desc in m.blobs:
+            if desc.digest in manifest.omitted and desc.digest in entry.blobs:
+                if desc.size != manifest.omitted[desc.digest]:
+                    raise BundleError(f"{entry.upstream}: {m.digest} names {desc.digest} with {desc.size} bytes, "
+                                      f"the delta pins {manifest.omitted[desc.digest]}")
+                record = unchecked.setdefault(desc.digest, {"digest": desc.digest, "size": desc.size, "images": []})
+                if entry.upstream not in record["images"]:
+                    record["images"].append(entry.upstream)
+            elif desc.digest not in manifest.blobs:
                 raise BundleError(f"{entry.upstream}: {m.digest} names {desc.digest}, which is not in the bundle")
         todo += [_manifest(blobs, c.digest, c.media_type, entry.upstream) for c in m.manifests]
     return root
@@ -139,23 +151,27 @@ class BundleVerification:
     name: str
     version: str
     results: list[VerificationResult]
+    delta: dict[str, Any] | None = None  # a delta bundle: kind, base, and the omitted blobs it could not check
 
     @property
     def ok(self) -> bool:
         return all(self.results)
 
 
-def verify_bundle(source: BinaryIO, *, key: PublicKey | list[PublicKey] | None = None,
+def verify_bundle(source: IO[bytes], *, key: PublicKey | list[PublicKey] | None = None,
                   bundle_digest: str | None = None, allow_unsigned: bool = False) -> BundleVerification:
     """Read and check the whole bundle, then decide every image offline; see the module docstring.
 
     Integrity failures (signature, digests, structure) raise :class:`BundleError`; policy failures are
     verdicts in the result."""
+    from airgap.bundle.delta import check_attachments_carried
     from airgap.bundle.pack import load_trust
     from airgap.bundle.reader import BundleReader
+    from airgap.bundle.source import check_bundle_digest
     from airgap.verification.evaluate import evaluate
 
     reader = BundleReader(source, key=key, bundle_digest=bundle_digest, allow_unsigned=allow_unsigned)
+    check_bundle_digest(source, reader.digest)
     manifest = reader.manifest
     manifest_digests = {d for e in manifest.images for d in (*e.manifests, *(a.digest for a in e.attachments))}
     with tempfile.TemporaryDirectory(prefix="airgap-verify-bundle-") as tmp:
@@ -170,13 +186,21 @@ def verify_bundle(source: BinaryIO, *, key: PublicKey | list[PublicKey] | None =
         if trust.policy is None:
             raise BundleError("bundle carries no trust/policy.yaml: nothing to verify the images against")
         results = []
+        unchecked: dict[str, dict[str, Any]] = {}
         for entry in manifest.images:
-            root = _check_graph(manifest, blobs, entry)
+            root = _check_graph(manifest, blobs, entry, unchecked)
             attachments = [(a, _manifest(blobs, a.digest, None, entry.upstream)) for a in entry.attachments]
+            for att, m in attachments:
+                check_attachments_carried(manifest, att.digest, [b.digest for b in m.blobs])
             upstream = refs.parse(entry.upstream)
             homes = (_repo(entry.signature_repo),) if entry.signature_repo else ()
             artifacts = BundleArtifacts(Repo(upstream.registry, upstream.repository), root, attachments, blobs,
                                         _homes=homes)
             results.append(evaluate(entry.upstream, artifacts, (upstream.with_digest(entry.digest),),
                                     "bundle manifest", trust.policy, trust, resolve_source=_repo))
-    return BundleVerification(reader.digest, reader.signed_by, manifest.name, manifest.version, results)
+    delta = None
+    if manifest.delta is not None:
+        delta = {"kind": manifest.delta.kind, "base": manifest.delta.base, "omitted_blobs": len(manifest.omitted),
+                 "omitted_bytes": manifest.delta.omitted_bytes,
+                 "unchecked": sorted(unchecked.values(), key=lambda r: str(r["digest"]))}
+    return BundleVerification(reader.digest, reader.signed_by, manifest.name, manifest.version, results, delta)

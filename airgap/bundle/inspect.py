@@ -38,30 +38,40 @@ def open_bundle(path: str | os.PathLike[str]) -> IO[bytes]:
         raise ConfigError(f"cannot open bundle {path}: {exc.strerror or exc}") from None
 
 
-def read_bundle(path: str | os.PathLike[str], *, key: PublicKey | Sequence[PublicKey] | None = None,
+BundlePaths = str | os.PathLike[str] | Sequence[str]
+
+
+def _args(path: BundlePaths) -> list[str]:
+    return [os.fspath(path)] if isinstance(path, (str, os.PathLike)) else [str(p) for p in path]
+
+
+def read_bundle(path: BundlePaths, *, key: PublicKey | Sequence[PublicKey] | None = None,
                 bundle_digest: str | None = None, allow_unsigned: bool = False, check_blobs: bool = False,
                 limits: Limits | None = None) -> BundleReader:
-    """Read a bundle's manifest and small entries (and, with ``check_blobs``, verify every blob too)."""
-    f = open_bundle(path)
-    try:
-        reader = BundleReader(f, key=key, bundle_digest=bundle_digest, allow_unsigned=allow_unsigned,
+    """Read a bundle's manifest and small entries (and, with ``check_blobs``, verify every blob too). ``path``
+    is a file, ``-``, or the parts of a split bundle (:mod:`airgap.bundle.source`); the reader's ``parts``
+    attribute is then the checked :class:`~airgap.bundle.source.PartSet`."""
+    from airgap.bundle.source import check_bundle_digest, open_source
+
+    with open_source(_args(path), key=key, bundle_digest=bundle_digest) as source:
+        reader = BundleReader(source.stream, key=key, bundle_digest=bundle_digest, allow_unsigned=allow_unsigned,
                               limits=limits)
+        check_bundle_digest(source.stream, reader.digest)
         if check_blobs:
             reader.finish()
+        reader.parts = source.parts
         return reader
-    finally:
-        if str(path) != "-":
-            f.close()
 
 
-def inspect(path: str | os.PathLike[str], *, key: PublicKey | Sequence[PublicKey] | None = None,
+def inspect(path: BundlePaths, *, key: PublicKey | Sequence[PublicKey] | None = None,
             bundle_digest: str | None = None, check_blobs: bool = False,
             limits: Limits | None = None) -> dict[str, Any]:
     """A JSON-able description of the bundle: digest, signature, images, keys, policies, roots, sizes."""
     reader = read_bundle(path, key=key, bundle_digest=bundle_digest, allow_unsigned=True,
                          check_blobs=check_blobs, limits=limits)
-    return describe(reader, str(path), verified=bool(key) or bundle_digest is not None,
-                    blobs_checked=check_blobs)
+    where = _args(path)
+    return describe(reader, where[0] if len(where) == 1 else " ".join(where),
+                    verified=bool(key) or bundle_digest is not None, blobs_checked=check_blobs)
 
 
 def describe(reader: BundleReader, where: str = "", *, verified: bool = False,
@@ -89,6 +99,9 @@ def describe(reader: BundleReader, where: str = "", *, verified: bool = False,
         "blobCount": m.blob_count,
         "blobBytes": m.blob_bytes,
         "bytes": reader.bytes_read if blobs_checked else None,
+        "parts": reader.parts.describe() if reader.parts is not None else None,
+        "delta": {"kind": m.delta.kind, "base": m.delta.base, "omittedBlobs": len(m.omitted),
+                  "omittedBytes": m.delta.omitted_bytes} if m.delta is not None else None,
     }
 
 
@@ -109,6 +122,7 @@ def _image(m: BundleManifest, index: int) -> dict[str, Any]:
         "signatures": count("signature"), "attestations": count("attestation"), "sboms": count("sbom"),
         "referrers": count("referrer"), "signatureRepo": img.signature_repo,
         "bytes": sum(m.blobs.get(d, 0) for d in digests),
+        "omittedBytes": sum(m.omitted.get(d, 0) for d in digests),
     }
 
 
@@ -159,8 +173,17 @@ def render(info: Mapping[str, Any]) -> str:
         f"trust    {sig}",
         f"created  {info['created']}",
         f"content  {len(info['images'])} image(s), {info['blobCount']} blobs, {_size(info['blobBytes'])}",
-        "images:",
     ]
+    delta = info.get("delta")
+    if delta:
+        lines.append(f"delta    against {q(delta['kind'])} {q(delta['base'])}: {delta['omittedBlobs']} blob(s) "
+                     f"({_size(delta['omittedBytes'])}) left out, the site must hold them")
+    parts = info.get("parts")
+    if parts:
+        signed = f", signed, verified with key {parts['signedBy']}" if parts["signedBy"] else ""
+        lines.append(f"parts    {len(parts['parts'])} x {_size(parts['partSize'])} ({_size(parts['size'])} in all), "
+                     f"{q(parts['manifest'])}{signed}")
+    lines.append("images:")
     for img in info["images"]:
         plats = ", ".join(q(p["platform"]) for p in img["platforms"]) or "single manifest"
         lines.append(f"  {q(img['ref'])}")
@@ -194,7 +217,7 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def trust_export(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+def trust_export(path: BundlePaths, out_dir: str | os.PathLike[str], *,
                  key: PublicKey | Sequence[PublicKey] | None = None, bundle_digest: str | None = None,
                  allow_unsigned: bool = False, limits: Limits | None = None) -> list[str]:
     """Write the bundle's trust directory (keys/, keys.json, trusted roots, policy.yaml) to ``out_dir``."""

@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any
 
 from airgap import refs
+from airgap.bundle.delta import check_attachments_carried, check_site, mount_omitted
 from airgap.bundle.load_blobs import stream_blobs
 from airgap.bundle.placement import Placed, plan_targets, translation_map
 from airgap.errors import BundleError, ConflictError, Error, IntegrityError
@@ -66,6 +67,7 @@ class LoadSummary:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)  # with --force: what another bundle (or nobody) held
+    delta: dict[str, Any] | None = None  # a delta bundle: kind, base, omitted blobs/bytes, mounts made
     # The bundle's trust directory (trust/ entries and map.json), for a site to keep; not part of the JSON.
     trust_files: dict[str, bytes] = field(default_factory=dict, repr=False)
 
@@ -274,7 +276,12 @@ def _unreachable() -> Iterator[bytes]:
 
 
 def _drain(source: IO[bytes]) -> None:
-    """Consume the rest of a pipe, so a producer (``pack -o - |``) is not killed by SIGPIPE."""
+    """Consume the rest of a pipe, so a producer (``pack -o - |``) is not killed by SIGPIPE. Files (one, or the
+    parts of a split bundle) are left unread: nothing upstream waits for them."""
+    from airgap.bundle.source import PartsStream
+
+    if isinstance(source, PartsStream):
+        return
     try:
         if source.seekable():
             return
@@ -284,7 +291,7 @@ def _drain(source: IO[bytes]) -> None:
         pass
 
 
-def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules: Sequence[str] = (),
+def load(source: IO[bytes], registry: str, *, translate_mode: str = "zarf", rules: Sequence[str] = (),
          key: PublicKey | Sequence[PublicKey] | None = None, bundle_digest: str | None = None,
          allow_unsigned: bool = False, client: RegistryClient | None = None, jobs: int = 4,
          map_out: str | None = None, trust_out: str | None = None, progress: bool | None = None,
@@ -295,6 +302,7 @@ def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules
     before anything is pushed unless ``force`` (then :attr:`LoadSummary.replaced` names what was taken over);
     a tag of a bundle with the same name (an upgrade, a rebuild) is replaced."""
     from airgap.bundle.reader import BundleReader
+    from airgap.bundle.source import check_bundle_digest
     from airgap.oci.registry import RegistryClient
 
     started = time.monotonic()
@@ -303,6 +311,7 @@ def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules
     prefix_rules = translate.PrefixRules.parse(rules) if rules else None
     reader = BundleReader(source, key=key, bundle_digest=bundle_digest, allow_unsigned=allow_unsigned,
                           limits=client.limits)
+    check_bundle_digest(source, reader.digest)
     manifest = reader.manifest
     placed = plan_targets(manifest, target, translate_mode, prefix_rules)
     tmap = translation_map(placed)
@@ -328,10 +337,15 @@ def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules
     conflicts = [(repo, ref, current) for (_, repo, ref, ours), current in zip(wanted, now, strict=True)
                  if current is not None and current != ours and not ref.startswith("sha256:")]
     summary.replaced = check_ownership(client, manifest.name, placed, map_host, map_repo, conflicts, force=force)
+    if manifest.delta is not None:
+        summary.delta = {"kind": manifest.delta.kind, "base": manifest.delta.base,
+                         "omitted_blobs": len(manifest.omitted), "omitted_bytes": manifest.delta.omitted_bytes,
+                         "mounted": 0}
     if all(current == ours for (*_, ours), current in zip(wanted, now, strict=True)):
         summary.already_loaded = True
         _drain(source)
     else:
+        mounts = check_site(client, manifest, placed, jobs=jobs)  # a delta: before anything is pushed
         meter = Progress(f"load {manifest.name}", total_bytes=manifest.blob_bytes, total_items=manifest.blob_count,
                          enabled=progress)
         with meter:
@@ -344,7 +358,10 @@ def load(source: BinaryIO, registry: str, *, translate_mode: str = "zarf", rules
                 manifests.get(p.entry.digest, p.entry.media_type)
                 manifests.get(digest)
             for att in p.entry.attachments:
-                manifests.graph(att.digest)
+                graph = manifests.graph(att.digest)
+                check_attachments_carried(manifest, att.digest, [b.digest for m in graph for b in m.blobs])
+        if summary.delta is not None:
+            summary.delta["mounted"] = mount_omitted(client, placed[0].host if placed else "", mounts, jobs=jobs)
         with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(placed) or 1))) as pool:
             summary.manifests_pushed = sum(pool.map(carry(lambda p: push_image(client, p, manifests)), placed))
         for desc, data in zip(map_manifest.blobs, (_EMPTY, map_blob), strict=True):

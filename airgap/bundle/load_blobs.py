@@ -111,8 +111,11 @@ def stream_blobs(reader: Any, client: RegistryClient, placed: list[Placed], *, j
     host = placed[0].host if placed else ""
     claims: dict[str, list[str]] = {}
     manifest_digests: set[str] = set()
+    omitted = reader.manifest.omitted  # a delta's: never in the stream (check_site placed them)
     for p in placed:
         for digest in p.entry.blobs:
+            if digest in omitted:
+                continue
             repos = claims.setdefault(digest, [])
             if p.repo not in repos:
                 repos.append(p.repo)

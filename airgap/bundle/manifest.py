@@ -15,6 +15,17 @@ other serialisation, so one manifest has exactly one digest. Wire shape (``schem
                 "manifests":[D,...],"blobs":[D,...],"signatureRepo":REPO|null,
                 "attachments":[{"kind":"signature","tag":"sha256-..sig"|null,"digest":D,"subject":D}]}],
      "keys":{KEY MANIFEST},"name":NAME,"schema":"airgap.dev/bundle/v1","version":VERSION}
+
+A delta bundle (packed against what a site already holds) adds one field, so an older reader refuses it
+(unknown field) rather than loading it as complete::
+
+    "delta":{"schema":"airgap.dev/bundle-delta/v1","kind":"inventory"|"bundle","base":"sha256:..",
+             "omitted":{"sha256:..":SIZE}}
+
+``omitted`` are image blobs (layers, configs) the bundle does not carry because its base (a site inventory, or an
+older bundle) says the site has them: they are still pinned (digest and size) and named by the images' ``blobs``,
+but never among ``blobs`` (what the tar holds), and never a manifest or a signature/attestation/referrer's blob
+(an image's ``digest``, ``platforms``, ``manifests`` and ``attachments`` must be carried).
 """
 
 from __future__ import annotations
@@ -29,6 +40,8 @@ from typing import Any
 from airgap.errors import BundleError
 
 SCHEMA = "airgap.dev/bundle/v1"
+DELTA_SCHEMA = "airgap.dev/bundle-delta/v1"
+DELTA_KINDS = ("inventory", "bundle")
 MANIFEST_NAME = "airgap-bundle.json"
 SIGNATURE_NAME = "airgap-bundle.json.sig"
 OCI_LAYOUT_NAME = "oci-layout"
@@ -123,6 +136,29 @@ class ImageEntry:
         }
 
 
+class DeltaBaseError(BundleError):
+    """The target registry does not hold the blobs a delta bundle leaves out: load the bundle (or the images) the
+    delta was made against first, or load a full bundle. Nothing in the bundle is at fault."""
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What a delta bundle leaves out: image blobs its base (a site inventory or an older bundle, by digest)
+    says the site has. See the module docstring."""
+
+    kind: str  # one of DELTA_KINDS
+    base: str  # sha256 of the inventory file, or the older bundle's digest
+    omitted: Mapping[str, int] = field(default_factory=dict)  # digest -> size
+    schema: str = DELTA_SCHEMA
+
+    @property
+    def omitted_bytes(self) -> int:
+        return sum(self.omitted.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": self.schema, "kind": self.kind, "base": self.base, "omitted": dict(self.omitted)}
+
+
 @dataclass(frozen=True)
 class BundleManifest:
     name: str
@@ -133,6 +169,12 @@ class BundleManifest:
     files: Mapping[str, FileEntry] = field(default_factory=dict)
     blobs: Mapping[str, int] = field(default_factory=dict)
     schema: str = SCHEMA
+    delta: Delta | None = None
+
+    @property
+    def omitted(self) -> Mapping[str, int]:
+        """Blobs a delta bundle pins but does not carry (empty for a full bundle)."""
+        return self.delta.omitted if self.delta is not None else {}
 
     @property
     def blob_count(self) -> int:
@@ -148,7 +190,7 @@ class BundleManifest:
             "images": [i.to_json() for i in self.images], "keys": dict(self.keys),
             "files": {n: {"digest": f.digest, "size": f.size} for n, f in self.files.items()},
             "blobs": dict(self.blobs), "blobCount": self.blob_count, "blobBytes": self.blob_bytes,
-        }
+        } | ({"delta": self.delta.to_json()} if self.delta is not None else {})
 
     def to_bytes(self) -> bytes:
         """The canonical bytes; validated with :meth:`from_bytes` so a writer cannot emit what a reader refuses."""
@@ -178,7 +220,7 @@ class BundleManifest:
             raise BundleError(f"{what}: not valid JSON ({str(exc).splitlines()[0]})") from None
         v = _Validator(what)
         d = v.mapping(doc, "", ("schema", "name", "version", "created", "images", "keys", "files", "blobs",
-                                "blobCount", "blobBytes"))
+                                "blobCount", "blobBytes"), optional=("delta",))
         if d["schema"] != SCHEMA:
             raise v.err("schema", f"unsupported bundle schema {d['schema']!r} (expected {SCHEMA})")
         blobs: dict[str, int] = {}
@@ -204,20 +246,46 @@ class BundleManifest:
         if keys:
             for i, k in enumerate(v.list_(keys.get("keys"), "keys.keys")):
                 v.str_(v.mapping(k, f"keys.keys[{i}]").get("name"), f"keys.keys[{i}].name")
-        images = tuple(_image(v, item, f"images[{i}]", blobs) for i, item in enumerate(v.list_(d["images"], "images")))
+        delta = _delta(v, d["delta"], blobs) if "delta" in d else None
+        omitted = delta.omitted if delta is not None else {}
+        images = tuple(_image(v, item, f"images[{i}]", blobs, omitted)
+                       for i, item in enumerate(v.list_(d["images"], "images")))
+        if delta is not None:
+            named = {b for image in images for b in image.blobs}
+            stray = sorted(set(omitted) - named)
+            if stray:
+                raise v.err(f"delta.omitted[{stray[0]!r}]", "no image names this blob")
         refs = [i.upstream for i in images]
         dupes = sorted({r for r in refs if refs.count(r) > 1})
         if dupes:
             raise v.err("images", f"image {dupes[0]!r} is listed twice")
         manifest = cls(name=v.str_(d["name"], "name"), version=v.str_(d["version"], "version"),
                        created=v.int_(d["created"], "created"), images=images, keys=keys, files=files,
-                       blobs=blobs)
+                       blobs=blobs, delta=delta)
         if canonical_json(manifest.to_json()) != data:
             raise BundleError(f"{what}: not in canonical form (sorted keys, no whitespace, UTF-8)")
         return manifest
 
 
-def _image(v: _Validator, obj: Any, path: str, blobs: Mapping[str, int]) -> ImageEntry:
+def _delta(v: _Validator, obj: Any, blobs: Mapping[str, int]) -> Delta:
+    m = v.mapping(obj, "delta", ("schema", "kind", "base", "omitted"))
+    if m["schema"] != DELTA_SCHEMA:
+        raise v.err("delta.schema", f"unsupported delta schema {m['schema']!r} (expected {DELTA_SCHEMA})")
+    kind = v.str_(m["kind"], "delta.kind")
+    if kind not in DELTA_KINDS:
+        raise v.err("delta.kind", f"expected one of {', '.join(DELTA_KINDS)}, got {kind!r}")
+    omitted: dict[str, int] = {}
+    for digest, size in v.mapping(m["omitted"], "delta.omitted").items():
+        if not _SHA256.match(digest):
+            raise v.err(f"delta.omitted[{digest!r}]", "expected a sha256 digest")
+        if digest in blobs:
+            raise v.err(f"delta.omitted[{digest}]", "the blob is carried too (listed in blobs)")
+        omitted[digest] = v.int_(size, f"delta.omitted[{digest}]")
+    return Delta(kind, v.digest(m["base"], "delta.base"), omitted)
+
+
+def _image(v: _Validator, obj: Any, path: str, blobs: Mapping[str, int],
+           omitted: Mapping[str, int] | None = None) -> ImageEntry:
     m = v.mapping(obj, path, ("ref", "digest", "mediaType", "platforms", "manifests", "blobs", "attachments",
                               "signatureRepo"))
     ref = v.str_(m["ref"], f"{path}.ref")
@@ -232,8 +300,15 @@ def _image(v: _Validator, obj: Any, path: str, blobs: Mapping[str, int]) -> Imag
     def listed(obj: Any, where: str) -> str:
         digest = v.digest(obj, where)
         if digest not in blobs:
-            raise v.err(where, f"{digest} is not among the bundle's blobs")
+            why = "omitted by the delta: manifests and signatures are always carried" if digest in (omitted or {}) \
+                else "not among the bundle's blobs"
+            raise v.err(where, f"{digest} is {why}")
         return digest
+
+    def pinned(obj: Any, where: str) -> str:
+        """An image blob: carried, or omitted by a delta (still pinned by digest and size)."""
+        digest = v.digest(obj, where)
+        return digest if omitted and digest in omitted else listed(digest, where)
 
     platforms = []
     for j, p in enumerate(v.list_(m["platforms"], f"{path}.platforms")):
@@ -262,7 +337,7 @@ def _image(v: _Validator, obj: Any, path: str, blobs: Mapping[str, int]) -> Imag
         platforms=tuple(platforms),
         manifests=tuple(listed(x, f"{path}.manifests[{j}]") for j, x in enumerate(v.list_(m["manifests"],
                                                                                             f"{path}.manifests"))),
-        blobs=tuple(listed(x, f"{path}.blobs[{j}]") for j, x in enumerate(v.list_(m["blobs"], f"{path}.blobs"))),
+        blobs=tuple(pinned(x, f"{path}.blobs[{j}]") for j, x in enumerate(v.list_(m["blobs"], f"{path}.blobs"))),
         attachments=tuple(attachments),
         signature_repo=None if sig_repo is None else v.str_(sig_repo, f"{path}.signatureRepo"),
     )
@@ -288,12 +363,13 @@ class _Validator:
     def err(self, path: str, msg: str) -> BundleError:
         return BundleError(f"{self.what}: {path}: {msg}" if path else f"{self.what}: {msg}")
 
-    def mapping(self, obj: Any, path: str, required: tuple[str, ...] | None = None) -> dict[str, Any]:
+    def mapping(self, obj: Any, path: str, required: tuple[str, ...] | None = None,
+                optional: tuple[str, ...] = ()) -> dict[str, Any]:
         if not isinstance(obj, dict):
             raise self.err(path, f"expected an object, got {_type(obj)}")
         if required is not None:
             for key in obj:
-                if key not in required:
+                if key not in required and key not in optional:
                     raise self.err(f"{path}.{key}" if path else key, "unknown field")
             for key in required:
                 if key not in obj:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airgap import refs
 from airgap.bundle.pack_collect import Collected, collect_image, verify_at_source
-from airgap.bundle.pack_write import Counting, Order, Sources, write_bundle, write_bundle_at
+from airgap.bundle.pack_write import Counting, FileAt, Order, Sources, write_bundle, write_bundle_at
 from airgap.fileio import Output
 from airgap.oci import mediatypes as mt
 from airgap.oci.deadline import carry  # pool workers run under the caller's deadline
@@ -34,7 +34,8 @@ from airgap.oci.manifest import Manifest
 from airgap.progress import Progress
 
 if TYPE_CHECKING:
-    from airgap.bundle.manifest import BundleManifest, ImageEntry
+    from airgap.bundle.delta import DeltaBase
+    from airgap.bundle.manifest import BundleManifest, Delta, ImageEntry
     from airgap.bundle.spec import BundleSpec
     from airgap.keys.private import Signer
     from airgap.oci.registry import RegistryClient
@@ -60,6 +61,9 @@ class PackSummary:
     seconds: float
     verified: bool
     file_sha256: str | None = None
+    parts_manifest: str | None = None  # with split_size: OUT.parts.json
+    delta: dict[str, Any] | None = None  # with a delta base: kind, base, omitted blobs and bytes
+    parts: list[dict[str, Any]] | None = None  # with split_size: name, size, sha256 of each part
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,14 +164,14 @@ def image_entry(image: Collected) -> ImageEntry:
 
 
 def build_manifest(spec: BundleSpec, images: list[Collected], files: dict[str, bytes],
-                   order: Order, key_manifest: dict[str, Any]) -> BundleManifest:
+                   order: Order, key_manifest: dict[str, Any], delta: Delta | None = None) -> BundleManifest:
     from airgap.bundle.manifest import BundleManifest, FileEntry
 
     return BundleManifest(
         name=spec.name, version=spec.version, created=spec.created,
         images=tuple(image_entry(i) for i in images), keys=key_manifest,
         files={n: FileEntry.of(d) for n, d in files.items()},
-        blobs={d: s for d, s, _ in order},
+        blobs={d: s for d, s, _ in order}, delta=delta,
     )
 
 
@@ -177,8 +181,16 @@ def _stop_on_failure(verdict: Future[None], stop: threading.Event) -> None:
 
 
 def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer | None = None, jobs: int = 4,
-         cache_dir: str | None = None, verify: bool = True, progress: bool | None = None) -> PackSummary:
-    """Pack ``spec`` into ``output`` (a path, or ``-`` for stdout); see the module docstring."""
+         cache_dir: str | None = None, verify: bool = True, progress: bool | None = None,
+         split_size: int | None = None, delta: DeltaBase | None = None) -> PackSummary:
+    """Pack ``spec`` into ``output`` (a path, or ``-`` for stdout); see the module docstring.
+
+    ``split_size``: write the bundle as parts of that many bytes (``OUT.part-0001`` ...) and the parts manifest
+    ``OUT.parts.json`` (signed with ``key`` too), see :mod:`airgap.bundle.parts`; the parts are the same bytes.
+    ``delta``: leave out the image blobs the site holds (a delta bundle, see :mod:`airgap.bundle.delta`); they
+    are neither downloaded nor written, and the manifest pins them as omitted."""
+    from airgap.bundle.parts import PartFiles
+
     started = time.monotonic()
     jobs = max(1, jobs)
     files = spec.trust_files()
@@ -193,8 +205,10 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
             specs.append(wanted)
     with ThreadPoolExecutor(max_workers=max(1, min(4 * jobs, len(specs) or 1))) as pool:
         images = list(pool.map(carry(lambda s: collect_image(client, s.ref, s.platforms, trust.policy)), specs))
-    target = None if output == "-" else Output(output)  # a device or FIFO is written through, never replaced
-    sequential = target is None or not target.atomic
+    parts = PartFiles(output, split_size) if split_size else None
+    # a device or FIFO is written through, never replaced
+    target = None if output == "-" or parts is not None else Output(output)
+    sequential = parts is None and (target is None or not target.atomic)
     if verify and sequential:
         try:  # on stdout or a device, not one byte before every image passed
             verify_at_source(images, trust, client, jobs)
@@ -205,11 +219,19 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
     files["oci-layout"] = LAYOUT_FILE
     files["index.json"] = index_json(images)
     order = blob_order(images)
+    delta_entry = None
+    if delta is not None:
+        from airgap.bundle.delta import omit
+        from airgap.bundle.manifest import Delta
+
+        omitted = omit(images, delta)
+        delta_entry = Delta(delta.kind, delta.digest, omitted)
+        order = [item for item in order if item[0] not in omitted]
     sources: Sources = {}
     for image in images:
         for digest, src in image.blob_sources.items():
             sources.setdefault(digest, src)
-    manifest = build_manifest(spec, images, files, order, spec.key_manifest())
+    manifest = build_manifest(spec, images, files, order, spec.key_manifest(), delta_entry)
     manifest_bytes = manifest.to_bytes()
     signature = None
     signed_by = None
@@ -223,8 +245,10 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
     cache = Path(cache_dir) if cache_dir else None
     meter = Progress(f"pack {spec.name}", total_bytes=manifest.blob_bytes, total_items=len(order),
                      enabled=progress)
-    raw = sys.stdout.buffer if target is None else target.file
+    raw: Any = parts if parts is not None else sys.stdout.buffer if target is None else target.file
     out = Counting(raw)
+    parts_written: list[str] = []
+    parts_manifest = None
     stop = threading.Event()
     checker = ThreadPoolExecutor(max_workers=1) if verify and not sequential else None
     verdict: Future[None] | None = None
@@ -234,7 +258,8 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
             verdict.add_done_callback(lambda f: _stop_on_failure(f, stop))
         with meter:
             if not sequential and cache is None:
-                out.count = write_bundle_at(raw.fileno(), manifest_bytes, signature, files, order, sources,
+                sink = parts if parts is not None else FileAt(raw.fileno())
+                out.count = write_bundle_at(sink, manifest_bytes, signature, files, order, sources,
                                             created=spec.created, jobs=jobs, meter=meter, stop=stop)
             else:
                 write_bundle(out, manifest_bytes, signature, files, order, sources, created=spec.created,
@@ -244,10 +269,20 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
         out.flush()
         if target is not None:
             target.commit()
+        if parts is not None:
+            parts_manifest = parts.finish(spec.name, spec.version, manifest.digest)
+            parts_sig = None
+            if key is not None:
+                from airgap.bundle.detached import sign_detached
+
+                parts_sig = sign_detached(key, parts_manifest.to_bytes())
+            parts_written = parts.commit(parts_manifest, parts_sig)
     except BaseException as exc:
         stop.set()
         if target is not None:
             target.abort()
+        if parts is not None:
+            parts.abort()
         failure = verdict.exception() if verdict is not None and not isinstance(exc, KeyboardInterrupt) else None
         if failure is not None:
             raise failure from None  # the reason the download stopped (or also failed): every failing image
@@ -263,4 +298,9 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
         blobs=len(order), blob_bytes=manifest.blob_bytes, bytes_written=out.count,
         seconds=round(time.monotonic() - started, 3), verified=verify,
         file_sha256=None if sequential or cache is None else "sha256:" + out.hasher.hexdigest(),
+        parts_manifest=parts_written[len(parts_manifest.parts)] if parts_manifest is not None else None,
+        parts=[{"name": p.name, "size": p.size, "sha256": p.sha256} for p in parts_manifest.parts]
+        if parts_manifest is not None else None,
+        delta={"kind": delta_entry.kind, "base": delta_entry.base, "omitted_blobs": len(delta_entry.omitted),
+               "omitted_bytes": delta_entry.omitted_bytes} if delta_entry is not None else None,
     )

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from airgap import digest as digests
 from airgap.fileio import write_atomic
@@ -94,7 +94,32 @@ def _write_header_entries(out: Any, created: int, manifest_bytes: bytes, signatu
 # ---- in place (a regular file) ------------------------------------------------------------------------
 
 
-def write_bundle_at(fd: int, manifest_bytes: bytes, signature: bytes | None, files: dict[str, bytes],
+class Positional(Protocol):
+    """Where :func:`write_bundle_at` writes: a regular file (:class:`FileAt`) or a set of parts
+    (:class:`airgap.bundle.parts.PartFiles`)."""
+
+    def truncate(self, size: int) -> None: ...
+
+    def pwrite(self, data: bytes, offset: int) -> None: ...
+
+
+class FileAt:
+    """A regular file's descriptor as a :class:`Positional` sink."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self.fd, view, offset)
+            view, offset = view[written:], offset + written
+
+
+def write_bundle_at(sink: Positional, manifest_bytes: bytes, signature: bytes | None, files: dict[str, bytes],
                     order: Order, sources: Sources, *, created: int, jobs: int, meter: Progress,
                     stop: threading.Event | None = None) -> int:
     """The same bytes as :func:`write_bundle`, for a regular file: every entry's offset is known in advance
@@ -117,27 +142,27 @@ def write_bundle_at(fd: int, manifest_bytes: bytes, signature: bytes | None, fil
         offset += BLOCK + size + (-size) % BLOCK
     end = offset + 2 * BLOCK
     total = end + (-end) % RECORD
-    os.ftruncate(fd, total)  # the padding and the end-of-archive blocks are the zeros of the extended file
-    os.pwrite(fd, head.getvalue(), 0)
+    sink.truncate(total)  # the padding and the end-of-archive blocks are the zeros of the extended file
+    sink.pwrite(head.getvalue(), 0)
     stop = stop or threading.Event()
 
     def fetch(item: tuple[int, str, int, Manifest | None]) -> None:
         at, digest, size, manifest = item
         _check(stop)
-        os.pwrite(fd, ustar_header(blob_name(digest), size, created), at)
+        sink.pwrite(ustar_header(blob_name(digest), size, created), at)
         pos = at + BLOCK
         if manifest is not None:
-            os.pwrite(fd, manifest.data, pos)
+            sink.pwrite(manifest.data, pos)
             meter.add_bytes(size)
         elif size <= SMALL_BLOB:
             store, desc = sources[digest]
-            os.pwrite(fd, store.client.read_blob(store.host, store.repo, desc, cached=True), pos)  # verified
+            sink.pwrite(store.client.read_blob(store.host, store.repo, desc, cached=True), pos)  # verified
             meter.add_bytes(size)
         else:
             store, desc = sources[digest]
             for chunk in store.open_blob(desc):  # verified: the last chunk only after the digest matched
                 _check(stop)
-                os.pwrite(fd, chunk, pos)
+                sink.pwrite(chunk, pos)
                 pos += len(chunk)
                 meter.add_bytes(len(chunk))
         meter.add_item()

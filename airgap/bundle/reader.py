@@ -36,6 +36,7 @@ from airgap.config import Limits
 from airgap.errors import BundleError
 
 if TYPE_CHECKING:
+    from airgap.bundle.source import PartSet
     from airgap.keys.public import PublicKey
 
 BLOCK = 512
@@ -61,7 +62,8 @@ class BundleReader:
 
     Attributes: ``manifest``, ``manifest_bytes``, ``digest`` (sha256 of the manifest bytes: the bundle
     digest), ``signature`` (raw bytes or None), ``signed_by`` (id of the key the signature verified with,
-    or None), ``files`` (name -> bytes of every non-blob entry, verified), ``bytes_read``.
+    or None), ``files`` (name -> bytes of every non-blob entry, verified), ``bytes_read``, ``parts`` (set by
+    a caller that read a split bundle: its checked parts).
     """
 
     def __init__(self, fileobj: IO[bytes], *, key: PublicKey | Sequence[PublicKey] | None = None,
@@ -75,6 +77,7 @@ class BundleReader:
         self._failed: str | None = None
         self._ended = False
         self._seen_blobs: set[str] = set()
+        self.parts: PartSet | None = None  # the checked parts, when the caller read a split bundle
 
         hdr = self._next_header()
         if hdr is None:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from airgap.commands.common import echo, emit_json, make_options, registry_options, timeout_option
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
+    from airgap.bundle.source import PartSet
     from airgap.keys.public import PublicKey
 
 
@@ -37,19 +35,18 @@ def _public_keys(key_refs: tuple[str, ...]) -> list[PublicKey] | None:
     return [k for ref in key_refs for k in load_public_keys(ref)]
 
 
-@contextmanager
-def _open_bundle(path: str) -> Iterator[BinaryIO]:
-    if path == "-":
-        yield sys.stdin.buffer
-        return
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        from airgap.errors import ConfigError
+def _bundle_argument(func: Any) -> Any:
+    """BUNDLE: one file, ``-`` for stdin, or the parts of a split bundle (the part files in any order, a
+    directory holding them, or the parts manifest)."""
+    return click.argument("bundle", metavar="BUNDLE|-|PARTS...", nargs=-1, required=True)(func)
 
-        raise ConfigError(f"cannot open bundle {path}: {exc.strerror or exc}") from None
-    with f:
-        yield f
+
+def _parts_line(parts: PartSet) -> str:
+    from airgap.progress import human_bytes
+
+    signed = f", parts manifest signed by {parts.signed_by}" if parts.signed_by else ""
+    return (f"read from {len(parts.paths)} part(s) of {human_bytes(parts.manifest.part_size)} "
+            f"({parts.manifest_path.name}{signed})")
 
 
 @click.command()
@@ -61,11 +58,20 @@ def _open_bundle(path: str) -> Iterator[BinaryIO]:
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
               help="Keep downloaded blobs in DIR and reuse them next time (re-hashed on use).")
 @click.option("--no-verify", is_flag=True, help="Do not verify the images against the policy before packing.")
+@click.option("--split-size", default=None, metavar="SIZE",
+              help="Write OUT.part-0001, ... of SIZE bytes each (64M, 4G, 4GiB, 4000MB) and OUT.parts.json.")
+@click.option("--delta", "delta_inventory", type=click.Path(dir_okay=False, exists=True), default=None,
+              metavar="INVENTORY", help="Leave out the image blobs this site inventory says the site holds.")
+@click.option("--since", "since", default=None, metavar="OLD_BUNDLE",
+              help="Leave out the image blobs this older bundle carried (the site loaded it).")
+@click.option("--delta-key", "delta_key_refs", multiple=True, metavar="KEYREF",
+              help="Public key the inventory (or the --since bundle) must be signed with.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
 @registry_options
 @timeout_option("bulk_timeout")
 def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cache_dir: str | None,
-         no_verify: bool, as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
+         no_verify: bool, split_size: str | None, delta_inventory: str | None, since: str | None,
+         delta_key_refs: tuple[str, ...], as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
     """Pack the images of SPEC, their signatures and the trust to verify them into one bundle file.
 
     Every image is verified against the spec's policy at its source first (all failures are reported
@@ -77,6 +83,26 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
     from airgap.oci.registry import RegistryClient
     from airgap.progress import human_bytes
 
+    size = None
+    if split_size is not None:
+        from airgap.bundle.parts import parse_size
+
+        size = parse_size(split_size)
+        if output == "-":
+            raise click.UsageError("--split-size writes part files: give -o OUT, not -")
+    if delta_inventory and since:
+        raise click.UsageError("--delta and --since are two bases for a delta: give one")
+    if delta_key_refs and not (delta_inventory or since):
+        raise click.UsageError("--delta-key checks the --delta inventory or the --since bundle: give one")
+    base = None
+    if delta_inventory:
+        from airgap.site.inventory import read_inventory
+
+        base = read_inventory(delta_inventory, key=_public_keys(delta_key_refs)).inventory.delta_base()
+    elif since:
+        from airgap.bundle.delta import base_from_bundle
+
+        base = base_from_bundle(since, key=_public_keys(delta_key_refs))
     spec = BundleSpec.load(spec_path)
     signer = None
     if key_ref:
@@ -86,7 +112,7 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
     options = make_options(insecure, ca_file, jobs)
     client = RegistryClient(options, locations=BlobLocations.default())
     summary = do_pack(spec, output, client=client, key=signer, jobs=options.limits.concurrency, cache_dir=cache_dir,
-                      verify=not no_verify, progress=False if as_json else None)
+                      verify=not no_verify, progress=False if as_json else None, split_size=size, delta=base)
     if client.locations is not None:
         client.locations.save()
     to_stderr = output == "-"
@@ -97,12 +123,19 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
                f"({human_bytes(summary.blob_bytes)}) -> {output} in {summary.seconds:.2f}s", err=to_stderr)
     for image in summary.images:
         echo(f"  {image['ref']}@{image['digest']}", err=to_stderr)
+    if summary.delta is not None:
+        echo(f"delta against {summary.delta['kind']} {summary.delta['base']}: left out "
+             f"{summary.delta['omitted_blobs']} blob(s) ({human_bytes(summary.delta['omitted_bytes'])}) the site "
+             "holds", err=to_stderr)
+    if summary.parts is not None:
+        echo(f"split into {len(summary.parts)} part(s): {summary.parts[0]['name']} ... "
+             f"{summary.parts[-1]['name']}; parts manifest {summary.parts_manifest}", err=to_stderr)
     echo(f"bundle digest: {summary.bundle_digest}" + (f" (signed by {summary.signed_by})"
                                                             if summary.signed_by else " (unsigned)"), err=to_stderr)
 
 
 @click.command()
-@click.argument("bundle", metavar="BUNDLE|-")
+@_bundle_argument
 @click.option("--registry", "target", required=True, metavar="HOST[/PREFIX]", help="The registry to load into.")
 @click.option("--translate", "mode", type=click.Choice(["zarf", "prefix", "none"]), default="zarf",
               show_default=True, help="How upstream refs become local refs.")
@@ -123,16 +156,18 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
 @registry_options
 @timeout_option("bulk_timeout")
-def load(bundle: str, target: str, mode: str, rules: tuple[str, ...], key_refs: tuple[str, ...],
+def load(bundle: tuple[str, ...], target: str, mode: str, rules: tuple[str, ...], key_refs: tuple[str, ...],
          bundle_digest: str | None, allow_unsigned_bundle: bool, jobs: int | None, map_out: str | None,
          trust_out: str | None, site_dir: str | None, site_key: str | None, force: bool, as_json: bool,
          insecure: tuple[str, ...], ca_file: str | None) -> None:
-    """Load a bundle (a file, or - for stdin) into the local registry, verifying every byte on the way.
+    """Load a bundle (a file, - for stdin, or the parts of a split bundle) into the local registry, verifying
+    every byte on the way.
 
     The bundle must be signed with --key, pinned with --bundle-digest, or explicitly allowed unsigned.
     Blobs the registry has are skipped; tags are written last; loading twice changes nothing.
     """
     from airgap.bundle.load import load as do_load
+    from airgap.bundle.source import open_source
     from airgap.oci.blobcache import BlobLocations
     from airgap.oci.registry import RegistryClient
     from airgap.progress import human_bytes
@@ -152,8 +187,8 @@ def load(bundle: str, target: str, mode: str, rules: tuple[str, ...], key_refs: 
             from airgap.site.state import SiteLock
 
             stack.enter_context(SiteLock(Path(site_dir)))  # one writer at a time, for the whole load
-        with _open_bundle(bundle) as source:
-            summary = do_load(source, target, translate_mode=mode, rules=rules, key=keys,
+        with open_source(bundle, key=keys, bundle_digest=bundle_digest) as source:
+            summary = do_load(source.stream, target, translate_mode=mode, rules=rules, key=keys,
                               bundle_digest=bundle_digest, allow_unsigned=allow_unsigned_bundle, client=client,
                               jobs=options.limits.concurrency, map_out=map_out, trust_out=trust_out,
                               progress=False if as_json else None, force=force)
@@ -170,24 +205,31 @@ def load(bundle: str, target: str, mode: str, rules: tuple[str, ...], key_refs: 
     if client.locations is not None:
         client.locations.save()
     if as_json:
-        emit_json(summary.to_json())
+        emit_json({**summary.to_json(), "parts": source.parts.describe() if source.parts else None})
         return
     state = "already loaded, nothing pushed" if summary.already_loaded else (
         f"{summary.blobs_pushed} blob(s) pushed ({human_bytes(summary.bytes_pushed)}), "
         f"{summary.manifests_pushed} manifest(s)")
     echo(f"loaded {len(summary.images)} image(s) into {summary.registry}: {state} in {summary.seconds:.2f}s")
+    if summary.delta is not None and not summary.already_loaded:
+        echo(f"delta against {summary.delta['kind']} {summary.delta['base']}: the {summary.delta['omitted_blobs']} "
+             f"blob(s) it leaves out ({human_bytes(summary.delta['omitted_bytes'])}) were in place"
+             + (f", {summary.delta['mounted']} mounted across repositories" if summary.delta["mounted"] else ""))
     for image in summary.images:
         echo(f"  {image['upstream']} -> {', '.join(image['local'])}")
     echo(f"translation map: {summary.map_ref}" + (f", {map_out}" if map_out else "")
-               + (f"; trust directory: {trust_out}" if trust_out else ""))
+         + (f"; trust directory: {trust_out}" if trust_out else ""))
+    if source.parts is not None:
+        echo(_parts_line(source.parts))
 
 
 @click.command()
-@click.argument("bundle", metavar="BUNDLE|-")
-@click.option("--key", "key_refs", multiple=True, metavar="KEYREF", help="Check the bundle signature with this key.")
+@_bundle_argument
+@click.option("--key", "key_refs", multiple=True, metavar="KEYREF",
+              help="Check the bundle signature (and a parts manifest's) with this key.")
 @click.option("--bundle-digest", default=None, metavar="sha256:HEX", help="Check the bundle digest.")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's contents as JSON.")
-def inspect(bundle: str, key_refs: tuple[str, ...], bundle_digest: str | None, as_json: bool) -> None:
+def inspect(bundle: tuple[str, ...], key_refs: tuple[str, ...], bundle_digest: str | None, as_json: bool) -> None:
     """Show what a bundle holds: images, platforms, signatures, keys, policies, sizes, its digest.
 
     Reads only the manifest and the trust files (no blob is read); use verify-bundle to check every byte.
@@ -202,25 +244,39 @@ def inspect(bundle: str, key_refs: tuple[str, ...], bundle_digest: str | None, a
 
 
 @click.command("verify-bundle")
-@click.argument("bundle", metavar="BUNDLE|-")
+@_bundle_argument
 @_bundle_trust_options
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts and evidence as JSON.")
-def verify_bundle(bundle: str, key_refs: tuple[str, ...], bundle_digest: str | None, allow_unsigned_bundle: bool,
-                  as_json: bool) -> None:
+def verify_bundle(bundle: tuple[str, ...], key_refs: tuple[str, ...], bundle_digest: str | None,
+                  allow_unsigned_bundle: bool, as_json: bool) -> None:
     """Check a bundle offline: its signature, every entry's digest, nothing unlisted or missing, then every
     image against the bundled policy. Exit 0 only when everything passes."""
     from airgap.bundle.artifacts import verify_bundle as do_verify
+    from airgap.bundle.source import open_source
     from airgap.commands.verify import _render
 
-    with _open_bundle(bundle) as source:
-        outcome = do_verify(source, key=_public_keys(key_refs), bundle_digest=bundle_digest,
+    keys = _public_keys(key_refs)
+    with open_source(bundle, key=keys, bundle_digest=bundle_digest) as source:
+        outcome = do_verify(source.stream, key=keys, bundle_digest=bundle_digest,
                             allow_unsigned=allow_unsigned_bundle)
     if as_json:
         emit_json({"bundle_digest": outcome.bundle_digest, "signed_by": outcome.signed_by, "name": outcome.name,
-                   "version": outcome.version, "ok": outcome.ok, "images": [r.evidence for r in outcome.results]})
+                   "version": outcome.version, "ok": outcome.ok, "images": [r.evidence for r in outcome.results],
+                   "parts": source.parts.describe() if source.parts else None, "delta": outcome.delta})
     else:
         how = f"signed by {outcome.signed_by}" if outcome.signed_by else "pinned or explicitly allowed unsigned"
         echo(f"bundle {outcome.name} {outcome.version} {outcome.bundle_digest}: every entry verified ({how})")
+        if source.parts is not None:
+            echo(_parts_line(source.parts) + ", every part's sha256 matched")
+        if outcome.delta is not None:
+            from airgap.progress import human_bytes
+
+            unchecked = outcome.delta["unchecked"]
+            echo(f"delta against {outcome.delta['kind']} {outcome.delta['base']}: {len(unchecked)} blob(s) "
+                 f"({human_bytes(sum(u['size'] for u in unchecked))}) NOT checked here, the delta leaves them out "
+                 "(load checks the site holds them):")
+            for u in unchecked:
+                echo(f"  {u['digest']}  {human_bytes(u['size'])}  {', '.join(u['images'])}")
         for result in outcome.results:
             echo(_render(result))
     if not outcome.ok:
@@ -231,13 +287,13 @@ def verify_bundle(bundle: str, key_refs: tuple[str, ...], bundle_digest: str | N
 
 
 @click.command("export")
-@click.argument("bundle", metavar="BUNDLE|-")
+@_bundle_argument
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory to write the trust files into.")
 @_bundle_trust_options
 @click.option("--map", "map_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Include this translation map (from load --map-out) as map.json.")
-def trust_export(bundle: str, out_dir: str, key_refs: tuple[str, ...], bundle_digest: str | None,
+def trust_export(bundle: tuple[str, ...], out_dir: str, key_refs: tuple[str, ...], bundle_digest: str | None,
                  allow_unsigned_bundle: bool, map_file: str | None) -> None:
     """Export a bundle's trust directory (keys, key manifest, trusted roots, policy) for `airgap verify`."""
     from pathlib import Path

@@ -225,7 +225,37 @@ class RegistryClient(BlobUploads):
         if self.locations is not None:
             self.locations.record(host, repo, digest)
 
-    # ---- tags and referrers ---------------------------------------------------------------------
+    def blob_size(self, host: str, repo: str, digest: str) -> int | None:
+        """HEAD a blob: the size the registry states for it in ``repo`` (unverified), None when absent."""
+        resp = self.request("HEAD", host, f"/v2/{repo}/blobs/{digest}", scope=self._pull(repo))
+        resp.close()
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise self._fail(resp, f"{host}/{repo}@{digest}")
+        length = resp.headers.get("Content-Length", "")
+        if not length.isdigit():
+            raise IntegrityError(f"{host}/{repo}@{digest}: HEAD answered without a size")
+        return int(length)
+
+    # ---- repositories, tags and referrers --------------------------------------------------------
+
+    def list_repositories(self, host: str) -> list[str]:
+        """Every repository the registry lists in ``/v2/_catalog`` (paginated with ``Link``), sorted."""
+        repos: list[str] = []
+        url: str | None = "/v2/_catalog?n=1000"
+        for _ in range(self.limits.max_tag_pages):
+            if url is None:
+                return sorted(set(repos))
+            resp = self.request("GET", host, url, scope="registry:catalog:*")
+            if resp.status_code != 200:
+                raise self._fail(resp, f"listing the repositories of {host} (/v2/_catalog)")
+            body = self._get_json(resp, f"catalog of {host}")
+            page = body.get("repositories") if isinstance(body, dict) else None
+            repos.extend(r for r in (page or []) if isinstance(r, str))
+            nxt = resp.links.get("next", {}).get("url")
+            url = urljoin(resp.url, nxt) if nxt else None
+        raise RegistryError(f"listing the repositories of {host}: more than {self.limits.max_tag_pages} pages")
 
     def list_tags(self, host: str, repo: str) -> list[str]:
         """All tags of ``repo`` (paginated with ``Link``); empty when the repository does not exist."""

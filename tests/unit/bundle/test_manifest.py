@@ -128,3 +128,53 @@ def test_names_and_order() -> None:
     assert not is_file_name("trust/keys/" + "a" * 100 + ".pub")
     with pytest.raises(BundleError):
         blob_name("sha512:" + "a" * 128)
+
+
+def delta_sample() -> BundleManifest:
+    """The sample as a delta: its layer is left out (the site has it)."""
+    from dataclasses import replace
+
+    from airgap.bundle.manifest import Delta
+
+    m = sample()
+    return replace(m, blobs={d: s for d, s in m.blobs.items() if d != L},
+                   delta=Delta("inventory", sha(b"inventory"), {L: 5}))
+
+
+def test_a_delta_round_trips_and_pins_what_it_leaves_out() -> None:
+    m = delta_sample()
+    data = m.to_bytes()
+    assert BundleManifest.from_bytes(data) == m and m.omitted == {L: 5} and m.blob_count == 4
+    doc = json.loads(data)
+    assert doc["delta"] == {"schema": "airgap.dev/bundle-delta/v1", "kind": "inventory", "base": sha(b"inventory"),
+                            "omitted": {L: 5}}
+    assert L not in m.entry_names() and blob_name(L) not in m.entry_names()
+    assert "delta" not in json.loads(sample().to_bytes())  # a full bundle's bytes (and digest) are unchanged
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d["delta"].update(schema="airgap.dev/bundle-delta/v9"), "unsupported delta schema"),
+    (lambda d: d["delta"].update(kind="guess"), "delta.kind: expected one of inventory, bundle"),
+    (lambda d: d["delta"].update(base="sha256:xyz"), "delta.base: expected a sha256 digest"),
+    (lambda d: d["delta"].update(extra=1), "delta.extra: unknown field"),
+    (lambda d: d["delta"]["omitted"].update({C: 6}), "the blob is carried too"),
+    (lambda d: d["delta"]["omitted"].update({sha(b"stray"): 1}), "no image names this blob"),
+    (lambda d: d["delta"]["omitted"].pop(L), "is not among the bundle's blobs"),
+])
+def test_delta_descriptions_are_strict(change: Callable[[dict[str, Any]], None], message: str) -> None:
+    doc = json.loads(delta_sample().to_bytes())
+    change(doc)
+    with pytest.raises(BundleError, match=message):
+        BundleManifest.from_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+
+
+@pytest.mark.parametrize("carried", ["index", "platform", "signature"])
+def test_a_delta_never_leaves_out_a_manifest_or_signature(carried: str) -> None:
+    doc = json.loads(delta_sample().to_bytes())
+    digest = {"index": I, "platform": M, "signature": S}[carried]
+    doc["delta"]["omitted"][digest] = doc["blobs"].pop(digest)
+    doc["images"][0]["blobs"].append(digest)  # even when an image also lists it among its blobs
+    doc["blobCount"] -= 1
+    doc["blobBytes"] = sum(doc["blobs"].values())
+    with pytest.raises(BundleError, match="omitted by the delta: manifests and signatures are always carried"):
+        BundleManifest.from_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
