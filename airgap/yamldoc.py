@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.error import MarkedYAMLError
+from yaml.error import Mark, MarkedYAMLError
 from yaml.events import AliasEvent, MappingEndEvent, MappingStartEvent, ScalarEvent, SequenceEndEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
@@ -82,6 +82,12 @@ class StrictLoader(Composer, _Parser, SafeConstructor, Resolver):
     before the C parser's own composer in the MRO, so the parser only produces events)."""
 
     def __init__(self, stream: str, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> None:
+        surrogate = _SURROGATE.search(stream)
+        if surrogate:  # libyaml would fail to encode it; the pure parser would load it into strings
+            at = surrogate.start()
+            line = stream.count("\n", 0, at)
+            raise StrictYAMLError("holds an unpaired UTF-16 surrogate",
+                                  Mark("<text>", at, line, at - (stream.rfind("\n", 0, at) + 1), None, 0))
         _Parser.__init__(self, stream)
         Composer.__init__(self)
         SafeConstructor.__init__(self)
@@ -274,11 +280,10 @@ def _message(what: str, exc: yaml.YAMLError) -> str:
 def load_all(text: str, what: str, error: ErrorFactory = ConfigError, *, max_depth: int = MAX_DEPTH,
              max_nodes: int = MAX_NODES) -> list[Any]:
     """Every document of a multi-document YAML stream, loaded strictly; ``error(message)`` otherwise."""
-    surrogate = _SURROGATE.search(text)
-    if surrogate:
-        raise error(f"{what}: line {text.count(chr(10), 0, surrogate.start()) + 1}: holds an unpaired UTF-16 "
-                    "surrogate")
-    loader = StrictLoader(text, max_depth=max_depth, max_nodes=max_nodes)
+    try:
+        loader = StrictLoader(text, max_depth=max_depth, max_nodes=max_nodes)
+    except yaml.YAMLError as exc:
+        raise error(_message(what, exc)) from None
     try:
         docs = []
         while loader.check_node():
