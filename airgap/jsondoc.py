@@ -156,10 +156,12 @@ def _has_surrogate(doc: Any) -> bool:
 
 
 def load_json(data: bytes | str, what: str, error: ErrorFactory = IntegrityError, *,
-              integers_only: bool = False, max_depth: int = MAX_DEPTH) -> Any:
+              integers_only: bool = False, max_depth: int = MAX_DEPTH,
+              invalid: str = "{what}: not valid JSON ({detail})") -> Any:
     """``data`` parsed strictly (see the module docstring); any refusal raises ``error`` (IntegrityError for
     data from a registry or a bundle, ConfigError for files the user gave us) with a one-line message that
-    starts with ``what``."""
+    starts with ``what``. ``invalid`` words the message for bytes that are not JSON at all (not UTF-8, a
+    syntax error), with ``{what}`` and ``{detail}`` (the parser's reason) filled in."""
     if isinstance(data, str):
         text = data
         try:
@@ -171,7 +173,7 @@ def load_json(data: bytes | str, what: str, error: ErrorFactory = IntegrityError
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise error(f"{what}: not UTF-8 (invalid byte at offset {exc.start})") from None
+            raise error(invalid.format(what=what, detail=f"not UTF-8: invalid byte at offset {exc.start}")) from None
     line = nesting_depth_error(raw, max_depth)
     if line is not None:
         raise error(f"{what}: line {line}: nested deeper than {max_depth} levels")
@@ -184,7 +186,7 @@ def load_json(data: bytes | str, what: str, error: ErrorFactory = IntegrityError
             raise error(f"{what}: duplicate key {json.dumps(dup.key[:64])}") from None
         raise error(f"{what}: line {found[0]}: {found[1]}: duplicate key") from None
     except ValueError as exc:
-        raise error(f"{what}: not valid JSON ({first_line(exc)})") from None
+        raise error(invalid.format(what=what, detail=first_line(exc))) from None
     except RecursionError:  # not reachable after the depth scan; kept so no parser path can crash
         raise error(f"{what}: nested too deeply") from None
     if _SURROGATE_ESCAPE.search(text) and _has_surrogate(doc):

@@ -12,11 +12,11 @@ subresource) and the pod template of ``Deployment``, ``ReplicaSet``, ``StatefulS
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from airgap.errors import IntegrityError
+from airgap.jsondoc import load_json
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -69,10 +69,8 @@ class AdmissionRequest:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AdmissionRequest:
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise ReviewError("request body is not JSON (expected an AdmissionReview v1)") from None
+        doc = load_json(data, "AdmissionReview", ReviewError,
+                        invalid="request body is not JSON (expected an AdmissionReview v1)")
         return cls.from_json(doc)
 
     @classmethod

@@ -25,6 +25,7 @@ from airgap.admission.decide import Decision, ImageVerdict, Mode, check_images_a
 from airgap.admission.metrics import JsonLog, Metrics
 from airgap.admission.review import AdmissionRequest, ReviewError
 from airgap.errors import Error
+from airgap.jsondoc import load_json
 
 if TYPE_CHECKING:
     from airgap.config import RegistryOptions
@@ -327,7 +328,7 @@ class AdmissionService:
 def _uid_of(body: bytes | None) -> str:
     """The request uid of a review we could not fully parse (echoed when it is there), else ''."""
     try:
-        uid = json.loads(body or b"")["request"]["uid"]
+        uid = load_json(body or b"", "AdmissionReview")["request"]["uid"]
         return uid if isinstance(uid, str) else ""
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (Error, KeyError, TypeError):
         return ""

@@ -7,7 +7,6 @@ is parsed defensively: wrong shapes are an error naming the path, never a crash.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from urllib.parse import urljoin
 
 from airgap import refs
 from airgap.errors import ConfigError, IntegrityError, RegistryError
+from airgap.jsondoc import load_json
 
 if TYPE_CHECKING:
     from airgap.oci.registry import RegistryClient
@@ -79,10 +79,7 @@ _KINDS = (("containers", "containerStatuses", "container"),
 
 def parse_pods(data: bytes) -> list[Workload]:
     """Every container of every pod in a ``v1 PodList`` (or a single Pod), sorted."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"pods file: not valid JSON ({exc})") from None
+    doc = load_json(data, "pods file")
     doc = _obj(doc, "the document")
     items = doc.get("items") if doc.get("kind") != "Pod" else [doc]
     if not isinstance(items, list):
@@ -140,10 +137,7 @@ def catalog(client: RegistryClient, host: str, *, max_pages: int = 1000) -> list
                                 "serve /v2/_catalog? pass --images FILE instead)", resp.status_code)
         if len(resp.content) > client.limits.max_json_bytes:
             raise IntegrityError(f"catalog of {host}: response is over {client.limits.max_json_bytes} bytes")
-        try:
-            body = json.loads(resp.content)
-        except ValueError:
-            raise IntegrityError(f"catalog of {host}: response is not JSON") from None
+        body = load_json(resp.content, f"catalog of {host}", invalid="{what}: response is not JSON ({detail})")
         page = body.get("repositories") if isinstance(body, dict) else None
         repos.extend(r for r in (page or []) if isinstance(r, str))
         nxt = resp.links.get("next", {}).get("url")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from typing import TYPE_CHECKING, Any
 
 from airgap.checks import cosign
@@ -30,6 +29,7 @@ from airgap.checks.outcome import Authority, Failed, KeyAuthority, KeylessAuthor
 from airgap.checks.steps import check_statement, key_signed, timestamps_check
 from airgap.checks.verifiers import verifier as _verifier
 from airgap.errors import Error
+from airgap.jsondoc import load_json
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
@@ -85,9 +85,9 @@ def check_sigstore_bundle(raw: bytes, *, expected_digest: str | None, authority:
 
 def _parse(run: Run, raw: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise run.fail("bundle", f"not valid JSON ({exc})") from None
+        doc = load_json(raw, "sigstore bundle")
+    except Error as exc:
+        raise run.fail("bundle", exc.message) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("verificationMaterial"), dict):
         raise run.fail("bundle", "no verificationMaterial")
     if doc.get("mediaType") not in MEDIA_TYPES:
@@ -229,7 +229,7 @@ def _tlog_entry(run: Run, raw: bytes, root: TrustedRoot, *, data: bytes | str, s
             raise run.fail("tlog", f"expected one log entry, got {len(inner)}")
         entry = TransparencyLogEntry(inner[0])
         entry._verify(root.to_sigstore().rekor_keyring(_verify_purpose()))
-        body = json.loads(entry._inner.canonicalized_body)
+        body = load_json(entry._inner.canonicalized_body, "Rekor entry body", TlogError)
         kv = entry._inner.kind_version
         tlog = TlogEntry(int(entry._inner.integrated_time or 0), int(entry._inner.log_index),
                          entry._inner.log_id.key_id.hex(), f"{kv.kind}/{kv.version}", body)
@@ -332,10 +332,10 @@ def _verify_intoto(verifier: Any, bundle: Bundle, env: cosign.Envelope) -> None:
     if not verify_signature(leaf.public_key(), signature, env.pae):  # type: ignore[arg-type]
         raise SigstoreVerificationError("DSSE signature does not verify with the certificate key")
     inner = bundle.log_entry._inner
-    body = json.loads(inner.canonicalized_body)
-    tlog = TlogEntry(int(inner.integrated_time or 0), int(inner.log_index), inner.log_id.key_id.hex(),
-                     f"{inner.kind_version.kind}/{inner.kind_version.version}", body)
     try:
+        body = load_json(inner.canonicalized_body, "Rekor entry body", TlogError)
+        tlog = TlogEntry(int(inner.integrated_time or 0), int(inner.log_index), inner.log_id.key_id.hex(),
+                         f"{inner.kind_version.kind}/{inner.kind_version.version}", body)
         check_body(tlog, data=env.payload, signature=signature, spki=spki_der(leaf.public_key()))  # type: ignore[arg-type]
     except TlogError as exc:
         raise SigstoreVerificationError(str(exc)) from None

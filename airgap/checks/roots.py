@@ -206,7 +206,7 @@ class TrustedRoot:
             from sigstore.models import TrustedRoot as SigstoreTrustedRoot
             from sigstore_models.trustroot import v1 as trustroot_v1
 
-            doc = json.loads(self.data)
+            doc = json_object(self.data, "trusted root", ConfigError)
             for tsa in doc.get("timestampAuthorities") or []:
                 end = (tsa.get("validFor") or {}).get("end")
                 if end:

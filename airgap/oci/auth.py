@@ -11,7 +11,6 @@ requests). What oras-py's single-token backends lack, and this module adds, is a
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import threading
@@ -20,7 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-from airgap.errors import AuthError, TransportError
+from airgap.errors import AuthError, Error, TransportError
+from airgap.jsondoc import load_json
 
 if TYPE_CHECKING:
     from airgap.oci.transport import Transport
@@ -89,8 +89,9 @@ class Authenticator:
     def _lookup_docker_config(self, host: str) -> str | None:
         # oras-py knows the Docker config format and how to run credential helpers.
         from oras.auth.basic import BasicAuth
-        from oras.auth.utils import load_configs
         from oras.utils import iter_localhosts
+
+        from airgap.oci.dockerconfig import load_configs
 
         with self._lock:
             if self._auth_config is None:
@@ -139,10 +140,10 @@ class Authenticator:
         if status != 200:
             raise AuthError(f"token endpoint {challenge.realm} answered {status}", status)
         try:
-            body = json.loads(data)
+            body = load_json(data, f"token response of {challenge.realm}")
             token = body.get("token") or body.get("access_token")
             expires = float(body.get("expires_in") or 60)
-        except (ValueError, AttributeError, TypeError):
+        except (Error, ValueError, AttributeError, TypeError):
             token = None
         if not isinstance(token, str) or not token:
             raise AuthError(f"token endpoint {challenge.realm} returned no token")

@@ -17,7 +17,6 @@ ships inside the sigstore package: loaded offline, never refreshed over the netw
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,10 +124,12 @@ class Trust:
         return entry
 
     def _check_key_manifest(self, path: Path) -> None:
+        from airgap.jsondoc import load_json
+
+        doc = load_json(path.read_bytes(), str(path), ConfigError)
         try:
-            doc = json.loads(path.read_bytes())
             listed = {k["name"]: k for k in doc["keys"]}
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             raise ConfigError(f"{path}: not a key manifest (expected {{'keys': [{{'name', 'id', ...}}]}})") from None
         for name, entry in self.keys.items():
             item = listed.pop(name, None)

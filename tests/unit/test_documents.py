@@ -62,9 +62,10 @@ def test_json_nesting_limit_is_exact_and_reports_the_line() -> None:
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    (b"\xff{}", "not UTF-8"),
+    (b"\xff{}", r"^doc: not valid JSON \(not UTF-8: invalid byte at offset 0\)$"),
     ("\ufeff{}".encode(), "not valid JSON"),  # json.loads(bytes) would skip a BOM; Go refuses it
-    ('{"a": 1}'.encode("utf-16"), "not UTF-8"),  # json.loads(bytes) would guess UTF-16
+    ('{"a": 1}'.encode("utf-16"), "not UTF-8"),
+    (b"{", r"^doc: not valid JSON \(Expecting property name enclosed in double quotes: line 1 column 2 \(char 1\)\)$"),  # json.loads(bytes) would guess UTF-16
     (b"[NaN]", r"NaN is not JSON"),
     (b"[-Infinity]", r"-Infinity is not JSON"),
     (b'["\\ud800"]', "unpaired UTF-16 surrogate"),
@@ -74,6 +75,13 @@ def test_json_nesting_limit_is_exact_and_reports_the_line() -> None:
 def test_json_refusals(data: bytes, message: str) -> None:
     with pytest.raises(IntegrityError, match=message):
         load_json(data, "doc")
+
+
+def test_json_wording_of_not_json_is_the_callers() -> None:
+    with pytest.raises(IntegrityError, match=r"^body is not JSON \(doc\)$"):
+        load_json(b"{", "doc", invalid="body is not JSON ({what})")
+    with pytest.raises(IntegrityError, match=r"^doc: line 1: a: duplicate key$"):  # strictness keeps its wording
+        load_json(b'{"a":1,"a":1}', "doc", invalid="body is not JSON")
 
 
 def test_json_accepts_what_is_json() -> None:
