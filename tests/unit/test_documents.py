@@ -64,8 +64,9 @@ def test_json_nesting_limit_is_exact_and_reports_the_line() -> None:
 @pytest.mark.parametrize(("data", "message"), [
     (b"\xff{}", r"^doc: not valid JSON \(not UTF-8: invalid byte at offset 0\)$"),
     ("\ufeff{}".encode(), "not valid JSON"),  # json.loads(bytes) would skip a BOM; Go refuses it
-    ('{"a": 1}'.encode("utf-16"), "not UTF-8"),
-    (b"{", r"^doc: not valid JSON \(Expecting property name enclosed in double quotes: line 1 column 2 \(char 1\)\)$"),  # json.loads(bytes) would guess UTF-16
+    ('{"a": 1}'.encode("utf-16"), "not UTF-8"),  # json.loads(bytes) would guess UTF-16
+    (b"{", r"^doc: not valid JSON \(Expecting property name enclosed in double quotes: line 1 column 2 "
+           r"\(char 1\)\)$"),
     (b"[NaN]", r"NaN is not JSON"),
     (b"[-Infinity]", r"-Infinity is not JSON"),
     (b'["\\ud800"]', "unpaired UTF-16 surrogate"),
