@@ -38,6 +38,10 @@ class Limits:
     concurrency: int = 4
     # How deep we follow referrers of referrers (a signature on an SBOM on an image is depth 2).
     max_referrer_depth: int = 3
+    # How many manifests deep an index may nest (an index naming indexes naming manifests...). Real images
+    # are two deep (an index of platform manifests), rarely three; a registry or a bundle can chain thousands,
+    # and every walk over the graph (copy, pack, load) recurses once per level: refused past this.
+    max_index_depth: int = 8
     # Pagination guard for tag lists.
     max_tag_pages: int = 1000
     # Bundles: the manifest and the small non-blob entries (trust files, oci-layout, index.json) are read

@@ -13,7 +13,8 @@ The registry (Debian's docker-registry, distribution 2.8) serves:
 ``airgap verify`` denies each hostile image with the reason and still passes the control; ``airgap audit``
 reports them (ERROR when the image itself cannot be read, FAIL when a signature cannot) and audits the rest;
 ``airgap verify-bundle``, ``load`` and ``inspect`` fail with one line on a bundle manifest nested 100,000 deep;
-the webhook answers a deep AdmissionReview with a clean denial.
+the webhook answers a deep AdmissionReview with a clean denial; ``airgap copy`` and ``pack`` refuse a chain of
+1,200 indexes each naming the previous one (a graph, not a document, but walked recursively all the same).
 """
 
 from __future__ import annotations
@@ -159,7 +160,41 @@ def test_registry_audit_lists_every_repository(scene: Scene) -> None:
     out = run(["audit", "--trust", str(scene.trust), "--registry", scene.reg.host, "--format", "json"])
     assert out.exit_code == 1, out.output
     summary = json.loads(out.stdout)["summary"]
-    assert (summary["images"], summary["PASS"], summary["ERROR"], summary["FAIL"]) == (5, 1, 2, 2)
+    assert (summary["images"], summary["PASS"], summary["ERROR"], summary["FAIL"]) == (5, 1, 2, 2), summary
+
+
+# ---- manifest graphs ----------------------------------------------------------------------------
+
+CHAIN = 1_200  # indexes, each naming the one before: enough to exhaust Python's recursion limit
+
+
+@pytest.fixture
+def chain(registry: Registry) -> str:
+    """A fresh registry (the scene's audit counts its repositories) holding ``team/chain:1``."""
+    from support.images import OCI_INDEX
+
+    pusher = pusher_for(registry)
+    image = push_image(pusher, "team/chain", "base")
+    child = {"mediaType": image.media_type, "digest": image.digest, "size": len(image.manifest)}
+    for _ in range(CHAIN):
+        index = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [child]})
+        pusher.manifest("team/chain", sha256(index), index, OCI_INDEX)
+        child = {"mediaType": OCI_INDEX, "digest": sha256(index), "size": len(index)}
+    pusher.manifest("team/chain", "1", index, OCI_INDEX)
+    return f"{registry.host}/team/chain:1"
+
+
+def test_copy_and_pack_refuse_an_index_chain(chain: str, tmp_path: Path) -> None:
+    out = run(["copy", chain, f"oci:{tmp_path}/out"])
+    assert out.exit_code == 1, out.output
+    assert out.stderr.startswith(f"error: {chain.rsplit(':', 1)[0]}@sha256:"), out.stderr
+    assert out.stderr.endswith(": indexes nested more than 8 deep\n") and out.stderr.count("\n") == 1, out.stderr
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"apiVersion: airgap/v1\nkind: Bundle\nmetadata: {{name: chain, version: 1}}\nimages: [{chain}]\n"
+                    "noMatchPolicy: allow\n")
+    out = run(["pack", str(spec), "-o", str(tmp_path / "b.tar"), "--no-verify"])
+    assert out.exit_code == 1, out.output
+    assert out.stderr.endswith(": indexes nested more than 8 deep\n") and out.stderr.count("\n") == 1, out.stderr
 
 
 # ---- bundles ------------------------------------------------------------------------------------

@@ -189,3 +189,34 @@ def test_admission_review() -> None:
     refused(lambda: AdmissionRequest.from_bytes(body), ReviewError,
             r"^AdmissionReview: line 1: nested deeper than 100 levels$")
     assert _uid_of(body) == ""  # the webhook's salvage of the uid for its error answer does not crash either
+
+
+# ---- manifest graphs ----------------------------------------------------------------------------
+
+def _index_chain(length: int) -> tuple[dict[str, bytes], str]:
+    """``length`` OCI indexes, each naming the previous one: digest -> bytes, and the outermost digest."""
+    import hashlib
+    import json
+
+    kept: dict[str, bytes] = {}
+    child: dict[str, Any] | None = None
+    digest = ""
+    for _ in range(length):
+        data = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                           "manifests": [child] if child else []}).encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        kept[digest] = data
+        child = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "size": len(data)}
+    return kept, digest
+
+
+def test_bundle_index_chain_is_bounded() -> None:
+    from airgap.bundle.load import _Manifests
+    from airgap.errors import BundleError
+
+    empty_index = b'{"schemaVersion": 2, "manifests": []}'
+    kept, top = _index_chain(8)
+    assert len(_Manifests(kept, empty_index, 1 << 20, 8).graph(top)) == 8
+    kept, top = _index_chain(2_000)
+    refused(lambda: _Manifests(kept, empty_index, 1 << 20, 8).graph(top), BundleError,
+            r"^bundle manifest sha256:[0-9a-f]{64}: indexes nested more than 8 deep$")
