@@ -1,0 +1,32 @@
+"""Every crash the parser fuzzing (tests/fuzz/test_fuzz_parsers.py, scripts/fuzz_parsers.py) found, as the
+smallest input that showed it: each must now be a clean refusal (an airgap Error, or a failed Outcome)."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from airgap.checks.outcome import KeyAuthority
+
+DIGEST = "sha256:" + "ab" * 32
+KEY = KeyAuthority((ec.generate_private_key(ec.SECP256R1()).public_key(),))
+
+
+def test_sigstore_bundle_whose_dsse_envelope_is_a_list() -> None:
+    """Found by Hypothesis: ``"dsseEnvelope": []`` reached ``Envelope.from_json`` (AttributeError on .get)."""
+    from airgap.checks.bundle import check_sigstore_bundle
+
+    raw = (b'{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","verificationMaterial":{"publicKey":'
+           b'{"hint":"x"}},"dsseEnvelope":[]}')
+    outcome = check_sigstore_bundle(raw, expected_digest=DIGEST, authority=KEY, require_tlog=False)
+    assert not outcome.ok
+    assert outcome.reason == "bundle: bundle DSSE envelope: not a JSON object"
+
+
+@pytest.mark.parametrize("doc", [[], "x", 1, None])
+def test_envelope_from_json_refuses_non_objects(doc: object) -> None:
+    from airgap.checks import cosign
+    from airgap.errors import IntegrityError
+
+    with pytest.raises(IntegrityError, match="^envelope: not a JSON object$"):
+        cosign.Envelope.from_json(doc, "envelope")
