@@ -3,6 +3,8 @@ smallest input that showed it: each must now be a clean refusal (an airgap Error
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -30,3 +32,33 @@ def test_envelope_from_json_refuses_non_objects(doc: object) -> None:
 
     with pytest.raises(IntegrityError, match="^envelope: not a JSON object$"):
         cosign.Envelope.from_json(doc, "envelope")
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ('"policies": 1e999999', "expected a string source and a list of policy names"),  # found by Hypothesis
+    ('"policies": [1]', "expected a string source and a list of policy names"),
+    ('"source": {}', "expected a string source and a list of policy names"),
+])
+def test_key_manifest_entry_of_the_wrong_shape(tmp_path: Path, entry: str, message: str) -> None:
+    """Found by Hypothesis: ``policies`` that is not a list reached ``tuple(...)`` (TypeError)."""
+    from airgap.errors import ConfigError
+    from airgap.keys.public import key_id, public_pem
+    from airgap.verification.trust import Trust
+
+    trust = tmp_path
+    (trust / "keys").mkdir()
+    (trust / "keys" / "release.pub").write_bytes(public_pem(KEY.keys[0]))
+    (trust / "keys.json").write_text(f'{{"keys": [{{"name": "release", "id": "{key_id(KEY.keys[0])}", {entry}}}]}}')
+    with pytest.raises(ConfigError, match=rf"keys.json: key 'release': {message}$"):
+        Trust.load(trust)
+
+
+@pytest.mark.parametrize("keys", ['{"keys": {}}', '{"keys": [{"name": 1}]}', '[]', '{"keys": ["release"]}'])
+def test_key_manifest_of_the_wrong_shape(tmp_path: Path, keys: str) -> None:
+    from airgap.errors import ConfigError
+    from airgap.verification.trust import Trust
+
+    trust = tmp_path
+    (trust / "keys.json").write_text(keys)
+    with pytest.raises(ConfigError, match="keys.json: not a key manifest"):
+        Trust.load(trust)

@@ -532,6 +532,33 @@ def _run_private_pem(data: bytes) -> None:
     decrypt_private_key(data, b"pw")
 
 
+def _run_key_manifest(data: bytes) -> None:
+    from airgap.verification.trust import Trust
+
+    (trust_dir() / "keys.json").write_bytes(data)
+    trust = Trust.load(trust_dir())
+    trust.key_manifest()
+
+
+@functools.cache
+def trust_dir() -> Path:
+    """A trust directory with one key (``keys/release.pub``) whose key manifest the fuzzer rewrites."""
+    from airgap.keys.public import public_pem
+
+    path = Path(tempfile.mkdtemp(prefix="fuzz-trust-"))
+    (path / "keys").mkdir()
+    (path / "keys" / "release.pub").write_bytes(public_pem(material()["signer"].public_key))
+    return path
+
+
+def _key_manifest_seed() -> dict[str, Any]:
+    from airgap.keys.public import key_id
+
+    return {"schemaVersion": 1, "keys": [{"name": "release", "id": key_id(material()["signer"].public_key),
+                                          "algorithm": "ecdsa-p256", "source": "keys/release.pub",
+                                          "policies": ["team"]}]}
+
+
 def _run_docker_config(data: bytes) -> None:
     from airgap.oci.dockerconfig import load_configs
 
@@ -836,6 +863,8 @@ def targets() -> list[Target]:
         Target("PEM private keys", _pem_text(m["private"]), _run_private_pem, m["private"][2]),
         Target("translation maps", json_bytes(mutated([tmap], ("upstream", "local", "digest"))), _run_map, js(tmap)),
         Target("Docker config", json_bytes(mutated([docker])), _run_docker_config, js(docker)),
+        Target("key manifests (trust keys.json)", json_bytes(mutated([_key_manifest_seed()], (
+            "keys", "name", "id", "source", "policies"))), _run_key_manifest, js(_key_manifest_seed())),
         Target("pods files", json_bytes(mutated([pods])), _run_pods, js(pods)),
         Target("CEL over attestation predicates", json_bytes(mutated([statement["predicate"]])), _run_cel,
                js(statement["predicate"])),
