@@ -39,7 +39,7 @@ _STEP = [0] * 256
 _STEP[ord("[")] = _STEP[ord("{")] = 1
 _STEP[ord("]")] = _STEP[ord("}")] = -1
 _CHUNK = 1 << 16
-_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_$@/-]{1,64}")
 
@@ -69,6 +69,10 @@ def _not_integer(text: str) -> NoReturn:
     raise ValueError(f"non-integer number {text[:40]}")
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_not_json)
+_INTEGERS = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_not_json, parse_float=_not_integer)
+
+
 def nesting_depth_error(data: bytes, max_depth: int) -> int | None:
     """The 1-based line where ``data`` (JSON text) first nests deeper than ``max_depth``, None when it does
     not. Linear time, no recursion, all in C-level loops: escaped backslashes and quotes are dropped, so
@@ -91,8 +95,14 @@ def nesting_depth_error(data: bytes, max_depth: int) -> int | None:
     return None
 
 
+def key_text(key: object) -> str:
+    """How a key is shown in a path: as is when plain (``authorities``), else quoted and cut short."""
+    text = str(key)
+    return text if _PLAIN_KEY.fullmatch(text) else json.dumps(text[:64])
+
+
 def _key_path(prefix: str, key: str) -> str:
-    shown = key if _PLAIN_KEY.fullmatch(key) else json.dumps(key[:64])
+    shown = key_text(key)
     return f"{prefix}.{shown}" if prefix else shown
 
 
@@ -145,7 +155,7 @@ def _has_surrogate(doc: Any) -> bool:
     while todo:
         item = todo.pop()
         if isinstance(item, str):
-            if _SURROGATE.search(item):
+            if SURROGATE.search(item):
                 return True
         elif isinstance(item, dict):
             todo.extend(item)
@@ -178,8 +188,7 @@ def load_json(data: bytes | str, what: str, error: ErrorFactory = IntegrityError
     if line is not None:
         raise error(f"{what}: line {line}: nested deeper than {max_depth} levels")
     try:
-        doc = json.loads(text, object_pairs_hook=_pairs, parse_constant=_not_json,
-                         parse_float=_not_integer if integers_only else float)
+        doc = (_INTEGERS if integers_only else _DECODER).decode(text)
     except _DuplicateKey as dup:
         found = locate_duplicate(text)
         if found is None:

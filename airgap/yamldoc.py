@@ -22,7 +22,6 @@ merged mappings both supply (PyYAML versions disagree on which of them wins).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -36,6 +35,7 @@ from yaml.resolver import Resolver
 
 from airgap.config import Limits
 from airgap.errors import ConfigError, Error, first_line
+from airgap.jsondoc import SURROGATE, key_text
 
 ErrorFactory = Callable[[str], Error]
 
@@ -46,8 +46,6 @@ MERGE_TAG = "tag:yaml.org,2002:merge"
 _VALUE_TAG = "tag:yaml.org,2002:value"
 _NON_JSON_TAGS = ("tag:yaml.org,2002:set", "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs",
                   "tag:yaml.org,2002:binary")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_$@/-]{1,64}")
 
 try:  # libyaml's scanner and parser (the slow half of pure-Python PyYAML); our composer runs on its events
     from yaml._yaml import CParser as _Parser
@@ -72,17 +70,12 @@ class StrictYAMLError(MarkedYAMLError):
         self.path = path
 
 
-def _key_text(value: Any) -> str:
-    text = str(value)
-    return text if _PLAIN_KEY.fullmatch(text) else repr(text[:64])
-
-
 class StrictLoader(Composer, _Parser, SafeConstructor, Resolver):
     """PyYAML's safe loader with the composer described in the module docstring (Composer's methods come
     before the C parser's own composer in the MRO, so the parser only produces events)."""
 
     def __init__(self, stream: str, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> None:
-        surrogate = _SURROGATE.search(stream)
+        surrogate = SURROGATE.search(stream)
         if surrogate:  # libyaml would fail to encode it; the pure parser would load it into strings
             at = surrogate.start()
             line = stream.count("\n", 0, at)
@@ -140,7 +133,7 @@ class StrictLoader(Composer, _Parser, SafeConstructor, Resolver):
         if self.check_event(ScalarEvent):
             self._count(1, 0, event.start_mark)
             node: Node = self.compose_scalar_node(event.anchor)
-            if isinstance(node.value, str) and _SURROGATE.search(node.value):
+            if isinstance(node.value, str) and SURROGATE.search(node.value):
                 raise StrictYAMLError("a string holds an unpaired UTF-16 surrogate", event.start_mark,
                                       self._where())
             height = 0
@@ -189,7 +182,7 @@ class StrictLoader(Composer, _Parser, SafeConstructor, Resolver):
         while not self.check_event(MappingEndEvent):
             key_node = self.compose_node(node, None)
             key = self.key_of(key_node)
-            self._path.append(_key_text(key))
+            self._path.append(key_text(key))
             if key in seen:
                 raise StrictYAMLError("duplicate key", key_node.start_mark, self._where())
             seen.add(key)
@@ -245,7 +238,7 @@ class StrictLoader(Composer, _Parser, SafeConstructor, Resolver):
             for key_node, value_node in sub.value:
                 key = self.key_of(key_node)
                 if key in merged and merged[key][1] is not value_node:
-                    raise StrictYAMLError(f"key {_key_text(key)} is merged in from two mappings (which one "
+                    raise StrictYAMLError(f"key {key_text(key)} is merged in from two mappings (which one "
                                           "wins is ambiguous)", key_node.start_mark)
                 merged[key] = (key_node, value_node)
         written = {self.key_of(k) for k, _ in own}

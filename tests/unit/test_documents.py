@@ -110,7 +110,7 @@ def test_locate_duplicate_finds_nothing_in_clean_text() -> None:
     ("1: a\n0x1: b\n", r"^p.yaml: line 2: 1: duplicate key$"),  # keys compare as the values they load as
     ("on: 1\ntrue: 2\n", r"^p.yaml: line 2: True: duplicate key$"),
     ("---\nok: 1\n---\na: 1\nb: 2\na: 3\n", r"^p.yaml: line 6: a: duplicate key$"),  # lines count across documents
-    ("m: {<<: {a: 1}, <<: {b: 2}}\n", r"^p.yaml: line 1: m.'<<': duplicate key$"),
+    ("m: {<<: {a: 1}, <<: {b: 2}}\n", r'^p.yaml: line 1: m."<<": duplicate key$'),
 ])
 def test_yaml_duplicate_keys_name_line_and_path(text: str, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
