@@ -296,14 +296,18 @@ def _cert_bundle(run: Run, raw: bytes, doc: dict[str, Any], env: cosign.Envelope
 
 def _reject_embedded_root(run: Run, doc: dict[str, Any]) -> None:
     """Client spec: a bundle's chain must not carry a root (it would let the bundle pick its anchor)."""
-    chain = (doc["verificationMaterial"].get("x509CertificateChain") or {}).get("certificates") or []
+    holder = doc["verificationMaterial"].get("x509CertificateChain") or {}
+    chain = holder.get("certificates") or [] if isinstance(holder, dict) else None
+    if not isinstance(chain, list):
+        raise run.fail("bundle", "x509CertificateChain is not an object with a list of certificates")
     if len(chain) < 2:
         return  # a leaf alone (or a v0.3 ``certificate``): nothing above it to check
     from cryptography import x509
 
     for i, entry in enumerate(chain[1:], start=1):
         try:
-            cert = x509.load_der_x509_certificate(_b64(run, (entry or {}).get("rawBytes"), f"certificate {i}"))
+            raw = entry.get("rawBytes") if isinstance(entry, dict) else None
+            cert = x509.load_der_x509_certificate(_b64(run, raw, f"certificate {i}"))
         except ValueError:
             raise run.fail("bundle", f"certificate {i} is not DER X.509") from None
         if cert.issuer == cert.subject:

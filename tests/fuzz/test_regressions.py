@@ -62,3 +62,20 @@ def test_key_manifest_of_the_wrong_shape(tmp_path: Path, keys: str) -> None:
     (trust / "keys.json").write_text(keys)
     with pytest.raises(ConfigError, match="keys.json: not a key manifest"):
         Trust.load(trust)
+
+
+@pytest.mark.parametrize("chain", ['[1]', '{"certificates": "ab"}', '{"certificates": [{}, 1]}'])
+def test_sigstore_bundle_whose_certificate_chain_is_malformed(chain: str) -> None:
+    """Found by Hypothesis: a non-object ``x509CertificateChain`` (or chain entry) reached ``.get``
+    (AttributeError) in the check that refuses an embedded root."""
+    from airgap.checks.bundle import check_sigstore_bundle
+    from airgap.checks.keyless import Identity
+    from airgap.checks.outcome import KeylessAuthority
+    from airgap.checks.roots import TrustedRoot
+
+    raw = ('{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","verificationMaterial":'
+           f'{{"x509CertificateChain":{chain}}},"messageSignature":{{}}}}').encode()
+    authority = KeylessAuthority((Identity(subject="a@example.com", issuer="https://x"),), TrustedRoot.public_good())
+    outcome = check_sigstore_bundle(raw, expected_digest=DIGEST, authority=authority)
+    assert not outcome.ok
+    assert outcome.reason.startswith("bundle: "), outcome.reason
