@@ -250,6 +250,7 @@ def _verify_purpose() -> Any:
 def _cert_bundle(run: Run, raw: bytes, doc: dict[str, Any], env: cosign.Envelope | None,
                  authority: KeylessAuthority, root: TrustedRoot, expected_digest: str | None,
                  artifact: bytes | None) -> None:
+    from cryptography.exceptions import UnsupportedAlgorithm
     from sigstore.errors import Error as SigstoreError
     from sigstore.models import Bundle
 
@@ -259,7 +260,7 @@ def _cert_bundle(run: Run, raw: bytes, doc: dict[str, Any], env: cosign.Envelope
     try:
         bundle = Bundle.from_json(raw)
         verifier = _verifier(root)
-    except (SigstoreError, ValueError, Error) as exc:
+    except (SigstoreError, ValueError, Error, UnsupportedAlgorithm) as exc:
         raise run.fail("bundle", str(exc).splitlines()[0]) from None
     leaf: Certificate = bundle.signing_certificate
     try:
@@ -283,7 +284,7 @@ def _cert_bundle(run: Run, raw: bytes, doc: dict[str, Any], env: cosign.Envelope
             verifier.verify_artifact(data if data is not None else
                                      Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(hexdigest)),
                                      bundle, _AnyCert())
-    except (SigstoreError, ValueError, CertError) as exc:
+    except (SigstoreError, ValueError, CertError, UnsupportedAlgorithm) as exc:
         raise run.fail("signature", str(exc).splitlines()[0] or type(exc).__name__) from None
     if entry.integrated_time:
         run.outcome.integrated_time = int(entry.integrated_time)

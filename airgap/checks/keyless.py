@@ -81,11 +81,17 @@ def load_certificates(pem: bytes | str, what: str) -> list[Certificate]:
         raise CertError(f"{what}: not a PEM certificate") from None
     if not certs:
         raise CertError(f"{what}: no certificate")
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     for cert in certs:
         try:
             _ = cert.extensions  # parse now: a malformed extension is untrusted input, not a crash later
         except ValueError as exc:
             raise CertError(f"{what}: malformed extension ({str(exc).splitlines()[0]})") from None
+        try:
+            cert.public_key()  # likewise its key: an unknown algorithm would raise UnsupportedAlgorithm later
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise CertError(f"{what}: unsupported public key ({str(exc).splitlines()[0]})") from None
     return certs
 
 

@@ -106,6 +106,7 @@ def _entries(entries: Any, what: str) -> list[tuple[str, Any]]:
 
 
 def _log_keys(entries: Any, what: str) -> tuple[LogKey, ...]:
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
     from airgap.keys.public import load_public_key, public_pem
@@ -118,7 +119,7 @@ def _log_keys(entries: Any, what: str) -> tuple[LogKey, ...]:
         raw = _b64(pk.get("rawBytes"), f"{where} publicKey.rawBytes")
         try:
             key = serialization.load_der_public_key(raw)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             raise ConfigError(f"{where}: publicKey is not a DER SubjectPublicKeyInfo") from None
         key = load_public_key(public_pem(key), where)  # type: ignore[arg-type]
         log_id = entry.get("logId")

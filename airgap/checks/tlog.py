@@ -91,6 +91,7 @@ def verify_set(annotation: str | bytes, root: TrustedRoot) -> TlogEntry:
 def _pem_spki(encoded: Any, what: str) -> bytes:
     """SPKI DER of a base64 PEM public key or certificate in an entry body."""
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
     from airgap.keys.public import spki_der
@@ -100,7 +101,7 @@ def _pem_spki(encoded: Any, what: str) -> bytes:
         if b"CERTIFICATE" in pem:
             return spki_der(x509.load_pem_x509_certificate(pem).public_key())  # type: ignore[arg-type]
         return spki_der(serialization.load_pem_public_key(pem))  # type: ignore[arg-type]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise TlogError(f"{what}: not a PEM key or certificate") from None
 
 
