@@ -72,6 +72,14 @@ def _str(value: Any, where: str) -> str:
     return value
 
 
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise IntegrityError(f"pods file: {where} is not a list")
+    return value
+
+
 _KINDS = (("containers", "containerStatuses", "container"),
           ("initContainers", "initContainerStatuses", "initContainer"),
           ("ephemeralContainers", "ephemeralContainerStatuses", "ephemeralContainer"))
@@ -94,11 +102,11 @@ def parse_pods(data: bytes) -> list[Workload]:
         uid = _str(meta.get("uid"), f"items[{i}].metadata.uid")
         for spec_key, status_key, kind in _KINDS:
             ids: dict[str, str] = {}
-            for j, st in enumerate(status.get(status_key) or []):
+            for j, st in enumerate(_list(status.get(status_key), f"items[{i}].status.{status_key}")):
                 st = _obj(st, f"items[{i}].status.{status_key}[{j}]")
                 ids[_str(st.get("name"), f"{status_key}[{j}].name")] = _str(st.get("imageID"), f"{status_key}[{j}]"
                                                                                                ".imageID")
-            for j, c in enumerate(spec.get(spec_key) or []):
+            for j, c in enumerate(_list(spec.get(spec_key), f"items[{i}].spec.{spec_key}")):
                 c = _obj(c, f"items[{i}].spec.{spec_key}[{j}]")
                 cname = _str(c.get("name"), f"items[{i}].spec.{spec_key}[{j}].name")
                 image = _str(c.get("image"), f"items[{i}].spec.{spec_key}[{j}].image")
