@@ -79,3 +79,73 @@ def test_sigstore_bundle_whose_certificate_chain_is_malformed(chain: str) -> Non
     outcome = check_sigstore_bundle(raw, expected_digest=DIGEST, authority=authority)
     assert not outcome.ok
     assert outcome.reason.startswith("bundle: "), outcome.reason
+
+
+P256 = bytes.fromhex("2a8648ce3d030107")  # the DER of 1.2.840.10045.3.1.7 (prime256v1)
+UNKNOWN_CURVE = bytes.fromhex("2a8648ce3d050107")  # a curve OID no library knows
+
+
+def _unknown_curve_pem(kind: str) -> bytes:
+    import base64
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    if kind == "PUBLIC KEY":
+        der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    else:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
+        now = datetime.datetime.now(datetime.UTC)
+        der = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+               .sign(ec.generate_private_key(ec.SECP384R1()), hashes.SHA384())
+               .public_bytes(serialization.Encoding.DER))
+    assert der.count(P256) == 1
+    body = base64.encodebytes(der.replace(P256, UNKNOWN_CURVE)).decode()
+    return f"-----BEGIN {kind}-----\n{body}-----END {kind}-----\n".encode()
+
+
+def test_public_key_of_an_unknown_algorithm() -> None:
+    """Found by Hypothesis: cryptography's UnsupportedAlgorithm (not a ValueError) escaped the PEM readers."""
+    from airgap.errors import ConfigError
+    from airgap.keys.public import load_public_key, load_public_keys_pem
+
+    with pytest.raises(ConfigError, match="^k: not a PEM public key"):
+        load_public_key(_unknown_curve_pem("PUBLIC KEY"), "k")
+    with pytest.raises(ConfigError, match="^k: cannot parse PUBLIC KEY"):
+        load_public_keys_pem(_unknown_curve_pem("PUBLIC KEY"), "k")
+    with pytest.raises(ConfigError, match="^k: cannot parse CERTIFICATE"):
+        load_public_keys_pem(_unknown_curve_pem("CERTIFICATE"), "k")
+
+
+def test_keyless_signature_whose_certificate_key_is_of_an_unknown_algorithm() -> None:
+    """The same through a legacy keyless signature: the certificate annotation is untrusted registry data."""
+    from airgap.checks.cosign import ANN_CERTIFICATE, simple_signing_payload
+    from airgap.checks.keyless import CertError, Identity, load_certificates
+    from airgap.checks.legacy import check_simple_signing
+    from airgap.checks.outcome import KeylessAuthority
+    from airgap.checks.roots import TrustedRoot
+
+    pem = _unknown_curve_pem("CERTIFICATE")
+    with pytest.raises(CertError, match="^certificate: unsupported public key"):
+        load_certificates(pem, "certificate")
+    authority = KeylessAuthority((Identity(subject="a@example.com", issuer="https://x"),), TrustedRoot.public_good())
+    outcome = check_simple_signing(simple_signing_payload("r/x", DIGEST), "AA==", {ANN_CERTIFICATE: pem.decode()},
+                                   expected_digest=DIGEST, authority=authority)
+    assert not outcome.ok and outcome.reason.startswith("certificate: unsupported public key (Curve"), outcome.reason
+
+
+@pytest.mark.parametrize(("pod", "where"), [
+    ('"spec": {"containers": 6.78e16}', r"items\[0\].spec.containers is not a list"),  # found by Hypothesis
+    ('"status": {"containerStatuses": 396413497}', r"items\[0\].status.containerStatuses is not a list"),
+])
+def test_pods_file_lists_of_the_wrong_type(pod: str, where: str) -> None:
+    """Found by Hypothesis: a number where a pod's containers (or their statuses) go was iterated (TypeError)."""
+    from airgap.audit.inputs import parse_pods
+    from airgap.errors import IntegrityError
+
+    with pytest.raises(IntegrityError, match=rf"^pods file: {where}$"):
+        parse_pods(('{"items": [{"metadata": {"name": "p"}, ' + pod + "}]}").encode())

@@ -742,6 +742,14 @@ def _pem_text(pems: list[bytes]) -> st.SearchStrategy[bytes]:
     return st.sampled_from(pems).flatmap(body)
 
 
+def _der(pem: str) -> bytes:
+    return base64.b64decode("".join(line for line in pem.splitlines() if not line.startswith("-----")))
+
+
+def _pem(der: bytes) -> str:
+    return "-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der).decode() + "-----END CERTIFICATE-----\n"
+
+
 def _tar_entries(data: bytes) -> list[tuple[str, bytes]]:
     import tarfile
 
@@ -796,11 +804,15 @@ def bundle_bytes(draw: st.DrawFn) -> bytes:
 
 def targets() -> list[Target]:
     """Every untrusted-input parser, with its inputs (see the module docstring)."""
+    from airgap.checks.cosign import ANN_CERTIFICATE
+
     m = material()
     legacy, attestation = m["legacy"], m["attestation"]
     signed = [json.loads(legacy.payload), json.loads(m["payload"])]
     annotation_docs = st.dictionaries(st.sampled_from(list(legacy.annotations)), TEXT, max_size=3)
-    legacy_annotations = st.one_of(st.just(legacy.annotations), annotation_docs,
+    cert_der = _der(legacy.annotations[ANN_CERTIFICATE])
+    noisy_cert = byte_noise(cert_der).map(lambda der: {**legacy.annotations, ANN_CERTIFICATE: _pem(der)})
+    legacy_annotations = st.one_of(st.just(legacy.annotations), annotation_docs, noisy_cert, noisy_cert,
                                    st.sampled_from(sorted(legacy.annotations)).flatmap(
                                        lambda k: mutated([legacy.annotations[k]]).map(
                                            lambda v: {**legacy.annotations, k: encode(v)})))
@@ -848,7 +860,10 @@ def targets() -> list[Target]:
         Target("Rekor SET annotations", json_bytes(mutated([m["set"]], ("Payload", "SignedEntryTimestamp", "body",
                                                                          "integratedTime", "logIndex", "logID"))),
                _run_set, js(m["set"])),
-        Target("RFC 3161 annotations", json_bytes(mutated([m["tsa"]["annotation"]], ("SignedRFC3161Timestamp",))),
+        Target("RFC 3161 annotations", st.one_of(
+            json_bytes(mutated([m["tsa"]["annotation"]], ("SignedRFC3161Timestamp",))),
+            byte_noise(base64.b64decode(m["tsa"]["annotation"]["SignedRFC3161Timestamp"])).map(
+                lambda der: js({"SignedRFC3161Timestamp": base64.b64encode(der).decode()}))),
                _run_tsa, js(m["tsa"]["annotation"]) if m["tsa"]["root"] else None),
         Target("bundle tar reader", bundle_bytes(), _run_bundle, bundle_material().data),
         Target("bundle manifests", json_bytes(mutated([bundle_manifest], (
