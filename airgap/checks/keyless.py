@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from airgap.errors import VerificationError
 
 if TYPE_CHECKING:
-    from cryptography.x509 import Certificate
+    from cryptography.x509 import Certificate, Extensions
     from cryptography.x509.verification import ExtensionPolicy, Store
 
     from airgap.checks.roots import TrustedRoot
@@ -95,12 +95,22 @@ def load_certificates(pem: bytes | str, what: str) -> list[Certificate]:
     return certs
 
 
+def _extensions(cert: Certificate) -> Extensions:
+    """The certificate's extensions, parsed: a malformed one is untrusted input (CertError), not a crash.
+    (A certificate from :func:`load_certificates` has had them parsed already; one from a sigstore bundle,
+    read by sigstore-python, has not.)"""
+    try:
+        return cert.extensions
+    except ValueError as exc:
+        raise CertError(f"certificate: malformed extension ({str(exc).splitlines()[0]})") from None
+
+
 def subject_of(cert: Certificate) -> str:
     """The identity Fulcio bound: the first email, URI or otherName SAN."""
     from cryptography import x509
 
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        san = _extensions(cert).get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         raise CertError("certificate has no subjectAltName identity") from None
     for name in san:
@@ -115,7 +125,7 @@ def issuer_of(cert: Certificate) -> str | None:
     """The OIDC issuer Fulcio recorded (1.3.6.1.4.1.57264.1.8, else the deprecated .1.1), or None."""
     from cryptography import x509
 
-    values = {ext.oid.dotted_string: ext.value for ext in cert.extensions}
+    values = {ext.oid.dotted_string: ext.value for ext in _extensions(cert)}
     v2 = values.get(OID_ISSUER_V2)
     if isinstance(v2, x509.UnrecognizedExtension):
         return _der_utf8(v2.value)

@@ -149,3 +149,40 @@ def test_pods_file_lists_of_the_wrong_type(pod: str, where: str) -> None:
 
     with pytest.raises(IntegrityError, match=rf"^pods file: {where}$"):
         parse_pods(('{"items": [{"metadata": {"name": "p"}, ' + pod + "}]}").encode())
+
+
+def test_sigstore_bundle_whose_certificate_has_a_malformed_extension() -> None:
+    """Found by Hypothesis: sigstore-python reads a bundle's certificate without parsing its extensions, and
+    the identity lookup then raised ValueError from ``cert.extensions``."""
+    import base64
+    import datetime
+    import json
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtensionOID, NameOID
+    from support.minisigstore import MiniSigstore
+
+    from airgap.checks.bundle import check_sigstore_bundle
+    from airgap.checks.keyless import CertError, Identity, subject_of
+    from airgap.checks.outcome import KeylessAuthority
+    from airgap.checks.roots import TrustedRoot
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x02"),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    with pytest.raises(CertError, match="^certificate: malformed extension"):
+        subject_of(cert)
+    sigstore = MiniSigstore()
+    doc = json.loads(sigstore.image_bundle(DIGEST, sigstore.issue("a@example.com", "https://x")))
+    doc["verificationMaterial"]["certificate"]["rawBytes"] = base64.b64encode(
+        cert.public_bytes(serialization.Encoding.DER)).decode()
+    root = TrustedRoot.from_bytes(json.dumps(sigstore.trusted_root()).encode())
+    authority = KeylessAuthority((Identity(subject="a@example.com", issuer="https://x"),), root)
+    outcome = check_sigstore_bundle(json.dumps(doc).encode(), expected_digest=DIGEST, authority=authority)
+    assert not outcome.ok and outcome.reason.startswith("identity: certificate: malformed extension"), outcome.reason

@@ -850,9 +850,13 @@ def targets() -> list[Target]:
             json_bytes(mutated([json.loads(attestation.payload), envelope])),
             st.one_of(st.just(attestation.annotations), annotation_docs)), _run_attestation,
             (attestation.payload, attestation.annotations)),
-        Target("sigstore bundles", json_bytes(mutated(bundles, (
+        Target("sigstore bundles", st.one_of(byte_noise(base64.b64decode(
+            m["keyless_bundle"]["verificationMaterial"]["certificate"]["rawBytes"])).map(
+                lambda der: js({**m["keyless_bundle"], "verificationMaterial": {
+                    **m["keyless_bundle"]["verificationMaterial"],
+                    "certificate": {"rawBytes": base64.b64encode(der).decode()}}})), json_bytes(mutated(bundles, (
             "verificationMaterial", "dsseEnvelope", "messageSignature", "tlogEntries", "publicKey", "certificate",
-            "x509CertificateChain", "timestampVerificationData", "rfc3161Timestamps", "mediaType"))),
+            "x509CertificateChain", "timestampVerificationData", "rfc3161Timestamps", "mediaType")))),
             _run_sigstore_bundle, js(m["keyless_bundle"])),
         Target("trusted roots", json_bytes(mutated([m["root"]], ("tlogs", "ctlogs", "certificateAuthorities",
                                                                  "timestampAuthorities", "validFor", "publicKey"))),
