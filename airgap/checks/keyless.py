@@ -86,7 +86,7 @@ def load_certificates(pem: bytes | str, what: str) -> list[Certificate]:
     for cert in certs:
         try:
             _ = cert.extensions  # parse now: a malformed extension is untrusted input, not a crash later
-        except ValueError as exc:
+        except (ValueError, x509.DuplicateExtension) as exc:
             raise CertError(f"{what}: malformed extension ({str(exc).splitlines()[0]})") from None
         try:
             cert.public_key()  # likewise its key: an unknown algorithm would raise UnsupportedAlgorithm later
@@ -99,9 +99,11 @@ def _extensions(cert: Certificate) -> Extensions:
     """The certificate's extensions, parsed: a malformed one is untrusted input (CertError), not a crash.
     (A certificate from :func:`load_certificates` has had them parsed already; one from a sigstore bundle,
     read by sigstore-python, has not.)"""
+    from cryptography.x509 import DuplicateExtension
+
     try:
         return cert.extensions
-    except ValueError as exc:
+    except (ValueError, DuplicateExtension) as exc:
         raise CertError(f"certificate: malformed extension ({str(exc).splitlines()[0]})") from None
 
 

@@ -186,3 +186,34 @@ def test_sigstore_bundle_whose_certificate_has_a_malformed_extension() -> None:
     authority = KeylessAuthority((Identity(subject="a@example.com", issuer="https://x"),), root)
     outcome = check_sigstore_bundle(json.dumps(doc).encode(), expected_digest=DIGEST, authority=authority)
     assert not outcome.ok and outcome.reason.startswith("identity: certificate: malformed extension"), outcome.reason
+
+
+def test_certificate_with_a_duplicate_extension() -> None:
+    """Found by Hypothesis: cryptography's DuplicateExtension (not a ValueError) escaped the identity lookup."""
+    import base64
+    import json
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from support.minisigstore import MiniSigstore
+
+    from airgap.checks.bundle import check_sigstore_bundle
+    from airgap.checks.keyless import CertError, Identity, load_certificates
+    from airgap.checks.outcome import KeylessAuthority
+    from airgap.checks.roots import TrustedRoot
+
+    sigstore = MiniSigstore()
+    who = sigstore.issue("a@example.com", "https://x")
+    der = who.certificate.public_bytes(serialization.Encoding.DER)
+    aki, ski = b"\x06\x03\x55\x1d\x23", b"\x06\x03\x55\x1d\x0e"
+    assert der.count(aki) == 1 and der.count(ski) == 1
+    twice = der.replace(aki, ski)  # the authority key id now claims to be a second subject key id
+    pem = x509.load_der_x509_certificate(twice).public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(CertError, match="^certificate: malformed extension .*Duplicate"):
+        load_certificates(pem, "certificate")
+    doc = json.loads(sigstore.image_bundle(DIGEST, who))
+    doc["verificationMaterial"]["certificate"]["rawBytes"] = base64.b64encode(twice).decode()
+    root = TrustedRoot.from_bytes(json.dumps(sigstore.trusted_root()).encode())
+    authority = KeylessAuthority((Identity(subject="a@example.com", issuer="https://x"),), root)
+    outcome = check_sigstore_bundle(json.dumps(doc).encode(), expected_digest=DIGEST, authority=authority)
+    assert not outcome.ok and "Duplicate" in outcome.reason, outcome.reason
