@@ -27,11 +27,10 @@ from typing import Any
 
 import yaml
 from yaml.composer import Composer
-from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.constructor import ConstructorError
 from yaml.error import Mark, MarkedYAMLError
 from yaml.events import AliasEvent, MappingEndEvent, MappingStartEvent, ScalarEvent, SequenceEndEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.resolver import Resolver
 
 from airgap.config import Limits
 from airgap.errors import ConfigError, Error, first_line
@@ -47,18 +46,14 @@ _VALUE_TAG = "tag:yaml.org,2002:value"
 _NON_JSON_TAGS = ("tag:yaml.org,2002:set", "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs",
                   "tag:yaml.org,2002:binary")
 
-try:  # libyaml's scanner and parser (the slow half of pure-Python PyYAML); our composer runs on its events
-    from yaml._yaml import CParser as _Parser
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml.parser import Parser
-    from yaml.reader import Reader
-    from yaml.scanner import Scanner
+_BASE = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 
-    class _Parser(Reader, Scanner, Parser):  # type: ignore[no-redef]
-        def __init__(self, stream: str) -> None:
-            Reader.__init__(self, stream)
-            Scanner.__init__(self)
-            Parser.__init__(self)
+if yaml.__with_libyaml__:
+    class _SafeLoader(Composer, yaml.CSafeLoader):
+        """libyaml's scanner and parser (the slow half of pure-Python PyYAML) with Python's composer in front
+        of the C one in the MRO, so that ours (below) composes the nodes from libyaml's events."""
+else:  # pragma: no cover - PyYAML built without libyaml
+    _SafeLoader = yaml.SafeLoader  # type: ignore[misc,assignment]
 
 
 class StrictYAMLError(MarkedYAMLError):
@@ -70,9 +65,9 @@ class StrictYAMLError(MarkedYAMLError):
         self.path = path
 
 
-class StrictLoader(Composer, _Parser, SafeConstructor, Resolver):
-    """PyYAML's safe loader with the composer described in the module docstring (Composer's methods come
-    before the C parser's own composer in the MRO, so the parser only produces events)."""
+class StrictLoader(_SafeLoader):
+    """PyYAML's safe loader (``CSafeLoader`` when PyYAML has libyaml, else ``SafeLoader``) with the composer
+    and constructor changes described in the module docstring."""
 
     def __init__(self, stream: str, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_NODES) -> None:
         surrogate = SURROGATE.search(stream)
@@ -81,10 +76,8 @@ class StrictLoader(Composer, _Parser, SafeConstructor, Resolver):
             line = stream.count("\n", 0, at)
             raise StrictYAMLError("holds an unpaired UTF-16 surrogate",
                                   Mark("<text>", at, line, at - (stream.rfind("\n", 0, at) + 1), None, 0))
-        _Parser.__init__(self, stream)
+        _BASE.__init__(self, stream)  # type: ignore[arg-type]  # parser, constructor, resolver (not Composer's)
         Composer.__init__(self)
-        SafeConstructor.__init__(self)
-        Resolver.__init__(self)
         self.max_depth, self.max_nodes = max_depth, max_nodes
         self._depth = 0
         self._nodes = 0

@@ -178,6 +178,26 @@ def test_yaml_loader_runs_on_libyaml_when_pyyaml_has_it() -> None:
     assert issubclass(StrictLoader, CParser)
 
 
+def test_yaml_loader_without_libyaml_is_as_strict() -> None:
+    """PyYAML built without libyaml: the loader falls back to SafeLoader with the same composer."""
+    import subprocess
+    import sys
+
+    code = ("import yaml; yaml.__with_libyaml__ = False\n"
+            "from airgap.yamldoc import StrictLoader, load_all\n"
+            "from airgap.errors import ConfigError\n"
+            "assert StrictLoader.__mro__[1] is yaml.SafeLoader\n"
+            "assert load_all('a: [1, {b: c}]', 'p') == [{'a': [1, {'b': 'c'}]}]\n"
+            "for text in ('a: 1\\na: 2\\n', '- ' * 5000 + 'x', 'a: &x [*x]'):\n"
+            "    try:\n"
+            "        load_all(text, 'p')\n"
+            "    except ConfigError as exc:\n"
+            "        print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["p: line 2: a: duplicate key", "p: line 1: nested deeper than 100 levels",
+                                "p: line 1: a[0]: alias *x repeats a node inside itself (a cycle)"]
+
+
 def test_json_and_yaml_agree_on_a_json_document() -> None:
     text = json.dumps({"a": [1, {"b": "c"}], "d": None, "e": True})
     assert load(text, "doc") == load_json(text, "doc")
