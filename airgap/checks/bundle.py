@@ -250,17 +250,18 @@ def _verify_purpose() -> Any:
 def _cert_bundle(run: Run, raw: bytes, doc: dict[str, Any], env: cosign.Envelope | None,
                  authority: KeylessAuthority, root: TrustedRoot, expected_digest: str | None,
                  artifact: bytes | None) -> None:
-    from cryptography.exceptions import UnsupportedAlgorithm
     from sigstore.errors import Error as SigstoreError
     from sigstore.models import Bundle
 
     from airgap.checks.keyless import CertError, issuer_of, subject_of
+    from airgap.keys.public import parse_errors
 
     _reject_embedded_root(run, doc)
+    malformed: tuple[type[Exception], ...] = (SigstoreError, Error, *parse_errors())
     try:
         bundle = Bundle.from_json(raw)
         verifier = _verifier(root)
-    except (SigstoreError, ValueError, Error, UnsupportedAlgorithm) as exc:
+    except malformed as exc:
         raise run.fail("bundle", str(exc).splitlines()[0]) from None
     leaf: Certificate = bundle.signing_certificate
     try:
@@ -284,7 +285,7 @@ def _cert_bundle(run: Run, raw: bytes, doc: dict[str, Any], env: cosign.Envelope
             verifier.verify_artifact(data if data is not None else
                                      Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(hexdigest)),
                                      bundle, _AnyCert())
-    except (SigstoreError, ValueError, CertError, UnsupportedAlgorithm) as exc:
+    except malformed + (CertError,) as exc:
         raise run.fail("signature", str(exc).splitlines()[0] or type(exc).__name__) from None
     if entry.integrated_time:
         run.outcome.integrated_time = int(entry.integrated_time)
@@ -305,11 +306,13 @@ def _reject_embedded_root(run: Run, doc: dict[str, Any]) -> None:
         return  # a leaf alone (or a v0.3 ``certificate``): nothing above it to check
     from cryptography import x509
 
+    from airgap.keys.public import parse_errors
+
     for i, entry in enumerate(chain[1:], start=1):
         try:
             raw = entry.get("rawBytes") if isinstance(entry, dict) else None
             cert = x509.load_der_x509_certificate(_b64(run, raw, f"certificate {i}"))
-        except ValueError:
+        except parse_errors():
             raise run.fail("bundle", f"certificate {i} is not DER X.509") from None
         if cert.issuer == cert.subject:
             raise run.fail("chain", "the bundle's certificate chain embeds a root certificate")

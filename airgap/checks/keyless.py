@@ -74,23 +74,23 @@ def load_certificates(pem: bytes | str, what: str) -> list[Certificate]:
     """Every PEM certificate in ``pem`` (at least one)."""
     from cryptography import x509
 
+    from airgap.keys.public import parse_errors
+
     data = pem.encode() if isinstance(pem, str) else pem
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except ValueError:
+    except parse_errors():
         raise CertError(f"{what}: not a PEM certificate") from None
     if not certs:
         raise CertError(f"{what}: no certificate")
-    from cryptography.exceptions import UnsupportedAlgorithm
-
     for cert in certs:
         try:
             _ = cert.extensions  # parse now: a malformed extension is untrusted input, not a crash later
-        except (ValueError, x509.DuplicateExtension) as exc:
+        except parse_errors() as exc:
             raise CertError(f"{what}: malformed extension ({str(exc).splitlines()[0]})") from None
         try:
             cert.public_key()  # likewise its key: an unknown algorithm would raise UnsupportedAlgorithm later
-        except (ValueError, UnsupportedAlgorithm) as exc:
+        except parse_errors() as exc:
             raise CertError(f"{what}: unsupported public key ({str(exc).splitlines()[0]})") from None
     return certs
 
@@ -99,11 +99,11 @@ def _extensions(cert: Certificate) -> Extensions:
     """The certificate's extensions, parsed: a malformed one is untrusted input (CertError), not a crash.
     (A certificate from :func:`load_certificates` has had them parsed already; one from a sigstore bundle,
     read by sigstore-python, has not.)"""
-    from cryptography.x509 import DuplicateExtension
+    from airgap.keys.public import parse_errors
 
     try:
         return cert.extensions
-    except (ValueError, DuplicateExtension) as exc:
+    except parse_errors() as exc:
         raise CertError(f"certificate: malformed extension ({str(exc).splitlines()[0]})") from None
 
 

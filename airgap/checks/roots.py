@@ -106,10 +106,9 @@ def _entries(entries: Any, what: str) -> list[tuple[str, Any]]:
 
 
 def _log_keys(entries: Any, what: str) -> tuple[LogKey, ...]:
-    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
-    from airgap.keys.public import load_public_key, public_pem
+    from airgap.keys.public import load_public_key, parse_errors, public_pem
 
     out = []
     for where, entry in _entries(entries, what):
@@ -119,7 +118,7 @@ def _log_keys(entries: Any, what: str) -> tuple[LogKey, ...]:
         raw = _b64(pk.get("rawBytes"), f"{where} publicKey.rawBytes")
         try:
             key = serialization.load_der_public_key(raw)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
+        except parse_errors():
             raise ConfigError(f"{where}: publicKey is not a DER SubjectPublicKeyInfo") from None
         key = load_public_key(public_pem(key), where)  # type: ignore[arg-type]
         log_id = entry.get("logId")
@@ -132,6 +131,8 @@ def _log_keys(entries: Any, what: str) -> tuple[LogKey, ...]:
 def _authorities(entries: Any, what: str) -> tuple[Authority, ...]:
     from cryptography import x509
 
+    from airgap.keys.public import parse_errors
+
     out = []
     for where, entry in _entries(entries, what):
         chain = entry.get("certChain") if isinstance(entry, dict) else None
@@ -143,7 +144,7 @@ def _authorities(entries: Any, what: str) -> tuple[Authority, ...]:
             der = _b64(c.get("rawBytes") if isinstance(c, dict) else None, f"{where} certificate {j}")
             try:
                 parsed.append(x509.load_der_x509_certificate(der))
-            except ValueError:
+            except parse_errors():
                 raise ConfigError(f"{where}: certificate {j} is not DER X.509") from None
         out.append(Authority(tuple(parsed), Validity.from_json(entry.get("validFor"), where),
                              str(entry.get("uri", ""))))

@@ -91,17 +91,16 @@ def verify_set(annotation: str | bytes, root: TrustedRoot) -> TlogEntry:
 def _pem_spki(encoded: Any, what: str) -> bytes:
     """SPKI DER of a base64 PEM public key or certificate in an entry body."""
     from cryptography import x509
-    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
-    from airgap.keys.public import spki_der
+    from airgap.keys.public import parse_errors, spki_der
 
     pem = _b64(encoded, what)
     try:
         if b"CERTIFICATE" in pem:
             return spki_der(x509.load_pem_x509_certificate(pem).public_key())  # type: ignore[arg-type]
         return spki_der(serialization.load_pem_public_key(pem))  # type: ignore[arg-type]
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+    except parse_errors():
         raise TlogError(f"{what}: not a PEM key or certificate") from None
 
 

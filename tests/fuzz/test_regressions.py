@@ -217,3 +217,38 @@ def test_certificate_with_a_duplicate_extension() -> None:
     authority = KeylessAuthority((Identity(subject="a@example.com", issuer="https://x"),), root)
     outcome = check_sigstore_bundle(json.dumps(doc).encode(), expected_digest=DIGEST, authority=authority)
     assert not outcome.ok and "Duplicate" in outcome.reason, outcome.reason
+
+
+def test_certificate_of_an_invalid_version() -> None:
+    """Found by Hypothesis: cryptography's InvalidVersion (not a ValueError) escaped sigstore-python's bundle
+    reader; the same certificate reached airgap's own PEM readers."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from support.minisigstore import MiniSigstore
+
+    from airgap.checks.bundle import check_sigstore_bundle
+    from airgap.checks.keyless import CertError, Identity, load_certificates
+    from airgap.checks.outcome import KeylessAuthority
+    from airgap.checks.roots import TrustedRoot
+    from airgap.errors import ConfigError
+    from airgap.keys.public import load_public_keys_pem
+
+    sigstore = MiniSigstore()
+    who = sigstore.issue("a@example.com", "https://x")
+    der = who.certificate.public_bytes(serialization.Encoding.DER)
+    v3, v56 = bytes.fromhex("a003020102"), bytes.fromhex("a003020137")
+    assert der.count(v3) == 1
+    bad = der.replace(v3, v56)
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bad) + b"-----END CERTIFICATE-----\n"
+    with pytest.raises(CertError, match="^certificate: not a PEM certificate$"):
+        load_certificates(pem, "certificate")
+    with pytest.raises(ConfigError, match="^k: cannot parse CERTIFICATE"):
+        load_public_keys_pem(pem, "k")
+    doc = json.loads(sigstore.image_bundle(DIGEST, who))
+    doc["verificationMaterial"]["certificate"]["rawBytes"] = base64.b64encode(bad).decode()
+    root = TrustedRoot.from_bytes(json.dumps(sigstore.trusted_root()).encode())
+    authority = KeylessAuthority((Identity(subject="a@example.com", issuer="https://x"),), root)
+    outcome = check_sigstore_bundle(json.dumps(doc).encode(), expected_digest=DIGEST, authority=authority)
+    assert not outcome.ok and outcome.reason.startswith("bundle: "), outcome.reason
