@@ -13,7 +13,9 @@ it. Exits 1 when any parser let another exception escape or took 1 s or more on 
 
 The seed fixes the mutations Hypothesis makes; the keys, certificates and signatures they are applied to are
 made fresh in each run (a test Fulcio/Rekor, an openssl test TSA), so byte-level mutations inside them differ
-from run to run. Timings are wall-clock: run it on an otherwise idle machine.
+from run to run. Timings are wall-clock; an input that takes 1 s or more is replayed twice and counted slow
+only if every run of it is (the table shows the minimum), so a stall of a shared machine is not mistaken for
+a slow parser.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ def fuzz(target: object, examples: int, seed_value: int) -> dict[str, object]:
     @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(target.strategy)  # type: ignore[attr-defined]
+    def once(data: object) -> float:
+        start = time.perf_counter()
+        try:
+            target.run(data)  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001, S110 - only the time matters here; the first run counted the outcome
+            pass
+        return time.perf_counter() - start
+
     def run(data: object) -> None:
         start = time.perf_counter()
         try:
@@ -58,6 +68,8 @@ def fuzz(target: object, examples: int, seed_value: int) -> dict[str, object]:
             if key not in seen or len(text) < len(seen[key]):
                 seen[key] = text
         elapsed = time.perf_counter() - start
+        if elapsed >= SLOW_S:  # a shared machine stalls now and then: slow means slow on every replay too
+            elapsed = min(elapsed, once(data), once(data))
         stats["runs"] = int(stats["runs"]) + 1  # type: ignore[call-overload]
         stats["slowest"] = max(float(stats["slowest"]), elapsed)  # type: ignore[arg-type]
         if elapsed >= SLOW_S:
