@@ -42,10 +42,6 @@ def fuzz(target: object, examples: int, seed_value: int) -> dict[str, object]:
     stats: dict[str, object] = {"runs": 0, "crashes": 0, "slow": 0, "slowest": 0.0, "errors": 0, "seen": {}}
     seen: dict[str, str] = stats["seen"]  # type: ignore[assignment]
 
-    @seed(seed_value)
-    @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
-    @given(target.strategy)  # type: ignore[attr-defined]
     def once(data: object) -> float:
         start = time.perf_counter()
         try:
@@ -54,6 +50,10 @@ def fuzz(target: object, examples: int, seed_value: int) -> dict[str, object]:
             pass
         return time.perf_counter() - start
 
+    @seed(seed_value)
+    @settings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(target.strategy)  # type: ignore[attr-defined]
     def run(data: object) -> None:
         start = time.perf_counter()
         try:
