@@ -252,3 +252,18 @@ def test_certificate_of_an_invalid_version() -> None:
     authority = KeylessAuthority((Identity(subject="a@example.com", issuer="https://x"),), root)
     outcome = check_sigstore_bundle(json.dumps(doc).encode(), expected_digest=DIGEST, authority=authority)
     assert not outcome.ok and outcome.reason.startswith("bundle: "), outcome.reason
+
+
+def test_inspect_summary_of_a_policy_of_the_wrong_shape() -> None:
+    """Found while moving inspect to the strict loader (not by Hypothesis): a policy whose metadata is not a
+    mapping raised AttributeError, and a YAML date in the settings made ``inspect --json`` fail to print."""
+    import json
+
+    from airgap.bundle.inspect import _policies
+
+    text = (b"kind: ClusterImagePolicy\nmetadata: [x]\nspec: {images: abc, authorities: [{key: {}}]}\n---\n"
+            b"kind: AirgapPolicy\nspec: {noMatchPolicy: 2024-01-01}\n")
+    summary = _policies(text)
+    assert summary == {"policies": [{"name": None, "images": [], "authorities": ["key"]}],
+                       "settings": {"noMatchPolicy": "2024-01-01"}}
+    json.dumps(summary)
