@@ -64,12 +64,27 @@ class Limits:
     max_signature_layer_bytes: int = 4 * MiB
     max_attached_bytes: int = 32 * MiB
     max_referrers: int = 1000
+    # How many manifests deep an index may nest (an index naming indexes naming manifests...). Real images
+    # are two deep (an index of platform manifests), rarely three; a registry or a bundle can chain thousands,
+    # and every walk over the graph (copy, pack, load) recurses once per level: refused past this.
+    max_index_depth: int = 8
     # Pagination guard for tag lists.
     max_tag_pages: int = 1000
     # Bundles: the manifest and the small non-blob entries (trust files, oci-layout, index.json) are read
     # into memory to be hashed and parsed; blobs always stream. Real manifests are KiBs to a few MiB.
     max_bundle_manifest_bytes: int = 32 * MiB
     max_bundle_file_bytes: int = 32 * MiB
+    # How deeply a JSON or YAML document may nest (objects/arrays, mappings/sequences; a scalar adds none).
+    # Every document airgap reads goes through airgap.jsondoc / airgap.yamldoc, which refuse anything deeper
+    # before any recursive code sees it, so nothing downstream (CEL conversion, deepcopy, YAML dumping, JSON
+    # encoding) can approach Python's recursion limit. Real manifests, payloads, bundles, policies and
+    # AdmissionReviews nest under 20 levels (an SBOM predicate's components a few more); Go's encoding/json
+    # stops at 10,000, Python's own parser crashes at about 1,000.
+    max_nesting_depth: int = 100
+    # Nodes a YAML document may expand to once aliases are followed (each `*alias` counts the nodes it
+    # repeats): aliases are fine, a "billion laughs" document is not. Without aliases a document has
+    # fewer nodes than bytes, so this only ever bites on alias bombs.
+    max_yaml_nodes: int = 1_000_000
 
 
 @dataclass(frozen=True)

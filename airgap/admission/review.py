@@ -34,12 +34,12 @@ body (:func:`uid_hint`) so the API server still shows that reason.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from airgap.errors import IntegrityError
+from airgap.jsondoc import load_json
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -106,16 +106,9 @@ class AdmissionRequest:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AdmissionRequest:
-        try:
-            doc = json.loads(data)
-        except RecursionError:
-            # The C parser stops at Python's recursion limit (~1,000 levels), so a depth bomb costs
-            # microseconds and a few KiB; real Kubernetes objects nest a few dozen levels at most.
-            raise ReviewError("request body nests JSON too deeply to be a Kubernetes object",
-                              uid_hint(data)) from None
-        except (ValueError, UnicodeDecodeError):
-            raise ReviewError("request body is not JSON (expected an AdmissionReview v1)",
-                              uid_hint(data)) from None
+        # Strict (duplicate keys, depth checked by a linear scan before parsing: a depth bomb costs microseconds)
+        doc = load_json(data, "AdmissionReview", lambda message: ReviewError(message, uid_hint(data)),
+                        invalid="request body is not JSON (expected an AdmissionReview v1)")
         return cls.from_json(doc)
 
     @classmethod

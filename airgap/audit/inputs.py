@@ -7,7 +7,6 @@ is parsed defensively: wrong shapes are an error naming the path, never a crash.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from urllib.parse import urljoin
 
 from airgap import refs
 from airgap.errors import ConfigError, IntegrityError, RegistryError
+from airgap.jsondoc import load_json
 
 if TYPE_CHECKING:
     from airgap.oci.registry import RegistryClient
@@ -72,6 +72,14 @@ def _str(value: Any, where: str) -> str:
     return value
 
 
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise IntegrityError(f"pods file: {where} is not a list")
+    return value
+
+
 _KINDS = (("containers", "containerStatuses", "container"),
           ("initContainers", "initContainerStatuses", "initContainer"),
           ("ephemeralContainers", "ephemeralContainerStatuses", "ephemeralContainer"))
@@ -79,10 +87,7 @@ _KINDS = (("containers", "containerStatuses", "container"),
 
 def parse_pods(data: bytes) -> list[Workload]:
     """Every container of every pod in a ``v1 PodList`` (or a single Pod), sorted."""
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"pods file: not valid JSON ({exc})") from None
+    doc = load_json(data, "pods file")
     doc = _obj(doc, "the document")
     items = doc.get("items") if doc.get("kind") != "Pod" else [doc]
     if not isinstance(items, list):
@@ -97,11 +102,11 @@ def parse_pods(data: bytes) -> list[Workload]:
         uid = _str(meta.get("uid"), f"items[{i}].metadata.uid")
         for spec_key, status_key, kind in _KINDS:
             ids: dict[str, str] = {}
-            for j, st in enumerate(status.get(status_key) or []):
+            for j, st in enumerate(_list(status.get(status_key), f"items[{i}].status.{status_key}")):
                 st = _obj(st, f"items[{i}].status.{status_key}[{j}]")
                 ids[_str(st.get("name"), f"{status_key}[{j}].name")] = _str(st.get("imageID"), f"{status_key}[{j}]"
                                                                                                ".imageID")
-            for j, c in enumerate(spec.get(spec_key) or []):
+            for j, c in enumerate(_list(spec.get(spec_key), f"items[{i}].spec.{spec_key}")):
                 c = _obj(c, f"items[{i}].spec.{spec_key}[{j}]")
                 cname = _str(c.get("name"), f"items[{i}].spec.{spec_key}[{j}].name")
                 image = _str(c.get("image"), f"items[{i}].spec.{spec_key}[{j}].image")
@@ -140,10 +145,7 @@ def catalog(client: RegistryClient, host: str, *, max_pages: int = 1000) -> list
                                 "serve /v2/_catalog? pass --images FILE instead)", resp.status_code)
         if len(resp.content) > client.limits.max_json_bytes:
             raise IntegrityError(f"catalog of {host}: response is over {client.limits.max_json_bytes} bytes")
-        try:
-            body = json.loads(resp.content)
-        except ValueError:
-            raise IntegrityError(f"catalog of {host}: response is not JSON") from None
+        body = load_json(resp.content, f"catalog of {host}", invalid="{what}: response is not JSON ({detail})")
         page = body.get("repositories") if isinstance(body, dict) else None
         repos.extend(r for r in (page or []) if isinstance(r, str))
         nxt = resp.links.get("next", {}).get("url")

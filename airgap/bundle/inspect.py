@@ -9,6 +9,7 @@ writes files other tools will trust, so it fails closed like ``load``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -130,12 +131,13 @@ def _policies(text: bytes) -> dict[str, Any]:
     """Policy names, globs and authority kinds, read without resolving keys (inspect verifies nothing)."""
     if not text:
         return {"policies": [], "settings": {}}
-    import yaml
+    from airgap.yamldoc import load_all
 
     try:
-        docs = [d for d in yaml.safe_load_all(text.decode("utf-8")) if isinstance(d, dict)]
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise BundleError(f"trust/policy.yaml: invalid YAML ({str(exc).splitlines()[0]})") from None
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleError("trust/policy.yaml: not UTF-8") from None
+    docs = [d for d in load_all(decoded, "trust/policy.yaml", BundleError) if isinstance(d, dict)]
     out: list[dict[str, Any]] = []
     settings: dict[str, Any] = {}
     for doc in docs:
@@ -146,13 +148,18 @@ def _policies(text: bytes) -> dict[str, Any]:
             continue
         raw_auths = spec.get("authorities")
         auths: list[Any] = raw_auths if isinstance(raw_auths, list) else []
+        meta = doc.get("metadata")
+        raw_images = spec.get("images")
         out.append({
-            "name": (doc.get("metadata") or {}).get("name"),
-            "images": [g.get("glob") for g in spec.get("images") or [] if isinstance(g, dict)],
+            "name": meta.get("name") if isinstance(meta, dict) else None,
+            "images": [g.get("glob") for g in raw_images if isinstance(g, dict)]
+            if isinstance(raw_images, list) else [],
             "authorities": [next((k for k in ("key", "keyless", "static") if isinstance(a, dict) and k in a), "?")
                             for a in auths],
         })
-    return {"policies": out, "settings": settings}
+    # The policy is only read here, never checked: keep what JSON can print (YAML dates become text).
+    return {"policies": json.loads(json.dumps(out, default=str)),
+            "settings": json.loads(json.dumps(settings, default=str))}
 
 
 def render(info: Mapping[str, Any]) -> str:

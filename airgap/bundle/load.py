@@ -174,8 +174,9 @@ def check_ownership(client: RegistryClient, name: str, placed: list[Placed], map
 class _Manifests:
     """The bundle's manifests parsed on demand, with media types learnt from index.json and parents."""
 
-    def __init__(self, kept: dict[str, bytes], index_json: bytes, max_bytes: int) -> None:
+    def __init__(self, kept: dict[str, bytes], index_json: bytes, max_bytes: int, max_depth: int) -> None:
         self.kept = kept
+        self.max_depth = max_depth
         self.types: dict[str, str] = {}
         self.parsed: dict[str, Manifest] = {}
         index = Manifest.from_bytes(index_json, mt.OCI_INDEX, what="index.json")
@@ -194,13 +195,15 @@ class _Manifests:
             self.parsed[digest] = manifest
         return self.parsed[digest]
 
-    def graph(self, digest: str, media_type: str | None = None) -> list[Manifest]:
-        """``digest`` and every child manifest, children first."""
+    def graph(self, digest: str, media_type: str | None = None, _depth: int = 1) -> list[Manifest]:
+        """``digest`` and every child manifest, children first (no deeper than ``Limits.max_index_depth``)."""
         root = self.get(digest, media_type)
         out: list[Manifest] = []
         for child in root.manifests:
             if child.digest in self.kept:
-                out += [m for m in self.graph(child.digest, child.media_type) if m not in out]
+                if _depth >= self.max_depth:
+                    raise BundleError(f"bundle manifest {digest}: indexes nested more than {self.max_depth} deep")
+                out += [m for m in self.graph(child.digest, child.media_type, _depth + 1) if m not in out]
         return [*out, root]
 
 
@@ -352,7 +355,8 @@ def load(source: IO[bytes], registry: str, *, translate_mode: str = "zarf", rule
             kept, uploader = stream_blobs(reader, client, placed, jobs=jobs,
                                           max_manifest=client.limits.max_manifest_bytes, meter=meter)
         summary.blobs_pushed, summary.bytes_pushed = uploader.pushed, uploader.bytes
-        manifests = _Manifests(kept, reader.files["index.json"], client.limits.max_manifest_bytes)
+        manifests = _Manifests(kept, reader.files["index.json"], client.limits.max_manifest_bytes,
+                               client.limits.max_index_depth)
         for p in placed:  # parse everything before pushing anything: a bad manifest fails the load early
             for digest in p.entry.manifests:
                 manifests.get(p.entry.digest, p.entry.media_type)

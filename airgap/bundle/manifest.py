@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airgap.errors import BundleError
+from airgap.jsondoc import load_json
 
 SCHEMA = "airgap.dev/bundle/v1"
 DELTA_SCHEMA = "airgap.dev/bundle-delta/v1"
@@ -211,13 +212,7 @@ class BundleManifest:
     @classmethod
     def from_bytes(cls, data: bytes, what: str = MANIFEST_NAME) -> BundleManifest:
         """Parse and validate strictly; every error is a one-line BundleError naming the field."""
-        try:
-            doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                             parse_float=_no_float, parse_constant=_no_float)
-        except UnicodeDecodeError:
-            raise BundleError(f"{what}: not UTF-8") from None
-        except ValueError as exc:
-            raise BundleError(f"{what}: not valid JSON ({str(exc).splitlines()[0]})") from None
+        doc = load_json(data, what, BundleError, integers_only=True)
         v = _Validator(what)
         d = v.mapping(doc, "", ("schema", "name", "version", "created", "images", "keys", "files", "blobs",
                                 "blobCount", "blobBytes"), optional=("delta",))
@@ -341,19 +336,6 @@ def _image(v: _Validator, obj: Any, path: str, blobs: Mapping[str, int],
         attachments=tuple(attachments),
         signature_repo=None if sig_repo is None else v.str_(sig_repo, f"{path}.signatureRepo"),
     )
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, val in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = val
-    return out
-
-
-def _no_float(text: str) -> Any:
-    raise ValueError(f"non-integer number {text}")
 
 
 class _Validator:

@@ -130,7 +130,7 @@ def collect_image(client: RegistryClient, text: str, platforms: tuple[str, ...] 
     root = _select_platforms(store, store.resolve(upstream.identifier), platforms, text)
     depth = client.limits.max_referrer_depth
     plan = Plan()
-    collect_graph(store, root, plan)
+    collect_graph(store, root, plan, max_depth=client.limits.max_index_depth)
     image_manifests = list(plan.manifests.values())
     plan_attachments(store, root, plan, depth)
     known = {m.digest for m in image_manifests}

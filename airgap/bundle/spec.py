@@ -149,14 +149,9 @@ class _Parser:
 
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
-            seen: set[str] = set()
-            for knode, vnode in node.value:
+            for knode, vnode in node.value:  # the strict loader has refused duplicate keys already
                 key = str(knode.value)
                 sub = f"{path}.{key}" if path else key
-                if key in seen:
-                    self.lines[sub] = knode.start_mark.line + 1
-                    raise self.err(sub, "duplicate key")
-                seen.add(key)
                 self._walk(vnode, sub)
                 self.lines[sub] = knode.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode):
@@ -168,8 +163,10 @@ class _Parser:
     def parse(self) -> BundleSpec:
         import yaml
 
+        from airgap.yamldoc import StrictLoader, StrictYAMLError, describe
+
         try:
-            loader = yaml.SafeLoader(self.text)
+            loader = StrictLoader(self.text)
             try:
                 node = loader.get_single_node()
                 if node is None:
@@ -179,10 +176,9 @@ class _Parser:
             finally:
                 loader.dispose()
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else 1
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"{self.where}:{line}: invalid YAML: {problem}") from None
+            line, problem = describe(exc)
+            invalid = "" if isinstance(exc, StrictYAMLError) else "invalid YAML: "
+            raise ConfigError(f"{self.where}:{line or 1}: {invalid}{problem}") from None
         d = self.mapping(doc, "", _TOP, ("apiVersion", "kind", "metadata", "images"))
         if d["apiVersion"] != API_VERSION:
             raise self.err("apiVersion", f"expected {API_VERSION}, got {d['apiVersion']!r}")
@@ -337,7 +333,7 @@ class _Parser:
 
     def policies(self, d: dict[str, Any], keys: Mapping[str, KeySpec]) -> tuple[list[dict[str, Any]],
                                                                               dict[str, tuple[str, ...]]]:
-        import yaml
+        from airgap.yamldoc import load_all
 
         resolver = _resolver(keys)
         docs: list[dict[str, Any]] = []
@@ -354,9 +350,13 @@ class _Parser:
             path = f"policyFiles[{i}]"
             file = self.file(item, path)
             try:
-                loaded = list(yaml.safe_load_all(file.read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+                text = file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
                 raise self.err(path, f"cannot read {file}: {str(exc).splitlines()[0]}") from None
+            try:
+                loaded = load_all(text, str(file))
+            except ConfigError as exc:
+                raise self.err(path, exc.message) from None
             file_docs: list[dict[str, Any]] = []
             for raw in loaded:
                 items = raw.get("items", []) if isinstance(raw, dict) and raw.get("kind") in (

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from typing import TYPE_CHECKING, Any
 
 from airgap.checks import cosign
@@ -30,6 +29,7 @@ from airgap.checks.outcome import Authority, Failed, KeyAuthority, KeylessAuthor
 from airgap.checks.steps import check_statement, key_signed, timestamps_check
 from airgap.checks.verifiers import verifier as _verifier
 from airgap.errors import Error
+from airgap.jsondoc import load_json
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
@@ -86,9 +86,9 @@ def check_sigstore_bundle(raw: bytes, *, expected_digest: str | None, authority:
 
 def _parse(run: Run, raw: bytes) -> dict[str, Any]:
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise run.fail("bundle", f"not valid JSON ({exc})") from None
+        doc = load_json(raw, "sigstore bundle")
+    except Error as exc:
+        raise run.fail("bundle", exc.message) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("verificationMaterial"), dict):
         raise run.fail("bundle", "no verificationMaterial")
     if doc.get("mediaType") not in MEDIA_TYPES:
@@ -230,7 +230,7 @@ def _tlog_entry(run: Run, raw: bytes, root: TrustedRoot, *, data: bytes | str, s
             raise run.fail("tlog", f"expected one log entry, got {len(inner)}")
         entry = TransparencyLogEntry(inner[0])
         entry._verify(root.to_sigstore().rekor_keyring(_verify_purpose()))
-        body = json.loads(entry._inner.canonicalized_body)
+        body = load_json(entry._inner.canonicalized_body, "Rekor entry body", TlogError)
         kv = entry._inner.kind_version
         tlog = TlogEntry(int(entry._inner.integrated_time or 0), int(entry._inner.log_index),
                          entry._inner.log_id.key_id.hex(), f"{kv.kind}/{kv.version}", body)
@@ -255,12 +255,14 @@ def _cert_bundle(run: Run, raw: bytes, doc: dict[str, Any], env: cosign.Envelope
     from sigstore.models import Bundle
 
     from airgap.checks.keyless import CertError, issuer_of, subject_of
+    from airgap.keys.public import parse_errors
 
     _reject_embedded_root(run, doc)
+    malformed: tuple[type[Exception], ...] = (SigstoreError, Error, *parse_errors())
     try:
         bundle = Bundle.from_json(raw)
         verifier = _verifier(root)
-    except (SigstoreError, ValueError, Error) as exc:
+    except malformed as exc:
         raise run.fail("bundle", str(exc).splitlines()[0]) from None
     leaf: Certificate = bundle.signing_certificate
     try:
@@ -284,7 +286,7 @@ def _cert_bundle(run: Run, raw: bytes, doc: dict[str, Any], env: cosign.Envelope
             verifier.verify_artifact(data if data is not None else
                                      Hashed(algorithm=HashAlgorithm.SHA2_256, digest=bytes.fromhex(hexdigest)),
                                      bundle, _AnyCert())
-    except (SigstoreError, ValueError, CertError) as exc:
+    except malformed + (CertError,) as exc:
         raise run.fail("signature", str(exc).splitlines()[0] or type(exc).__name__) from None
     if entry.integrated_time:
         run.outcome.integrated_time = int(entry.integrated_time)
@@ -297,15 +299,21 @@ def _cert_bundle(run: Run, raw: bytes, doc: dict[str, Any], env: cosign.Envelope
 
 def _reject_embedded_root(run: Run, doc: dict[str, Any]) -> None:
     """Client spec: a bundle's chain must not carry a root (it would let the bundle pick its anchor)."""
-    chain = (doc["verificationMaterial"].get("x509CertificateChain") or {}).get("certificates") or []
+    holder = doc["verificationMaterial"].get("x509CertificateChain") or {}
+    chain = holder.get("certificates") or [] if isinstance(holder, dict) else None
+    if not isinstance(chain, list):
+        raise run.fail("bundle", "x509CertificateChain is not an object with a list of certificates")
     if len(chain) < 2:
         return  # a leaf alone (or a v0.3 ``certificate``): nothing above it to check
     from cryptography import x509
 
+    from airgap.keys.public import parse_errors
+
     for i, entry in enumerate(chain[1:], start=1):
         try:
-            cert = x509.load_der_x509_certificate(_b64(run, (entry or {}).get("rawBytes"), f"certificate {i}"))
-        except ValueError:
+            raw = entry.get("rawBytes") if isinstance(entry, dict) else None
+            cert = x509.load_der_x509_certificate(_b64(run, raw, f"certificate {i}"))
+        except parse_errors():
             raise run.fail("bundle", f"certificate {i} is not DER X.509") from None
         if cert.issuer == cert.subject:
             raise run.fail("chain", "the bundle's certificate chain embeds a root certificate")
@@ -333,10 +341,10 @@ def _verify_intoto(verifier: Any, bundle: Bundle, env: cosign.Envelope) -> None:
     if not verify_signature(leaf.public_key(), signature, env.pae):  # type: ignore[arg-type]
         raise SigstoreVerificationError("DSSE signature does not verify with the certificate key")
     inner = bundle.log_entry._inner
-    body = json.loads(inner.canonicalized_body)
-    tlog = TlogEntry(int(inner.integrated_time or 0), int(inner.log_index), inner.log_id.key_id.hex(),
-                     f"{inner.kind_version.kind}/{inner.kind_version.version}", body)
     try:
+        body = load_json(inner.canonicalized_body, "Rekor entry body", TlogError)
+        tlog = TlogEntry(int(inner.integrated_time or 0), int(inner.log_index), inner.log_id.key_id.hex(),
+                         f"{inner.kind_version.kind}/{inner.kind_version.version}", body)
         check_body(tlog, data=env.payload, signature=signature, spki=spki_der(leaf.public_key()))  # type: ignore[arg-type]
     except TlogError as exc:
         raise SigstoreVerificationError(str(exc)) from None

@@ -148,7 +148,9 @@ class Envelope:
         return cls.from_json(doc, what)
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], what: str = "DSSE envelope") -> Envelope:
+    def from_json(cls, doc: Any, what: str = "DSSE envelope") -> Envelope:
+        if not isinstance(doc, dict):  # a sigstore bundle's dsseEnvelope is whatever the bundle says
+            raise IntegrityError(f"{what}: not a JSON object")
         payload_type = doc.get("payloadType")
         payload = doc.get("payload")
         sigs = doc.get("signatures")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from airgap.errors import VerificationError
 
 if TYPE_CHECKING:
-    from cryptography.x509 import Certificate
+    from cryptography.x509 import Certificate, Extensions
     from cryptography.x509.verification import ExtensionPolicy, Store
 
     from airgap.checks.roots import TrustedRoot
@@ -74,19 +74,37 @@ def load_certificates(pem: bytes | str, what: str) -> list[Certificate]:
     """Every PEM certificate in ``pem`` (at least one)."""
     from cryptography import x509
 
+    from airgap.keys.public import parse_errors
+
     data = pem.encode() if isinstance(pem, str) else pem
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except ValueError:
+    except parse_errors():
         raise CertError(f"{what}: not a PEM certificate") from None
     if not certs:
         raise CertError(f"{what}: no certificate")
     for cert in certs:
         try:
             _ = cert.extensions  # parse now: a malformed extension is untrusted input, not a crash later
-        except ValueError as exc:
+        except parse_errors() as exc:
             raise CertError(f"{what}: malformed extension ({str(exc).splitlines()[0]})") from None
+        try:
+            cert.public_key()  # likewise its key: an unknown algorithm would raise UnsupportedAlgorithm later
+        except parse_errors() as exc:
+            raise CertError(f"{what}: unsupported public key ({str(exc).splitlines()[0]})") from None
     return certs
+
+
+def _extensions(cert: Certificate) -> Extensions:
+    """The certificate's extensions, parsed: a malformed one is untrusted input (CertError), not a crash.
+    (A certificate from :func:`load_certificates` has had them parsed already; one from a sigstore bundle,
+    read by sigstore-python, has not.)"""
+    from airgap.keys.public import parse_errors
+
+    try:
+        return cert.extensions
+    except parse_errors() as exc:
+        raise CertError(f"certificate: malformed extension ({str(exc).splitlines()[0]})") from None
 
 
 def subject_of(cert: Certificate) -> str:
@@ -94,7 +112,7 @@ def subject_of(cert: Certificate) -> str:
     from cryptography import x509
 
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        san = _extensions(cert).get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         raise CertError("certificate has no subjectAltName identity") from None
     for name in san:
@@ -109,7 +127,7 @@ def issuer_of(cert: Certificate) -> str | None:
     """The OIDC issuer Fulcio recorded (1.3.6.1.4.1.57264.1.8, else the deprecated .1.1), or None."""
     from cryptography import x509
 
-    values = {ext.oid.dotted_string: ext.value for ext in cert.extensions}
+    values = {ext.oid.dotted_string: ext.value for ext in _extensions(cert)}
     v2 = values.get(OID_ISSUER_V2)
     if isinstance(v2, x509.UnrecognizedExtension):
         return _der_utf8(v2.value)

@@ -108,7 +108,7 @@ def _entries(entries: Any, what: str) -> list[tuple[str, Any]]:
 def _log_keys(entries: Any, what: str) -> tuple[LogKey, ...]:
     from cryptography.hazmat.primitives import serialization
 
-    from airgap.keys.public import load_public_key, public_pem
+    from airgap.keys.public import load_public_key, parse_errors, public_pem
 
     out = []
     for where, entry in _entries(entries, what):
@@ -118,7 +118,7 @@ def _log_keys(entries: Any, what: str) -> tuple[LogKey, ...]:
         raw = _b64(pk.get("rawBytes"), f"{where} publicKey.rawBytes")
         try:
             key = serialization.load_der_public_key(raw)
-        except (ValueError, TypeError):
+        except parse_errors():
             raise ConfigError(f"{where}: publicKey is not a DER SubjectPublicKeyInfo") from None
         key = load_public_key(public_pem(key), where)  # type: ignore[arg-type]
         log_id = entry.get("logId")
@@ -131,6 +131,8 @@ def _log_keys(entries: Any, what: str) -> tuple[LogKey, ...]:
 def _authorities(entries: Any, what: str) -> tuple[Authority, ...]:
     from cryptography import x509
 
+    from airgap.keys.public import parse_errors
+
     out = []
     for where, entry in _entries(entries, what):
         chain = entry.get("certChain") if isinstance(entry, dict) else None
@@ -142,7 +144,7 @@ def _authorities(entries: Any, what: str) -> tuple[Authority, ...]:
             der = _b64(c.get("rawBytes") if isinstance(c, dict) else None, f"{where} certificate {j}")
             try:
                 parsed.append(x509.load_der_x509_certificate(der))
-            except ValueError:
+            except parse_errors():
                 raise ConfigError(f"{where}: certificate {j} is not DER X.509") from None
         out.append(Authority(tuple(parsed), Validity.from_json(entry.get("validFor"), where),
                              str(entry.get("uri", ""))))
@@ -233,7 +235,7 @@ class TrustedRoot:
             from sigstore.models import TrustedRoot as SigstoreTrustedRoot
             from sigstore_models.trustroot import v1 as trustroot_v1
 
-            doc = json.loads(self.data)
+            doc = json_object(self.data, "trusted root", ConfigError)
             for tsa in doc.get("timestampAuthorities") or []:
                 end = (tsa.get("validFor") or {}).get("end")
                 if end:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airgap.errors import VerificationError
+from airgap.jsondoc import load_json
 
 if TYPE_CHECKING:
     from airgap.checks.roots import TrustedRoot
@@ -57,10 +57,7 @@ def verify_set(annotation: str | bytes, root: TrustedRoot) -> TlogEntry:
 
     from airgap.keys.public import verify_signature
 
-    try:
-        doc = json.loads(annotation)
-    except (ValueError, UnicodeDecodeError):
-        raise TlogError("Rekor bundle: not valid JSON") from None
+    doc = load_json(annotation, "Rekor bundle", TlogError, invalid="{what}: not valid JSON")
     payload = doc.get("Payload") if isinstance(doc, dict) else None
     if not isinstance(payload, dict):
         raise TlogError("Rekor bundle: no Payload")
@@ -83,10 +80,8 @@ def verify_set(annotation: str | bytes, root: TrustedRoot) -> TlogEntry:
     signed = rfc8785.dumps({"body": body_b64, "integratedTime": itime, "logID": log_id, "logIndex": index})
     if not verify_signature(key.key, _b64(doc.get("SignedEntryTimestamp"), "Rekor SET"), signed):
         raise TlogError("Rekor SET signature does not verify")
-    try:
-        body = json.loads(_b64(body_b64, "Rekor entry body"))
-    except (ValueError, UnicodeDecodeError):
-        raise TlogError("Rekor entry body: not valid JSON") from None
+    body = load_json(_b64(body_b64, "Rekor entry body"), "Rekor entry body", TlogError,
+                     invalid="{what}: not valid JSON")
     if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
         raise TlogError("Rekor entry body: no spec")
     kind = f"{body.get('kind')}/{body.get('apiVersion')}"
@@ -98,14 +93,14 @@ def _pem_spki(encoded: Any, what: str) -> bytes:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from airgap.keys.public import spki_der
+    from airgap.keys.public import parse_errors, spki_der
 
     pem = _b64(encoded, what)
     try:
         if b"CERTIFICATE" in pem:
             return spki_der(x509.load_pem_x509_certificate(pem).public_key())  # type: ignore[arg-type]
         return spki_der(serialization.load_pem_public_key(pem))  # type: ignore[arg-type]
-    except (ValueError, TypeError):
+    except parse_errors():
         raise TlogError(f"{what}: not a PEM key or certificate") from None
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from airgap.errors import VerificationError
+from airgap.jsondoc import load_json
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate
@@ -57,10 +57,7 @@ class SignedTimestamp:
 
 def parse_annotation(value: str | bytes) -> bytes:
     """The DER TimeStampResp inside cosign's ``rfc3161timestamp`` annotation JSON."""
-    try:
-        doc = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        raise TimestampError("rfc3161timestamp annotation is not JSON") from None
+    doc = load_json(value, "rfc3161timestamp annotation", TimestampError, invalid="{what} is not JSON")
     raw = doc.get("SignedRFC3161Timestamp") if isinstance(doc, dict) else None
     if not isinstance(raw, str) or not raw:
         raise TimestampError("rfc3161timestamp annotation has no SignedRFC3161Timestamp")

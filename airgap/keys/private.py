@@ -20,6 +20,7 @@ import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airgap.errors import ConfigError, first_line
+from airgap.jsondoc import load_json
 from airgap.keys.passwords import WrongPasswordError
 from airgap.keys.pem import pem_blocks, pem_encode
 from airgap.keys.public import check_public_key, ec_hash, public_pem
@@ -155,10 +156,7 @@ def _decrypt_cosign(body: bytes, password: bytes, what: str) -> bytes:
     import nacl.exceptions
     import nacl.secret
 
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ConfigError(f"{what}: encrypted key body is not JSON") from None
+    doc = load_json(body, f"{what}: encrypted key body", ConfigError, invalid="{what} is not JSON")
     if _field(doc, "kdf", "name") != "scrypt" or _field(doc, "cipher", "name") != "nacl/secretbox":
         raise ConfigError(f"{what}: unsupported key encryption (want scrypt + nacl/secretbox)")
     n, r, p = (_field(doc, "kdf", "params", k, kind=int) for k in ("N", "r", "p"))

@@ -51,13 +51,23 @@ def algorithm(key: PublicKey) -> str:
     raise ConfigError(f"unsupported public key type {type(key).__name__}")
 
 
+def parse_errors() -> tuple[type[Exception], ...]:
+    """What cryptography raises on a malformed key or certificate: ValueError and TypeError, and three that
+    are neither (an unknown key algorithm, a bad certificate version, an extension twice). Untrusted keys
+    and certificates are parsed under ``except parse_errors()``, so none of them escapes as a crash."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.x509 import DuplicateExtension, InvalidVersion
+
+    return (ValueError, TypeError, UnsupportedAlgorithm, InvalidVersion, DuplicateExtension)
+
+
 def load_public_key(pem: bytes, what: str = "public key") -> PublicKey:
     """Parse an SPKI PEM (``PUBLIC KEY``) of ECDSA P-256/P-384/P-521, Ed25519 or RSA (>= 2048 bits)."""
     from cryptography.hazmat.primitives import serialization
 
     try:
         key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError) as exc:
+    except parse_errors() as exc:
         raise ConfigError(f"{what}: not a PEM public key ({first_line(exc)})") from None
     return check_public_key(key, what)
 
@@ -121,7 +131,7 @@ def load_public_keys_pem(data: bytes, what: str = "public key") -> list[PublicKe
                 from cryptography import x509  # ~20 ms: only when a certificate is given
 
                 keys.append(check_public_key(x509.load_der_x509_certificate(der).public_key(), what))
-        except (ValueError, TypeError) as exc:
+        except parse_errors() as exc:
             raise ConfigError(f"{what}: cannot parse {pem_type} ({first_line(exc)})") from None
     if not keys:
         raise ConfigError(f"{what}: no PEM public key found")

@@ -9,14 +9,14 @@ obeys the same TLS, proxy, redirect and deadline rules as the registry).
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
-from airgap.errors import AuthError, TransportError
+from airgap.errors import AuthError, Error, TransportError
+from airgap.jsondoc import load_json
 from airgap.oci.transport import FINAL
 
 if TYPE_CHECKING:
@@ -124,10 +124,10 @@ class Authenticator:
         if status != 200:
             raise AuthError(f"token endpoint {challenge.realm} answered {status}", status)
         try:
-            body = json.loads(data)
+            body = load_json(data, f"token response of {challenge.realm}")
             token = body.get("token") or body.get("access_token")
             expires = float(body.get("expires_in") or 60)
-        except (ValueError, AttributeError, TypeError):
+        except (Error, ValueError, AttributeError, TypeError):
             token = None
         if not isinstance(token, str) or not token:
             raise AuthError(f"token endpoint {challenge.realm} returned no token")

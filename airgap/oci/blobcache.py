@@ -22,8 +22,9 @@ import threading
 from pathlib import Path
 
 from airgap import digest as digests
-from airgap.errors import IntegrityError
+from airgap.errors import Error
 from airgap.fileio import write_atomic
+from airgap.jsondoc import load_json
 
 FILE_NAME = "blob-locations.json"
 # Enough for many images' layers; at ~120 bytes an entry the file stays well under 1 MB and loads in ms.
@@ -105,7 +106,7 @@ def _load(path: Path) -> dict[tuple[str, str], list[str]]:
             raw = f.read(_MAX_FILE_BYTES + 1)
         if len(raw) > _MAX_FILE_BYTES:
             return {}
-        doc = json.loads(raw)
+        doc = load_json(raw, str(path))
         rows = doc["entries"] if isinstance(doc, dict) and doc.get("version") == 1 else []
         out: dict[tuple[str, str], list[str]] = {}
         for row in rows[-MAX_DIGESTS:]:
@@ -115,5 +116,5 @@ def _load(path: Path) -> dict[tuple[str, str], list[str]]:
                 continue
             out[(host, digests.validate(digest))] = repos[-MAX_REPOS_PER_DIGEST:]
         return out
-    except (OSError, ValueError, KeyError, TypeError, IntegrityError):
+    except (OSError, ValueError, KeyError, TypeError, Error):
         return {}

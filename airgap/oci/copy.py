@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airgap import refs
-from airgap.config import RegistryOptions
+from airgap.config import Limits, RegistryOptions
 from airgap.errors import ConfigError, IntegrityError
 from airgap.oci import mediatypes as mt
 from airgap.oci.deadline import carry  # pool workers run under the caller's deadline
@@ -89,7 +89,13 @@ class Plan:
     referrers: list[Manifest] = field(default_factory=list)
 
 
-def collect_graph(src: Store, manifest: Manifest, plan: Plan) -> None:
+MAX_INDEX_DEPTH = Limits().max_index_depth
+
+
+def collect_graph(src: Store, manifest: Manifest, plan: Plan, *, max_depth: int = MAX_INDEX_DEPTH,
+                  _depth: int = 1) -> None:
+    """Add ``manifest`` and every manifest under it to ``plan`` (children first); an index chain deeper
+    than ``max_depth`` manifests is refused (``Limits.max_index_depth``) before the walk recurses into it."""
     if manifest.digest in plan.manifests:
         return
     for child in manifest.manifests:
@@ -97,7 +103,9 @@ def collect_graph(src: Store, manifest: Manifest, plan: Plan) -> None:
             if child.media_type not in mt.MANIFESTS:
                 raise IntegrityError(f"{src.name}@{manifest.digest}: child {child.digest} has media type "
                                      f"{child.media_type!r}, not a manifest")
-            collect_graph(src, src.resolve(child.digest), plan)
+            if _depth >= max_depth:
+                raise IntegrityError(f"{src.name}@{manifest.digest}: indexes nested more than {max_depth} deep")
+            collect_graph(src, src.resolve(child.digest), plan, max_depth=max_depth, _depth=_depth + 1)
     for blob in manifest.blobs:
         plan.blobs.setdefault(blob.digest, blob)
     plan.manifests[manifest.digest] = manifest
@@ -170,7 +178,7 @@ def copy_between(src: Location, dst: Location, *, client: RegistryClient, jobs: 
             src.reference if src.reference and not src.reference.startswith("sha") else None
         )
     plan = Plan()
-    collect_graph(src.store, root, plan)
+    collect_graph(src.store, root, plan, max_depth=client.limits.max_index_depth)
     mount_from = None
     if src.store.mount_key and dst.store.mount_key and src.store.mount_key[0] == dst.store.mount_key[0] \
             and src.store.mount_key[1] != dst.store.mount_key[1]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from airgap import digest as digests
 from airgap.errors import ConfigError, IntegrityError, NotFoundError
 from airgap.fileio import write_atomic
+from airgap.jsondoc import json_object
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Descriptor, Manifest
 from airgap.oci.registry import BlobOpener
@@ -44,10 +45,7 @@ class Layout:
             self._entries: list[Descriptor] = []
             self._write_index()
         else:
-            try:
-                version = json.loads(layout_file.read_bytes()).get("imageLayoutVersion")
-            except (ValueError, AttributeError):
-                version = None
+            version = json_object(layout_file.read_bytes(), str(layout_file)).get("imageLayoutVersion")
             if not isinstance(version, str) or not version.startswith("1."):
                 raise IntegrityError(f"{layout_file}: unsupported imageLayoutVersion {version!r}")
             index_path = self.path / "index.json"

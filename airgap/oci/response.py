@@ -135,10 +135,11 @@ class Response:
         return self._content
 
     def json(self, cap: int | None = None) -> Any:
-        """The body parsed as JSON; with ``cap``, a body over ``cap`` bytes parses as ``null``."""
-        import json
+        """The body parsed as JSON by the strict loader (the server is untrusted: duplicate keys, depth bombs
+        and malformed text are airgap Errors); with ``cap``, a body over ``cap`` bytes parses as ``null``."""
+        from airgap.jsondoc import load_json
 
-        return json.loads((self.content if cap is None else self.body(cap)) or b"null")
+        return load_json((self.content if cap is None else self.body(cap)) or b"null", f"response from {self.url}")
 
     @property
     def links(self) -> dict[str, dict[str, str]]:

@@ -8,7 +8,6 @@ into an :class:`~airgap.errors.Error`, and size-capped reads (the registry is un
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterable
@@ -16,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from airgap.config import RegistryOptions
-from airgap.errors import AuthError, IntegrityError, NotFoundError, RegistryError, TransportError
+from airgap.errors import AuthError, Error, IntegrityError, NotFoundError, RegistryError, TransportError
+from airgap.jsondoc import load_json
 from airgap.oci import deadline
 from airgap.oci.auth import Authenticator
 from airgap.oci.transport import FINAL, NetworkError, Response, Transport
@@ -174,7 +174,7 @@ class RegistrySession:
             if errs and isinstance(errs, list) and isinstance(errs[0], dict):
                 code = errs[0].get("code")
                 detail = f": {str(code)[:80]} {str(errs[0].get('message', ''))[:240]}".rstrip()  # untrusted
-        except ValueError:
+        except (ValueError, Error):
             pass
         finally:
             resp.close()
@@ -208,8 +208,5 @@ class RegistrySession:
 
     def _get_json(self, resp: Response, what: str) -> Any:
         data = self._read_capped(resp, self.limits.max_json_bytes, what)
-        try:
-            return json.loads(data)
-        except ValueError:
-            raise IntegrityError(f"{what}: response is not JSON") from None
+        return load_json(data, what, invalid="{what}: response is not JSON ({detail})")
 

@@ -102,15 +102,9 @@ class PolicySet:
 
     @classmethod
     def from_yaml(cls, text: str, where: str = "policy", *, key_resolver: KeyResolver | None = None) -> PolicySet:
-        import yaml
+        from airgap.yamldoc import load_all
 
-        try:
-            docs = [d for d in yaml.safe_load_all(text)]
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise PolicyError(f"{where}: invalid YAML{at}: {problem}") from None
+        docs = load_all(text, where, PolicyError)  # strict: a second `authorities:` is an error, not the winner
         out = cls(where=where)
         settings: str | None = None
         cips: list[tuple[Doc, dict[str, Any]]] = []

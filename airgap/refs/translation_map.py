@@ -14,6 +14,7 @@ from typing import Any
 from airgap import digest as digests
 from airgap.errors import ConfigError, IntegrityError
 from airgap.fileio import write_atomic
+from airgap.jsondoc import load_json
 from airgap.refs.grammar import Reference, parse
 
 
@@ -61,10 +62,7 @@ class TranslationMap:
 
     @classmethod
     def from_json(cls, data: bytes | str, where: str = "translation map") -> TranslationMap:
-        try:
-            raw: Any = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{where}: not JSON ({exc})") from None
+        raw: Any = load_json(data, where, ConfigError, invalid="{what}: not JSON ({detail})")
         if not isinstance(raw, list):
             raise ConfigError(f"{where}: expected a JSON list of {{upstream, local, digest}}")
         out = cls()

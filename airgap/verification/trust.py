@@ -167,19 +167,26 @@ class Trust:
         return entry
 
     def _check_key_manifest(self, path: Path) -> None:
-        try:
-            doc = json.loads(path.read_bytes())
-            listed = {k["name"]: k for k in doc["keys"]}
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(f"{path}: not a key manifest (expected {{'keys': [{{'name', 'id', ...}}]}})") from None
+        from airgap.jsondoc import load_json
+
+        doc = load_json(path.read_bytes(), str(path), ConfigError)
+        items = doc.get("keys") if isinstance(doc, dict) else None
+        if not isinstance(items, list) or not all(isinstance(k, dict) and isinstance(k.get("name"), str)
+                                                  for k in items):
+            raise ConfigError(f"{path}: not a key manifest (expected {{'keys': [{{'name', 'id', ...}}]}})")
+        listed = {k["name"]: k for k in items}
         for name, entry in self.keys.items():
             item = listed.pop(name, None)
             if item is None:
                 raise ConfigError(f"{path}: key {entry.source} is not listed in the key manifest")
             if item.get("id") != entry.key_id:
                 raise ConfigError(f"{path}: key {name!r} has id {entry.key_id}, the manifest says {item.get('id')}")
-            self.keys[name] = KeyEntry(name, entry.key, entry.key_id, entry.algorithm,
-                                       str(item.get("source") or entry.source), tuple(item.get("policies") or ()))
+            source, policies = item.get("source"), item.get("policies") or []
+            if not isinstance(source, str | None) or not isinstance(policies, list) or not all(
+                    isinstance(p, str) for p in policies):
+                raise ConfigError(f"{path}: key {name!r}: expected a string source and a list of policy names")
+            self.keys[name] = KeyEntry(name, entry.key, entry.key_id, entry.algorithm, source or entry.source,
+                                       tuple(policies))
         if listed:
             raise ConfigError(f"{path}: lists key(s) {', '.join(sorted(listed))} with no keys/<name>.pub file")
 
