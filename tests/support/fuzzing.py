@@ -440,8 +440,10 @@ def _review(kind: str = "Pod") -> dict[str, Any]:
             "ephemeralContainers": [{"name": "dbg", "image": "reg/debug:1"}]}
     obj = {"Pod": {"spec": spec}, "CronJob": {"spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}}}.get(
         kind, {"spec": {"template": {"spec": spec}}})
+    group = {"Pod": "", "CronJob": "batch"}.get(kind, "apps")  # the group/version the webhook understands
+    obj = {"apiVersion": f"{group}/v1" if group else "v1", "kind": kind, **obj}
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "u1", "kind": {"group": "", "version": "v1", "kind": kind}, "operation": "CREATE",
+        "uid": "u1", "kind": {"group": group, "version": "v1", "kind": kind}, "operation": "CREATE",
         "namespace": "ns", "name": "n", "dryRun": False, "object": {"metadata": {"name": "n"}, **obj}}}
 
 
@@ -503,10 +505,9 @@ def _run_policy(text: str) -> None:
 
 
 def _run_review(data: bytes) -> None:
-    from airgap.admission.review import AdmissionRequest
-    from airgap.admission.service import _uid_of
+    from airgap.admission.review import AdmissionRequest, uid_hint
 
-    _uid_of(data)
+    uid_hint(data)
     request = AdmissionRequest.from_bytes(data)
     _ = request.unique_images
 
@@ -560,11 +561,11 @@ def _key_manifest_seed() -> dict[str, Any]:
 
 
 def _run_docker_config(data: bytes) -> None:
-    from airgap.oci.dockerconfig import load_configs
+    from airgap.oci.dockerconfig import DockerConfig
 
     path = spec_dir() / "docker-config.json"
     path.write_bytes(data)
-    load_configs([str(path)])
+    DockerConfig((str(path),)).files()
 
 
 def _key_authority() -> Any:

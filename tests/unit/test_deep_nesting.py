@@ -171,24 +171,23 @@ def test_trust_directory_files(tmp_path: Path, name: str) -> None:
 def test_docker_config_and_pods_file(tmp_path: Path) -> None:
     from airgap.audit.inputs import parse_pods
     from airgap.errors import ConfigError, IntegrityError
-    from airgap.oci.dockerconfig import load_configs
+    from airgap.oci.dockerconfig import DockerConfig
 
     (tmp_path / "config.json").write_bytes(deep_json('{"auths": {}}'))
-    refused(lambda: load_configs([str(tmp_path / "config.json")]), ConfigError)
+    refused(lambda: DockerConfig((str(tmp_path / "config.json"),)).files(), ConfigError)
     refused(lambda: parse_pods(deep_json('{"items": {}}')), IntegrityError)
 
 
 # ---- from the cluster ---------------------------------------------------------------------------
 
 def test_admission_review() -> None:
-    from airgap.admission.review import AdmissionRequest, ReviewError
-    from airgap.admission.service import _uid_of
+    from airgap.admission.review import AdmissionRequest, ReviewError, uid_hint
 
     body = deep_json('{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u",'
                      ' "object": {}}}')
     refused(lambda: AdmissionRequest.from_bytes(body), ReviewError,
             r"^AdmissionReview: line 1: nested deeper than 100 levels$")
-    assert _uid_of(body) == ""  # the webhook's salvage of the uid for its error answer does not crash either
+    assert uid_hint(body) == "u"  # the uid is still echoed: found by a bounded scan of the first bytes, never parsed
 
 
 # ---- manifest graphs ----------------------------------------------------------------------------

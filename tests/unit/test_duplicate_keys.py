@@ -122,11 +122,11 @@ def test_translation_map_duplicate(tmp_path: Path) -> None:
 
 
 def test_docker_config_duplicate(tmp_path: Path) -> None:
-    from airgap.oci.dockerconfig import load_configs
+    from airgap.oci.dockerconfig import DockerConfig
 
     (tmp_path / "config.json").write_text('{"auths": {"r.example": {"auth": "YTpi"}},\n"auths": {}}')
     with pytest.raises(ConfigError, match=r"config.json: line 2: auths: duplicate key$"):
-        load_configs([str(tmp_path / "config.json")])
+        DockerConfig((str(tmp_path / "config.json"),)).files()
 
 
 # ---- documents from registries, bundles and clusters ----------------------------------------------

@@ -156,7 +156,7 @@ def test_depth_bombs_are_denied_quickly_with_the_uid(where: str) -> None:
         doc = json.dumps(review(options="__BOMB__"))
     body = doc.replace('"__BOMB__"', bomb).encode()
     start = time.monotonic()
-    with pytest.raises(ReviewError, match="nests JSON too deeply") as info:
+    with pytest.raises(ReviewError, match="nested deeper than") as info:
         AdmissionRequest.from_bytes(body)
     assert time.monotonic() - start < 1.0
     assert info.value.uid == "u1"
