@@ -251,6 +251,8 @@ def load(bundle: tuple[str, ...], target: str, mode: str, rules: tuple[str, ...]
         echo(f"  {image['upstream']} -> {', '.join(image['local'])}")
     echo(f"translation map: {summary.map_ref}" + (f", {map_out}" if map_out else "")
          + (f"; trust directory: {trust_out}" if trust_out else ""))
+    if summary.airgap_image is not None:
+        echo(f"airgap image: {summary.airgap_image}")
     if source.parts is not None:
         echo(_parts_line(source.parts))
 
