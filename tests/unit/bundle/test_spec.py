@@ -168,3 +168,10 @@ def test_airgap_errors_name_file_line_and_field(spec_dir: Path, extra: str, mess
     with pytest.raises(ConfigError, match=message) as info:
         load(spec_dir, EXAMPLE + extra)
     assert "\n" not in str(info.value)
+
+
+def test_the_example_specs_load() -> None:
+    examples = sorted((Path(__file__).parents[3] / "bundles").glob("*.yaml"))
+    assert len(examples) >= 5
+    loaded = {p.name: BundleSpec.load(p, env={}) for p in examples}
+    assert loaded["site-kit.yaml"].airgap_image == "127.0.0.1:5000/tools/airgap:0.1.0"
