@@ -58,7 +58,10 @@ def check_host(info: dict[str, Any]) -> None:
     machine = platform.machine()
     if machine != arch:
         fail(f"this airgap.pyz carries wheels for {target}; this machine is {machine}")
-    libc = os.confstr("CS_GNU_LIBC_VERSION") if hasattr(os, "confstr") else None
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):  # not glibc (musl has no such name), or no confstr
+        libc = None
     try:
         name, version = (libc or "").split(" ", 1)
         found = tuple(int(x) for x in version.split(".")[:2])

@@ -210,6 +210,17 @@ def test_the_same_inputs_give_the_same_bundle_and_cli_from_a_wheelhouse(kit: Kit
     assert plain["cli"] is None and plain["bundle_digest"] != kit.summary["bundle_digest"]
 
 
+def test_split_media_carry_the_cli_beside_the_parts(kit: Kit, tmp_path: Path) -> None:
+    out = run(["pack", str(kit.spec), "-o", str(tmp_path / "kit.tar"), "--key", str(kit.key.private_path),
+               "--split-size", "64K", "--with-cli", "--cli-wheels", str(kit.wheelhouse)])
+    assert out.exit_code == 0, out.output
+    assert sha256(tmp_path / "kit.tar.airgap.pyz") == sha256(kit.pyz)
+    assert b"".join(p.read_bytes() for p in sorted(tmp_path.glob("kit.tar.part-*"))) == kit.bundle.read_bytes()
+    out = run(["verify-bundle", str(tmp_path), "--key", str(kit.key.public_path)])
+    assert out.exit_code == 0, out.output
+    assert f"airgap CLI {tmp_path / 'kit.tar.airgap.pyz'}: sha256 matches the bundle manifest" in out.stdout
+
+
 def test_the_policy_applies_to_airgaps_image_and_a_failed_pack_leaves_nothing(kit: Kit, tmp_path: Path) -> None:
     push_image(Pusher(kit.src.url), "tools/airgap", "0.2.0-unsigned", platforms=PLATFORMS)
     spec = tmp_path / "kit.yaml"

@@ -137,6 +137,20 @@ def test_the_bootstrap_refuses_another_host(python: str, platform: str, message:
     assert message in err and err.count("\n") == 1
 
 
+def test_the_bootstrap_refuses_a_system_without_glibc(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import platform as host
+
+    def musl(name: str) -> str:
+        raise ValueError(f"unrecognized configuration name {name}")
+
+    monkeypatch.setattr(os, "confstr", musl)
+    with pytest.raises(SystemExit):
+        cli_bootstrap.check_host({"python": "3.11", "platform": f"manylinux_2_17_{host.machine()}"})
+    assert "need glibc 2.17 or later; this system has no glibc" in capsys.readouterr().err
+
+
 def test_the_cache_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     shared = tmp_path / "shared"
