@@ -190,7 +190,8 @@ class _Parser:
             line = mark.line + 1 if mark is not None else 1
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise ConfigError(f"{self.where}:{line}: invalid YAML: {problem}") from None
-        d = self.mapping(doc, "", _TOP, ("apiVersion", "kind", "metadata", "images"))
+        carried = isinstance(doc, dict) and doc.get("airgap") is not None  # airgap.image alone is a bundle too
+        d = self.mapping(doc, "", _TOP, ("apiVersion", "kind", "metadata") + (() if carried else ("images",)))
         if d["apiVersion"] != API_VERSION:
             raise self.err("apiVersion", f"expected {API_VERSION}, got {d['apiVersion']!r}")
         if d["kind"] != "Bundle":
@@ -205,7 +206,7 @@ class _Parser:
         keys = self.keys(d.get("keys") or [])
         spec_keys = {k.name: k for k in keys}
         docs, key_policies = self.policies(d, spec_keys)
-        images, airgap_image = self.images(d["images"], d.get("airgap"))
+        images, airgap_image = self.images([] if d.get("images") is None else d["images"], d.get("airgap"))
         return BundleSpec(
             path=self.where, name=name, version=version, created=self.created(d.get("created")),
             images=images, keys=keys, trusted_roots=self.roots(d.get("trustedRoots") or []),
@@ -266,14 +267,15 @@ class _Parser:
         return epoch_value
 
     def images(self, value: Any, airgap: Any) -> tuple[tuple[ImageSpec, ...], str | None]:
-        """``images`` and, last, ``airgap.image`` (with its ref as written); each image once."""
+        """``images`` and, last, ``airgap.image`` (with its ref as written); each image once. ``images`` may be
+        empty when ``airgap.image`` is given (a bundle that carries airgap alone)."""
         out: list[ImageSpec] = []
         seen: dict[str, str] = {}
         for i, item in enumerate(self.list_(value, "images")):
             out.append(self.image(item, f"images[{i}]", seen))
-        if not out:
-            raise self.err("images", "required field missing")
         if airgap is None:
+            if not out:
+                raise self.err("images", "required field missing")
             return tuple(out), None
         m = self.mapping(airgap, "airgap", ("image",), ("image",))
         own = self.image(m["image"], "airgap.image", seen)

@@ -150,6 +150,14 @@ def test_airgap_image_is_one_more_image(spec_dir: Path) -> None:
                                  "platforms: [linux/arm64]}}\n")
     assert (s.images[-1].platforms, s.airgap_image) == (("linux/arm64",), "127.0.0.1:5000/tools/airgap:0.1.0")
     assert load(spec_dir, EXAMPLE).airgap_image is None
+    alone = load(spec_dir, EXAMPLE.replace("images:\n  - 127.0.0.1:5000/team/app0:1.0          # shorthand\n"
+                                           "  - ref: quay.io/keycloak/keycloak:21.1.2\n    platforms: [linux/amd64]\n",
+                                           "images: []\n") + "airgap: {image: 127.0.0.1:5000/tools/airgap:0.1.0}\n")
+    assert [i.ref for i in alone.images] == ["127.0.0.1:5000/tools/airgap:0.1.0"]  # a bundle of airgap alone
+    with pytest.raises(ConfigError, match=r"demo.yaml:4: images: required field missing"):
+        load(spec_dir, EXAMPLE.replace("images:\n  - 127.0.0.1:5000/team/app0:1.0          # shorthand\n"
+                                       "  - ref: quay.io/keycloak/keycloak:21.1.2\n    platforms: [linux/amd64]\n",
+                                       "images: []\n"))
 
 
 AIRGAP_ERRORS = [
