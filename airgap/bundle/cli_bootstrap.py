@@ -158,12 +158,18 @@ def prepare() -> str:
     except (OSError, zipfile.BadZipFile) as exc:
         fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
     with archive:
-        info = json.loads(archive.read(INFO_NAME))
-        check_host(info)
+        try:
+            info = json.loads(archive.read(INFO_NAME))
+            check_host(info)
+        except (KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:
+            fail(f"{path} is not an airgap.pyz this bootstrap understands ({INFO_NAME}: {exc})")
         root = cache_root()
         target = os.path.join(root, digest)
         if not os.path.isfile(os.path.join(target, COMPLETE)):
-            extract(archive, info, root, target)
+            try:
+                extract(archive, info, root, target)
+            except (OSError, KeyError, zipfile.BadZipFile) as exc:
+                fail(f"cannot extract {path} into {root}: {getattr(exc, 'strerror', None) or exc}")
     return os.path.join(target, "site")
 
 

@@ -188,3 +188,18 @@ def test_pending_archive_commits_with_its_checksum_or_leaves_nothing(tmp_path: P
     pyz.write_bytes(pyz.read_bytes() + b"\0")
     with pytest.raises(IntegrityError, match="is not the sha256:.* the bundle manifest pins"):
         check_beside(tmp_path, pin)
+
+
+def test_a_broken_archive_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken.pyz"
+    with zipfile.ZipFile(broken, "w") as z:
+        z.writestr("__main__.py", Path(cli_bootstrap.__file__).read_bytes())
+        z.writestr("airgap-pyz.json", b'{"python": "3.11", "platform": "manylinux"}')
+    done = subprocess.run([sys.executable, "-I", str(broken), "--help"], capture_output=True, text=True,
+                          env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=60, check=False)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith(f"error: {broken} is not an airgap.pyz this bootstrap understands (")
+    assert done.stderr.count("\n") == 1
