@@ -151,6 +151,19 @@ class Settings:
     extra_args: tuple[str, ...] = field(default=())
 
 
+def default_image(trust_dir: Path) -> str:
+    """The airgap image to run when ``--image`` is not given: the one ``airgap load`` recorded in the trust
+    directory or site (the bundle carried airgap's own image, see :mod:`airgap.bundle.selfcarry`)."""
+    from airgap.bundle.selfcarry import TRUST_FILE, recorded_image
+
+    image = recorded_image(trust_dir)
+    if image is None:
+        raise ConfigError(f"no --image given, and {trust_dir} records no airgap image (it has no {TRUST_FILE} and "
+                          "is not a site that loaded one): pass --image, or load a bundle whose spec names "
+                          "airgap.image with --trust-out or --site")
+    return image
+
+
 def _trust_files(trust_dir: Path) -> list[tuple[str, str, str]]:
     """(ConfigMap key, path under the mount, text) for every file of the trust directory."""
     if not trust_dir.is_dir():

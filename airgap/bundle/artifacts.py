@@ -26,7 +26,7 @@ from airgap.oci.manifest import Manifest
 from airgap.verification.discover import AttachedLookup, Candidate, Repo
 
 if TYPE_CHECKING:
-    from airgap.bundle.manifest import Attachment, BundleManifest, ImageEntry
+    from airgap.bundle.manifest import Attachment, BundleManifest, ImageEntry, SelfCarry
     from airgap.keys.public import PublicKey
     from airgap.verification.result import VerificationResult
 
@@ -152,6 +152,7 @@ class BundleVerification:
     version: str
     results: list[VerificationResult]
     delta: dict[str, Any] | None = None  # a delta bundle: kind, base, and the omitted blobs it could not check
+    airgap: SelfCarry | None = None  # what the manifest says about airgap itself (its image, the CLI beside)
 
     @property
     def ok(self) -> bool:
@@ -203,4 +204,5 @@ def verify_bundle(source: IO[bytes], *, key: PublicKey | list[PublicKey] | None 
         delta = {"kind": manifest.delta.kind, "base": manifest.delta.base, "omitted_blobs": len(manifest.omitted),
                  "omitted_bytes": manifest.delta.omitted_bytes,
                  "unchecked": sorted(unchecked.values(), key=lambda r: str(r["digest"]))}
-    return BundleVerification(reader.digest, reader.signed_by, manifest.name, manifest.version, results, delta)
+    return BundleVerification(reader.digest, reader.signed_by, manifest.name, manifest.version, results, delta,
+                              manifest.airgap)

@@ -103,6 +103,7 @@ def describe(reader: BundleReader, where: str = "", *, verified: bool = False,
         "parts": reader.parts.describe() if reader.parts is not None else None,
         "delta": {"kind": m.delta.kind, "base": m.delta.base, "omittedBlobs": len(m.omitted),
                   "omittedBytes": m.delta.omitted_bytes} if m.delta is not None else None,
+        "airgap": m.airgap.to_json() if m.airgap is not None else None,
     }
 
 
@@ -185,6 +186,13 @@ def render(info: Mapping[str, Any]) -> str:
     if delta:
         lines.append(f"delta    against {q(delta['kind'])} {q(delta['base'])}: {delta['omittedBlobs']} blob(s) "
                      f"({_size(delta['omittedBytes'])}) left out, the site must hold them")
+    own = info.get("airgap") or {}
+    if own.get("image"):
+        lines.append(f"airgap   image {q(own['image'])} (airgap's own: the webhook's default after load)")
+    if own.get("cli"):
+        c = own["cli"]
+        lines.append(f"airgap   CLI {q(c['name'])} {q(c['digest'])} ({_size(c['size'])}, airgap {q(c['version'])}, "
+                     f"CPython {q(c['python'])} {q(c['platform'])})")
     parts = info.get("parts")
     if parts:
         signed = f", signed, verified with key {parts['signedBy']}" if parts["signedBy"] else ""

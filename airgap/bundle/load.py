@@ -13,6 +13,10 @@ map artifact (``airgap/maps:<name>-<version>``).
 Re-loading a loaded bundle is fast: when every final tag and the map artifact already resolve to what this
 bundle would write, nothing is read beyond the trusted manifest and nothing is pushed. The map artifact is
 pushed last, so its presence means everything before it completed.
+
+A bundle that carries airgap's own image (:mod:`~airgap.bundle.selfcarry`) says where it landed, pinned by digest:
+in the summary (``airgap_image``) and in the trust directory (``airgap-image.json``, for ``--trust-out`` and the
+site), where ``airgap webhook manifests`` finds its default ``--image``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from airgap import refs
 from airgap.bundle.delta import check_attachments_carried, check_site, mount_omitted
 from airgap.bundle.load_blobs import stream_blobs
 from airgap.bundle.placement import Placed, plan_targets, translation_map
+from airgap.bundle.selfcarry import TRUST_FILE, loaded_image, trust_record
 from airgap.errors import BundleError, ConflictError, Error, IntegrityError
 from airgap.oci import mediatypes as mt
 from airgap.oci.deadline import carry  # pool workers run under the caller's deadline
@@ -68,6 +73,7 @@ class LoadSummary:
     warnings: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)  # with --force: what another bundle (or nobody) held
     delta: dict[str, Any] | None = None  # a delta bundle: kind, base, omitted blobs/bytes, mounts made
+    airgap_image: str | None = None  # airgap's own image as loaded, pinned: HOST/REPO@sha256:...
     # The bundle's trust directory (trust/ entries and map.json), for a site to keep; not part of the JSON.
     trust_files: dict[str, bytes] = field(default_factory=dict, repr=False)
 
@@ -323,6 +329,10 @@ def load(source: IO[bytes], registry: str, *, translate_mode: str = "zarf", rule
     map_repo = f"{target.split('/', 1)[1]}/{MAP_REPO}" if "/" in target else MAP_REPO
     tag = map_tag(manifest.name, manifest.version)
     map_manifest, map_blob = map_artifact(tmap_bytes, manifest.name, manifest.version, manifest.created)
+    extra = {"map.json": tmap_bytes}
+    own = loaded_image(manifest, placed)
+    if own is not None:
+        extra[TRUST_FILE] = trust_record(own[0], own[1], manifest.name, manifest.version)
     summary = LoadSummary(
         registry=target, bundle_digest=reader.digest, signed_by=reader.signed_by,
         images=[{"upstream": str(p.upstream), "digest": p.entry.digest, "local": [str(r) for r in p.locals],
@@ -330,7 +340,8 @@ def load(source: IO[bytes], registry: str, *, translate_mode: str = "zarf", rule
                 for p in placed],
         map_ref=f"{target}/{MAP_REPO}:{tag}", name=manifest.name, version=manifest.version,
         trust_files={**{n.removeprefix("trust/"): d for n, d in reader.files.items() if n.startswith("trust/")},
-                     "map.json": tmap_bytes},
+                     **extra},
+        airgap_image=own[1] if own is not None else None,
     )
     jobs = max(1, jobs)
     wanted = [(map_host, map_repo, tag, map_manifest.digest)]
@@ -376,6 +387,6 @@ def load(source: IO[bytes], registry: str, *, translate_mode: str = "zarf", rule
     if trust_out:
         from airgap.bundle.inspect import write_trust
 
-        write_trust(reader.files, trust_out, extra={"map.json": tmap_bytes})
+        write_trust(reader.files, trust_out, extra=extra)
     summary.seconds = round(time.monotonic() - started, 3)
     return summary

@@ -26,6 +26,17 @@ A delta bundle (packed against what a site already holds) adds one field, so an 
 older bundle) says the site has them: they are still pinned (digest and size) and named by the images' ``blobs``,
 but never among ``blobs`` (what the tar holds), and never a manifest or a signature/attestation/referrer's blob
 (an image's ``digest``, ``platforms``, ``manifests`` and ``attachments`` must be carried).
+
+A bundle that carries airgap itself (:mod:`airgap.bundle.selfcarry`) adds one field, again refused by an older
+reader rather than half understood::
+
+    "airgap":{"image":UPSTREAM,
+              "cli":{"name":"OUT.airgap.pyz","digest":"sha256:..","size":N,"version":V,"python":"3.11",
+                     "platform":"manylinux_2_28_x86_64"}}
+
+``image`` (optional) says which of ``images`` is airgap's own container image (the one the webhook runs from);
+``cli`` (optional) pins the single-file CLI ``pack --with-cli`` wrote beside the bundle, so the signature over this
+manifest covers it too. At least one of the two is present.
 """
 
 from __future__ import annotations
@@ -57,6 +68,9 @@ _TRUST_NAME = re.compile(
     r"|trusted_roots/[A-Za-z0-9][A-Za-z0-9._-]*\.json|policy\.yaml)$"
 )
 _PLATFORM = re.compile(r"^[a-z0-9._-]+/[a-z0-9._-]+(?:/[A-Za-z0-9._-]+)?$")
+_CLI_NAME = re.compile(r"^[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,243}\.airgap\.pyz$")
+_CLI_PYTHON = re.compile(r"^3\.[0-9]{1,2}$")
+_CLI_PLATFORM = re.compile(r"^manylinux_2_[0-9]{1,3}_[a-z0-9_]{1,16}$")
 MAX_NAME = 99  # ustar's name field, without the prefix split
 
 
@@ -137,6 +151,35 @@ class ImageEntry:
         }
 
 
+@dataclass(frozen=True)
+class CliPin:
+    """The single-file CLI written beside the bundle (``OUT.airgap.pyz``): its file name (no directory), sha256
+    and size, and what it runs on (see :mod:`airgap.bundle.cli_archive`)."""
+
+    name: str
+    digest: str
+    size: int
+    version: str  # airgap's version inside
+    python: str  # "3.11"
+    platform: str  # "manylinux_2_28_x86_64"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "digest": self.digest, "size": self.size, "version": self.version,
+                "python": self.python, "platform": self.platform}
+
+
+@dataclass(frozen=True)
+class SelfCarry:
+    """What a bundle says about airgap itself: which image is airgap's own, and the CLI beside the bundle."""
+
+    image: str | None = None  # the upstream ref of one of the bundle's images
+    cli: CliPin | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return ({"image": self.image} if self.image is not None else {}) | (
+            {"cli": self.cli.to_json()} if self.cli is not None else {})
+
+
 class DeltaBaseError(BundleError):
     """The target registry does not hold the blobs a delta bundle leaves out: load the bundle (or the images) the
     delta was made against first, or load a full bundle. Nothing in the bundle is at fault."""
@@ -171,6 +214,7 @@ class BundleManifest:
     blobs: Mapping[str, int] = field(default_factory=dict)
     schema: str = SCHEMA
     delta: Delta | None = None
+    airgap: SelfCarry | None = None
 
     @property
     def omitted(self) -> Mapping[str, int]:
@@ -191,7 +235,8 @@ class BundleManifest:
             "images": [i.to_json() for i in self.images], "keys": dict(self.keys),
             "files": {n: {"digest": f.digest, "size": f.size} for n, f in self.files.items()},
             "blobs": dict(self.blobs), "blobCount": self.blob_count, "blobBytes": self.blob_bytes,
-        } | ({"delta": self.delta.to_json()} if self.delta is not None else {})
+        } | ({"delta": self.delta.to_json()} if self.delta is not None else {}) | (
+            {"airgap": self.airgap.to_json()} if self.airgap is not None else {})
 
     def to_bytes(self) -> bytes:
         """The canonical bytes; validated with :meth:`from_bytes` so a writer cannot emit what a reader refuses."""
@@ -215,7 +260,7 @@ class BundleManifest:
         doc = load_json(data, what, BundleError, integers_only=True)
         v = _Validator(what)
         d = v.mapping(doc, "", ("schema", "name", "version", "created", "images", "keys", "files", "blobs",
-                                "blobCount", "blobBytes"), optional=("delta",))
+                                "blobCount", "blobBytes"), optional=("delta", "airgap"))
         if d["schema"] != SCHEMA:
             raise v.err("schema", f"unsupported bundle schema {d['schema']!r} (expected {SCHEMA})")
         blobs: dict[str, int] = {}
@@ -254,12 +299,33 @@ class BundleManifest:
         dupes = sorted({r for r in refs if refs.count(r) > 1})
         if dupes:
             raise v.err("images", f"image {dupes[0]!r} is listed twice")
+        airgap = _self_carry(v, d["airgap"], refs) if "airgap" in d else None
         manifest = cls(name=v.str_(d["name"], "name"), version=v.str_(d["version"], "version"),
                        created=v.int_(d["created"], "created"), images=images, keys=keys, files=files,
-                       blobs=blobs, delta=delta)
+                       blobs=blobs, delta=delta, airgap=airgap)
         if canonical_json(manifest.to_json()) != data:
             raise BundleError(f"{what}: not in canonical form (sorted keys, no whitespace, UTF-8)")
         return manifest
+
+
+def _self_carry(v: _Validator, obj: Any, refs: list[str]) -> SelfCarry:
+    m = v.mapping(obj, "airgap", (), optional=("image", "cli"))
+    if not m:
+        raise v.err("airgap", "expected image, cli or both")
+    image = None
+    if "image" in m:
+        image = v.str_(m["image"], "airgap.image")
+        if image not in refs:
+            raise v.err("airgap.image", f"{image!r} is not one of the bundle's images")
+    cli = None
+    if "cli" in m:
+        c = v.mapping(m["cli"], "airgap.cli", ("name", "digest", "size", "version", "python", "platform"))
+        for key, pattern in (("name", _CLI_NAME), ("python", _CLI_PYTHON), ("platform", _CLI_PLATFORM)):
+            if not pattern.match(v.str_(c[key], f"airgap.cli.{key}")):
+                raise v.err(f"airgap.cli.{key}", f"malformed {c[key]!r}")
+        cli = CliPin(c["name"], v.digest(c["digest"], "airgap.cli.digest"), v.int_(c["size"], "airgap.cli.size"),
+                     v.str_(c["version"], "airgap.cli.version"), c["python"], c["platform"])
+    return SelfCarry(image, cli)
 
 
 def _delta(v: _Validator, obj: Any, blobs: Mapping[str, int]) -> Delta:

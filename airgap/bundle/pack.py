@@ -10,6 +10,10 @@ Verification and download overlap only when the output is a temp file (renamed o
 a failed verification stops the download and deletes the temp file, so no bundle of unverified images is ever
 left at the target. On stdout nothing is written before every image passed. Every downloaded byte is hashed
 against its digest before it can reach the bundle.
+
+With a pending CLI archive (``pack --with-cli``, :mod:`~airgap.bundle.cli_archive`), its digest is pinned in the
+bundle manifest and it is renamed into place (``OUT.airgap.pyz``, signed with the bundle key) only after the
+bundle itself was committed; any failure removes it.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ from airgap.oci.manifest import Manifest
 from airgap.progress import Progress
 
 if TYPE_CHECKING:
+    from airgap.bundle.cli_archive import PendingArchive
     from airgap.bundle.delta import DeltaBase
-    from airgap.bundle.manifest import BundleManifest, Delta, ImageEntry
+    from airgap.bundle.manifest import BundleManifest, Delta, ImageEntry, SelfCarry
     from airgap.bundle.spec import BundleSpec
     from airgap.keys.private import Signer
     from airgap.oci.registry import RegistryClient
@@ -64,6 +69,8 @@ class PackSummary:
     parts_manifest: str | None = None  # with split_size: OUT.parts.json
     delta: dict[str, Any] | None = None  # with a delta base: kind, base, omitted blobs and bytes
     parts: list[dict[str, Any]] | None = None  # with split_size: name, size, sha256 of each part
+    airgap_image: str | None = None  # the spec's airgap.image, as the bundle manifest names it
+    cli: dict[str, Any] | None = None  # with a CLI archive: path, digest, size, version, python, platform, files
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,15 +171,26 @@ def image_entry(image: Collected) -> ImageEntry:
 
 
 def build_manifest(spec: BundleSpec, images: list[Collected], files: dict[str, bytes],
-                   order: Order, key_manifest: dict[str, Any], delta: Delta | None = None) -> BundleManifest:
+                   order: Order, key_manifest: dict[str, Any], delta: Delta | None = None,
+                   airgap: SelfCarry | None = None) -> BundleManifest:
     from airgap.bundle.manifest import BundleManifest, FileEntry
 
     return BundleManifest(
         name=spec.name, version=spec.version, created=spec.created,
         images=tuple(image_entry(i) for i in images), keys=key_manifest,
         files={n: FileEntry.of(d) for n, d in files.items()},
-        blobs={d: s for d, s, _ in order}, delta=delta,
+        blobs={d: s for d, s, _ in order}, delta=delta, airgap=airgap,
     )
+
+
+def self_carry(spec: BundleSpec, cli: PendingArchive | None) -> SelfCarry | None:
+    """What the manifest says about airgap itself: its image (the spec's ``airgap.image``) and the CLI beside."""
+    from airgap.bundle.manifest import SelfCarry
+
+    if spec.airgap_image is None and cli is None:
+        return None
+    return SelfCarry(str(refs.parse(spec.airgap_image)) if spec.airgap_image is not None else None,
+                     cli.pin if cli is not None else None)
 
 
 def _stop_on_failure(verdict: Future[None], stop: threading.Event) -> None:
@@ -182,13 +200,28 @@ def _stop_on_failure(verdict: Future[None], stop: threading.Event) -> None:
 
 def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer | None = None, jobs: int = 4,
          cache_dir: str | None = None, verify: bool = True, progress: bool | None = None,
-         split_size: int | None = None, delta: DeltaBase | None = None) -> PackSummary:
+         split_size: int | None = None, delta: DeltaBase | None = None,
+         cli: PendingArchive | None = None) -> PackSummary:
     """Pack ``spec`` into ``output`` (a path, or ``-`` for stdout); see the module docstring.
 
     ``split_size``: write the bundle as parts of that many bytes (``OUT.part-0001`` ...) and the parts manifest
     ``OUT.parts.json`` (signed with ``key`` too), see :mod:`airgap.bundle.parts`; the parts are the same bytes.
     ``delta``: leave out the image blobs the site holds (a delta bundle, see :mod:`airgap.bundle.delta`); they
-    are neither downloaded nor written, and the manifest pins them as omitted."""
+    are neither downloaded nor written, and the manifest pins them as omitted.
+    ``cli``: the CLI archive written for this bundle (pinned in its manifest, committed after it, signed with
+    ``key``); removed if the pack fails."""
+    try:
+        return _pack(spec, output, client=client, key=key, jobs=jobs, cache_dir=cache_dir, verify=verify,
+                     progress=progress, split_size=split_size, delta=delta, cli=cli)
+    except BaseException:
+        if cli is not None:
+            cli.abort()
+        raise
+
+
+def _pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer | None, jobs: int,
+          cache_dir: str | None, verify: bool, progress: bool | None, split_size: int | None,
+          delta: DeltaBase | None, cli: PendingArchive | None) -> PackSummary:
     from airgap.bundle.parts import PartFiles
 
     started = time.monotonic()
@@ -231,7 +264,8 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
     for image in images:
         for digest, src in image.blob_sources.items():
             sources.setdefault(digest, src)
-    manifest = build_manifest(spec, images, files, order, spec.key_manifest(), delta_entry)
+    airgap = self_carry(spec, cli)
+    manifest = build_manifest(spec, images, files, order, spec.key_manifest(), delta_entry, airgap)
     manifest_bytes = manifest.to_bytes()
     signature = None
     signed_by = None
@@ -277,6 +311,7 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
 
                 parts_sig = sign_detached(key, parts_manifest.to_bytes())
             parts_written = parts.commit(parts_manifest, parts_sig)
+        cli_written = cli.commit(key) if cli is not None else []
     except BaseException as exc:
         stop.set()
         if target is not None:
@@ -303,4 +338,6 @@ def pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer |
         if parts_manifest is not None else None,
         delta={"kind": delta_entry.kind, "base": delta_entry.base, "omitted_blobs": len(delta_entry.omitted),
                "omitted_bytes": delta_entry.omitted_bytes} if delta_entry is not None else None,
+        airgap_image=airgap.image if airgap is not None else None,
+        cli={"path": cli_written[0], **cli.pin.to_json(), "files": cli_written} if cli is not None else None,
     )

@@ -18,11 +18,17 @@
         authorities: [{key: {name: release}, ctlog: {disabled: true}}]
     policyFiles: [policies/cip.yaml]     # ClusterImagePolicy documents as they are
     noMatchPolicy: deny                  # and allow, approvedRegistries, mode: AirgapPolicy settings
+    airgap:                              # airgap's own image (the webhook's), packed like any image
+      image: registry.example.com/tools/airgap:0.1.0     # or {ref: ..., platforms: [...]}, as in images[]
 
 Errors name the file, the line and the field: ``bundles/demo.yaml:12: images[1].platforms: expected a list
 of os/arch[/variant]``. The policy is checked with the same parser the verifier uses, so a spec that loads
 produces a ``trust/policy.yaml`` that verifies. ``key.secretRef`` naming one of ``keys[]`` is rewritten to
 ``key.name`` (inside a bundle keys live in the key manifest, not in secrets).
+
+``airgap.image`` is one more image (every platform, its signatures; the policy applies to it as to any image):
+listing it there rather than in ``images`` makes the signed bundle manifest say it is airgap's own, so that after
+``load`` the webhook's manifests default to it (:mod:`airgap.bundle.selfcarry`).
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 _KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PLATFORM = re.compile(r"^[a-z0-9._-]+/[a-z0-9._-]+(?:/[A-Za-z0-9._-]+)?$")
 _TOP = ("apiVersion", "kind", "metadata", "created", "images", "keys", "trustedRoots", "policies", "policyFiles",
-        "noMatchPolicy", "allow", "approvedRegistries", "mode")
+        "noMatchPolicy", "allow", "approvedRegistries", "mode", "airgap")
 _CIP_SPEC = ("images", "authorities", "policy", "mode", "match", "dockerReference")
 CIP_API_VERSION = "policy.sigstore.dev/v1beta1"
 
@@ -76,6 +82,7 @@ class BundleSpec:
     trusted_roots: tuple[str, ...] = ()  # "public-good" or absolute paths of trusted_root.json files
     policy_docs: tuple[Mapping[str, Any], ...] = ()  # ClusterImagePolicy docs, then the AirgapPolicy doc
     key_policies: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # key name -> policies using it
+    airgap_image: str | None = None  # airgap.image's ref as written (also the last of ``images``)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> BundleSpec:
@@ -179,7 +186,8 @@ class _Parser:
             line, problem = describe(exc)
             invalid = "" if isinstance(exc, StrictYAMLError) else "invalid YAML: "
             raise ConfigError(f"{self.where}:{line or 1}: {invalid}{problem}") from None
-        d = self.mapping(doc, "", _TOP, ("apiVersion", "kind", "metadata", "images"))
+        carried = isinstance(doc, dict) and doc.get("airgap") is not None  # airgap.image alone is a bundle too
+        d = self.mapping(doc, "", _TOP, ("apiVersion", "kind", "metadata") + (() if carried else ("images",)))
         if d["apiVersion"] != API_VERSION:
             raise self.err("apiVersion", f"expected {API_VERSION}, got {d['apiVersion']!r}")
         if d["kind"] != "Bundle":
@@ -194,10 +202,11 @@ class _Parser:
         keys = self.keys(d.get("keys") or [])
         spec_keys = {k.name: k for k in keys}
         docs, key_policies = self.policies(d, spec_keys)
+        images, airgap_image = self.images([] if d.get("images") is None else d["images"], d.get("airgap"))
         return BundleSpec(
             path=self.where, name=name, version=version, created=self.created(d.get("created")),
-            images=self.images(d["images"]), keys=keys, trusted_roots=self.roots(d.get("trustedRoots") or []),
-            policy_docs=tuple(docs), key_policies=key_policies,
+            images=images, keys=keys, trusted_roots=self.roots(d.get("trustedRoots") or []),
+            policy_docs=tuple(docs), key_policies=key_policies, airgap_image=airgap_image,
         )
 
     # ---- typed accessors ------------------------------------------------------------------------
@@ -253,40 +262,50 @@ class _Parser:
             raise self.err("created", "times before 1970 are not supported")
         return epoch_value
 
-    def images(self, value: Any) -> tuple[ImageSpec, ...]:
-        from airgap.refs import parse
-
+    def images(self, value: Any, airgap: Any) -> tuple[tuple[ImageSpec, ...], str | None]:
+        """``images`` and, last, ``airgap.image`` (with its ref as written); each image once. ``images`` may be
+        empty when ``airgap.image`` is given (a bundle that carries airgap alone)."""
         out: list[ImageSpec] = []
         seen: dict[str, str] = {}
         for i, item in enumerate(self.list_(value, "images")):
-            path = f"images[{i}]"
-            platforms: tuple[str, ...] | None = None
-            if isinstance(item, str):
-                ref = item
-            else:
-                m = self.mapping(item, path, ("ref", "platforms"), ("ref",))
-                ref = self.string(m["ref"], f"{path}.ref")
-                path = f"{path}.ref"
-                if m.get("platforms") is not None:
-                    plats = m["platforms"]
-                    ppath = f"images[{i}].platforms"
-                    if not isinstance(plats, list) or not plats or not all(
-                            isinstance(p, str) and _PLATFORM.match(p) for p in plats):
-                        raise self.err(ppath, "expected a list of os/arch[/variant]")
-                    if len(set(plats)) != len(plats):
-                        raise self.err(ppath, "lists a platform twice")
-                    platforms = tuple(plats)
-            try:
-                norm = str(parse(ref))
-            except ConfigError as exc:
-                raise self.err(path, exc.message) from None
-            if norm in seen:
-                raise self.err(path, f"{ref!r} is listed twice (also {seen[norm]})")
-            seen[norm] = f"images[{i}]"
-            out.append(ImageSpec(ref, platforms))
-        if not out:
-            raise self.err("images", "required field missing")
-        return tuple(out)
+            out.append(self.image(item, f"images[{i}]", seen))
+        if airgap is None:
+            if not out:
+                raise self.err("images", "required field missing")
+            return tuple(out), None
+        m = self.mapping(airgap, "airgap", ("image",), ("image",))
+        own = self.image(m["image"], "airgap.image", seen)
+        return (*out, own), own.ref
+
+    def image(self, item: Any, where: str, seen: dict[str, str]) -> ImageSpec:
+        """One image: a ref, or ``{ref, platforms}``; ``seen`` (normalized ref -> where) refuses a second listing."""
+        from airgap.refs import parse
+
+        path = where
+        platforms: tuple[str, ...] | None = None
+        if isinstance(item, str):
+            ref = item
+        else:
+            m = self.mapping(item, path, ("ref", "platforms"), ("ref",))
+            ref = self.string(m["ref"], f"{path}.ref")
+            path = f"{path}.ref"
+            if m.get("platforms") is not None:
+                plats = m["platforms"]
+                ppath = f"{where}.platforms"
+                if not isinstance(plats, list) or not plats or not all(
+                        isinstance(p, str) and _PLATFORM.match(p) for p in plats):
+                    raise self.err(ppath, "expected a list of os/arch[/variant]")
+                if len(set(plats)) != len(plats):
+                    raise self.err(ppath, "lists a platform twice")
+                platforms = tuple(plats)
+        try:
+            norm = str(parse(ref))
+        except ConfigError as exc:
+            raise self.err(path, exc.message) from None
+        if norm in seen:
+            raise self.err(path, f"{ref!r} is listed twice (also {seen[norm]})")
+        seen[norm] = where
+        return ImageSpec(ref, platforms)
 
     def keys(self, value: Any) -> tuple[KeySpec, ...]:
         from airgap.keys.public import load_public_key

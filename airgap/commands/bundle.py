@@ -12,6 +12,7 @@ import click
 from airgap.commands.common import echo, emit_json, make_options, registry_options, timeout_option
 
 if TYPE_CHECKING:
+    from airgap.bundle.manifest import CliPin
     from airgap.bundle.source import PartSet
     from airgap.keys.public import PublicKey
 
@@ -66,12 +67,22 @@ def _parts_line(parts: PartSet) -> str:
               help="Leave out the image blobs this older bundle carried (the site loaded it).")
 @click.option("--delta-key", "delta_key_refs", multiple=True, metavar="KEYREF",
               help="Public key the inventory (or the --since bundle) must be signed with.")
+@click.option("--with-cli", is_flag=True,
+              help="Also write OUT.airgap.pyz: airgap and its wheels as one file that runs with python3 offline "
+                   "(+ .sha256; signed with --key as .sig; pinned in the bundle manifest).")
+@click.option("--cli-wheels", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
+              help="With --with-cli: take the wheels from this wheelhouse, offline [pip download, cached].")
+@click.option("--cli-platform", default=None, metavar="TAG",
+              help="With --with-cli: the disconnected host's glibc level and arch [manylinux_2_28_x86_64].")
+@click.option("--cli-python", default=None, metavar="X.Y",
+              help="With --with-cli: the disconnected host's CPython version [3.11].")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary; no progress.")
 @registry_options
 @timeout_option("bulk_timeout")
 def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cache_dir: str | None,
          no_verify: bool, split_size: str | None, delta_inventory: str | None, since: str | None,
-         delta_key_refs: tuple[str, ...], as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
+         delta_key_refs: tuple[str, ...], with_cli: bool, cli_wheels: str | None, cli_platform: str | None,
+         cli_python: str | None, as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
     """Pack the images of SPEC, their signatures and the trust to verify them into one bundle file.
 
     Every image is verified against the spec's policy at its source first (all failures are reported
@@ -94,6 +105,14 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
         raise click.UsageError("--delta and --since are two bases for a delta: give one")
     if delta_key_refs and not (delta_inventory or since):
         raise click.UsageError("--delta-key checks the --delta inventory or the --since bundle: give one")
+    if (cli_wheels or cli_platform or cli_python) and not with_cli:
+        raise click.UsageError("--cli-wheels, --cli-platform and --cli-python shape the --with-cli archive: "
+                               "add --with-cli")
+    if with_cli:
+        from airgap.fileio import is_special
+
+        if output == "-" or is_special(Path(output)):
+            raise click.UsageError("--with-cli writes OUT.airgap.pyz beside the bundle: give -o a file path")
     base = None
     if delta_inventory:
         from airgap.site.inventory import read_inventory
@@ -111,8 +130,15 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
         signer = load_signer(key_ref)
     options = make_options(insecure, ca_file, jobs)
     client = RegistryClient(options, locations=BlobLocations.default())
+    cli = None
+    if with_cli:  # before any image is fetched: a wheel pip cannot find fails the pack at once
+        from airgap.bundle.cli_archive import Target, prepare
+
+        cli = prepare(output, Target.parse(cli_python, cli_platform), spec.created,
+                      wheelhouse=Path(cli_wheels) if cli_wheels else None)
     summary = do_pack(spec, output, client=client, key=signer, jobs=options.limits.concurrency, cache_dir=cache_dir,
-                      verify=not no_verify, progress=False if as_json else None, split_size=size, delta=base)
+                      verify=not no_verify, progress=False if as_json else None, split_size=size, delta=base,
+                      cli=cli)
     if client.locations is not None:
         client.locations.save()
     to_stderr = output == "-"
@@ -130,6 +156,12 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
     if summary.parts is not None:
         echo(f"split into {len(summary.parts)} part(s): {summary.parts[0]['name']} ... "
              f"{summary.parts[-1]['name']}; parts manifest {summary.parts_manifest}", err=to_stderr)
+    if summary.airgap_image is not None:
+        echo(f"airgap image: {summary.airgap_image}", err=to_stderr)
+    if summary.cli is not None:
+        echo(f"airgap CLI: {summary.cli['path']} ({human_bytes(summary.cli['size'])}, {summary.cli['digest']}, "
+             f"CPython {summary.cli['python']} {summary.cli['platform']}; "
+             f"{'signed' if summary.signed_by else 'unsigned'}, pinned in the bundle manifest)", err=to_stderr)
     echo(f"bundle digest: {summary.bundle_digest}" + (f" (signed by {summary.signed_by})"
                                                             if summary.signed_by else " (unsigned)"), err=to_stderr)
 
@@ -219,6 +251,8 @@ def load(bundle: tuple[str, ...], target: str, mode: str, rules: tuple[str, ...]
         echo(f"  {image['upstream']} -> {', '.join(image['local'])}")
     echo(f"translation map: {summary.map_ref}" + (f", {map_out}" if map_out else "")
          + (f"; trust directory: {trust_out}" if trust_out else ""))
+    if summary.airgap_image is not None:
+        echo(f"airgap image: {summary.airgap_image}")
     if source.parts is not None:
         echo(_parts_line(source.parts))
 
@@ -259,10 +293,12 @@ def verify_bundle(bundle: tuple[str, ...], key_refs: tuple[str, ...], bundle_dig
     with open_source(bundle, key=keys, bundle_digest=bundle_digest) as source:
         outcome = do_verify(source.stream, key=keys, bundle_digest=bundle_digest,
                             allow_unsigned=allow_unsigned_bundle)
+    cli = _check_cli(bundle, outcome.airgap.cli if outcome.airgap is not None else None)
     if as_json:
         emit_json({"bundle_digest": outcome.bundle_digest, "signed_by": outcome.signed_by, "name": outcome.name,
                    "version": outcome.version, "ok": outcome.ok, "images": [r.evidence for r in outcome.results],
-                   "parts": source.parts.describe() if source.parts else None, "delta": outcome.delta})
+                   "parts": source.parts.describe() if source.parts else None, "delta": outcome.delta,
+                   "airgap_image": outcome.airgap.image if outcome.airgap is not None else None, "cli": cli})
     else:
         how = f"signed by {outcome.signed_by}" if outcome.signed_by else "pinned or explicitly allowed unsigned"
         echo(f"bundle {outcome.name} {outcome.version} {outcome.bundle_digest}: every entry verified ({how})")
@@ -277,6 +313,9 @@ def verify_bundle(bundle: tuple[str, ...], key_refs: tuple[str, ...], bundle_dig
                  "(load checks the site holds them):")
             for u in unchecked:
                 echo(f"  {u['digest']}  {human_bytes(u['size'])}  {', '.join(u['images'])}")
+        if cli is not None:
+            echo(f"airgap CLI {cli['path']}: " + ("sha256 matches the bundle manifest" if cli["status"] == "ok" else
+                                                  "not beside the bundle, not checked"))
         for result in outcome.results:
             echo(_render(result))
     if not outcome.ok:
@@ -284,6 +323,17 @@ def verify_bundle(bundle: tuple[str, ...], key_refs: tuple[str, ...], bundle_dig
         if not as_json:
             echo(f"error: {failed} of {len(outcome.results)} image(s) failed verification", err=True)
         sys.exit(1)
+
+
+def _check_cli(bundle: tuple[str, ...], pin: CliPin | None) -> dict[str, Any] | None:
+    """The CLI archive the bundle pins, checked where the bundle was read from (its directory, or the parts')."""
+    if pin is None or bundle == ("-",):
+        return None
+    from airgap.bundle.cli_archive import check_beside
+
+    first = Path(bundle[0])
+    directory = first if first.is_dir() else first.parent
+    return {"path": str(directory / pin.name), "digest": pin.digest, "status": check_beside(directory, pin)}
 
 
 @click.command("export")

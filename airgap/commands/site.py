@@ -65,6 +65,8 @@ def show(name: str, site_dir: str, as_json: bool) -> None:
     trust = Trust.load(Path(site_dir) / bundle.trust_dir)
     echo(f"{bundle.name} {bundle.version}\n  digest  {bundle.digest}\n  signer  {bundle.signer or 'none'}\n"
          f"  loaded  {bundle.loaded_at} into {bundle.registry}\n  trust   {bundle.trust_dir}")
+    if bundle.airgap_image is not None:
+        echo(f"  airgap  {bundle.airgap_image} (airgap's own image: `webhook manifests --trust {site_dir}` runs it)")
     for key in trust.key_manifest()["keys"]:
         echo(f"  key     {key['name']} {key['id']} {key['algorithm']}")
     for policy in trust.policy.policies if trust.policy is not None else ():

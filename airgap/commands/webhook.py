@@ -103,7 +103,8 @@ def certs(service: str, namespace: str, out: str, days: int) -> None:
 
 
 @webhook.command()
-@click.option("--image", required=True, help="The airgap container image to run (from the local registry).")
+@click.option("--image", default=None, help="The airgap container image to run (from the local registry) "
+              "[the one `airgap load` recorded in --trust].")
 @click.option("--trust", "trust_dir", required=True, type=click.Path(file_okay=False, exists=True),
               help="Trust directory to ship as a ConfigMap.")
 @click.option("--certs", "certs_dir", required=True, type=click.Path(file_okay=False, exists=True),
@@ -116,11 +117,12 @@ def certs(service: str, namespace: str, out: str, days: int) -> None:
 @click.option("--replicas", type=click.IntRange(1, 20), default=2, show_default=True)
 @registry_alias_option
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="Write here [stdout].")
-def manifests(image: str, trust_dir: str, certs_dir: str, name: str, namespace: str, mode: str,
+def manifests(image: str | None, trust_dir: str, certs_dir: str, name: str, namespace: str, mode: str,
               timeout_seconds: int, replicas: int, aliases: tuple[str, ...], out: str | None) -> None:
     """Print Namespace, ConfigMap, Secret, Deployment, Service, PDB and ValidatingWebhookConfiguration."""
-    from airgap.admission.manifests import Settings, render_yaml
+    from airgap.admission.manifests import Settings, default_image, render_yaml
 
+    image = image or default_image(Path(trust_dir))
     text = render_yaml(Settings(image=image, trust_dir=Path(trust_dir), certs_dir=Path(certs_dir), name=name,
                                 namespace=namespace, mode=mode, timeout_seconds=timeout_seconds, replicas=replicas,
                                 aliases=aliases))

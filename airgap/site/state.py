@@ -132,7 +132,8 @@ def record_load(site: Path, summary: LoadSummary, *, client: RegistryClient | No
         name=summary.name, version=summary.version, digest=summary.bundle_digest, signer=summary.signed_by,
         loaded_at=loaded_at or _now(), registry=summary.registry, trust_dir=trust_dir,
         files=file_digests(site / trust_dir),
-        images=tuple(SiteImage(i["upstream"], i["digest"], tuple(i["local"])) for i in summary.images))
+        images=tuple(SiteImage(i["upstream"], i["digest"], tuple(i["local"])) for i in summary.images),
+        airgap_image=summary.airgap_image)
     new_state = state.with_bundle(bundle)
     write_atomic(site / SITE_FILE, new_state.to_bytes(), mode=0o644)  # the commit point
     _sweep(site, new_state)

@@ -6,8 +6,8 @@ A site receives bundles from many signers for years. ``airgap load --site DIR`` 
 (with ``DIR/keys/`` and ``DIR/trusted_root.json`` for the keys and roots it names)::
 
     site.json                         the state: every loaded bundle (name, version, bundle digest, signer key
-                                      id, when, its images upstream -> local -> digest, and the digest of each
-                                      of its trust files)
+                                      id, when, its images upstream -> local -> digest, the digest of each of
+                                      its trust files, and airgap's own image as loaded when it carried it)
     bundles/<name>-<digest12>/        that bundle's trust directory (keys/, keys.json, trusted_root.json,
                                       policy.yaml, map.json)
     policy.yaml, keys/, trusted_root.json    optional: the site-wide policy and what it names
@@ -41,6 +41,7 @@ BUNDLES_DIR = "bundles"
 _NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,256}$")  # a bundle name as its spec wrote it
 _REL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+_PINNED = re.compile(r"^[^\x00-\x20\x7f@]{1,512}@sha256:[a-f0-9]{64}$")  # a digest-pinned image ref
 
 
 def trust_dir_name(name: str, digest: str) -> str:
@@ -89,11 +90,15 @@ class SiteBundle:
     trust_dir: str  # relative to the site: bundles/<name>-<digest12>
     files: dict[str, str] = field(default_factory=dict)  # trust_dir-relative path -> sha256 (pinned)
     images: tuple[SiteImage, ...] = ()
+    # The bundle carried airgap's own image: where it was loaded, pinned (HOST/REPO@sha256:...); the webhook's
+    # manifests default to it (airgap.bundle.selfcarry).
+    airgap_image: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "digest": self.digest, "signer": self.signer,
                 "loadedAt": self.loaded_at, "registry": self.registry, "trustDir": self.trust_dir,
-                "files": dict(sorted(self.files.items())), "images": [i.to_json() for i in self.images]}
+                "files": dict(sorted(self.files.items())), "images": [i.to_json() for i in self.images]} | (
+            {"airgapImage": self.airgap_image} if self.airgap_image is not None else {})
 
 
 @dataclass
@@ -170,8 +175,12 @@ def _str(doc: dict[str, Any], key: str, where: str, pattern: re.Pattern[str] | N
 
 
 def _bundle(raw: Any, where: str) -> SiteBundle:
-    if not isinstance(raw, dict) or set(raw) != _BUNDLE_FIELDS:
-        raise ConfigError(f"{where}: expected exactly the fields {', '.join(sorted(_BUNDLE_FIELDS))}")
+    if not isinstance(raw, dict) or set(raw) - {"airgapImage"} != _BUNDLE_FIELDS:
+        raise ConfigError(f"{where}: expected exactly the fields {', '.join(sorted(_BUNDLE_FIELDS))} "
+                          "(and optionally airgapImage)")
+    airgap_image = None
+    if "airgapImage" in raw:
+        airgap_image = _str(raw, "airgapImage", where, _PINNED)
     signer = raw["signer"]
     if signer is not None and (not isinstance(signer, str) or not _DIGEST.match(signer)):
         raise ConfigError(f"{where}.signer: expected a key id or null")
@@ -197,4 +206,4 @@ def _bundle(raw: Any, where: str) -> SiteBundle:
     return SiteBundle(name=_str(raw, "name", where, _NAME), version=_str(raw, "version", where),
                       digest=_str(raw, "digest", where, _DIGEST), signer=signer,
                       loaded_at=_str(raw, "loadedAt", where), registry=_str(raw, "registry", where),
-                      trust_dir=trust_dir, files=dict(files), images=tuple(parsed))
+                      trust_dir=trust_dir, files=dict(files), images=tuple(parsed), airgap_image=airgap_image)

@@ -98,3 +98,26 @@ def test_manifests_refuse_missing_inputs(tmp_path: Path, trust: Path) -> None:
     (trust / "policy.yaml").unlink()
     with pytest.raises(ConfigError, match="no policy.yaml"):
         render(Settings(image="x", trust_dir=trust, certs_dir=tmp_path / "certs"))
+
+
+def test_manifests_default_to_the_airgap_image_load_recorded(tmp_path: Path, trust: Path) -> None:
+    from airgap.bundle.selfcarry import TRUST_FILE, trust_record
+
+    make_certs("airgap-webhook", "airgap-system", tmp_path / "certs")
+    args = ["webhook", "manifests", "--trust", str(trust), "--certs", str(tmp_path / "certs")]
+
+    def image(*extra: str) -> str:
+        out = CliRunner().invoke(cli, [*args, *extra], catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+        deployment = next(d for d in yaml.safe_load_all(out.stdout) if d["kind"] == "Deployment")
+        return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    out = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert out.exit_code == 2 and "no --image given, and" in out.stderr and "records no airgap image" in out.stderr
+    pinned = "127.0.0.1:31999/tools/airgap@sha256:" + "a" * 64
+    (trust / TRUST_FILE).write_bytes(trust_record("registry.example.com/tools/airgap:0.1.0", pinned, "kit", "1"))
+    assert image() == pinned
+    assert image("--image", "elsewhere/airgap:1") == "elsewhere/airgap:1"  # an explicit --image wins
+    (trust / TRUST_FILE).write_text("{}")
+    out = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert out.exit_code == 2 and f"{TRUST_FILE}: not an airgap image record" in out.stderr

@@ -178,3 +178,54 @@ def test_a_delta_never_leaves_out_a_manifest_or_signature(carried: str) -> None:
     doc["blobBytes"] = sum(doc["blobs"].values())
     with pytest.raises(BundleError, match="omitted by the delta: manifests and signatures are always carried"):
         BundleManifest.from_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+
+
+def self_sample() -> BundleManifest:
+    """The sample as a bundle that carries airgap: its image is airgap's own, and a CLI archive is pinned."""
+    from dataclasses import replace
+
+    from airgap.bundle.manifest import CliPin, SelfCarry
+
+    return replace(sample(), airgap=SelfCarry("quay.io/keycloak/keycloak:21.1.2",
+                                              CliPin("demo.tar.airgap.pyz", sha(b"pyz"), 3, "0.1.0", "3.11",
+                                                     "manylinux_2_28_x86_64")))
+
+
+def test_a_bundle_that_carries_airgap_round_trips() -> None:
+    from dataclasses import replace
+
+    from airgap.bundle.manifest import SelfCarry
+
+    m = self_sample()
+    data = m.to_bytes()
+    assert BundleManifest.from_bytes(data) == m
+    assert json.loads(data)["airgap"] == {
+        "image": "quay.io/keycloak/keycloak:21.1.2",
+        "cli": {"name": "demo.tar.airgap.pyz", "digest": sha(b"pyz"), "size": 3, "version": "0.1.0",
+                "python": "3.11", "platform": "manylinux_2_28_x86_64"}}
+    assert m.airgap is not None
+    for only in (SelfCarry(image="quay.io/keycloak/keycloak:21.1.2"), SelfCarry(cli=m.airgap.cli)):
+        one = replace(m, airgap=only)
+        assert BundleManifest.from_bytes(one.to_bytes()) == one
+    assert "airgap" not in json.loads(sample().to_bytes())  # other bundles' bytes (and digests) are unchanged
+    assert m.digest != sample().digest  # the signature over the manifest covers what it says of airgap
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.update(airgap={}), "airgap: expected image, cli or both"),
+    (lambda d: d.update(airgap=[]), "airgap: expected an object"),
+    (lambda d: d["airgap"].update(image="quay.io/other:1"), "airgap.image: 'quay.io/other:1' is not one of the"),
+    (lambda d: d["airgap"].update(extra=1), "airgap.extra: unknown field"),
+    (lambda d: d["airgap"]["cli"].update(name="../x.airgap.pyz"), "airgap.cli.name: malformed"),
+    (lambda d: d["airgap"]["cli"].update(name="x.pyz"), "airgap.cli.name: malformed"),
+    (lambda d: d["airgap"]["cli"].update(digest="sha256:1"), "airgap.cli.digest: expected a sha256 digest"),
+    (lambda d: d["airgap"]["cli"].update(size=-1), "airgap.cli.size: expected a non-negative integer"),
+    (lambda d: d["airgap"]["cli"].update(python="3"), "airgap.cli.python: malformed"),
+    (lambda d: d["airgap"]["cli"].update(platform="win_amd64"), "airgap.cli.platform: malformed"),
+    (lambda d: d["airgap"]["cli"].pop("version"), "airgap.cli.version: required field missing"),
+])
+def test_what_a_bundle_says_of_airgap_is_strict(change: Mut, message: str) -> None:
+    doc = json.loads(self_sample().to_bytes())
+    change(doc)
+    with pytest.raises(BundleError, match=message):
+        BundleManifest.from_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())

@@ -137,3 +137,49 @@ def test_policy_file_must_hold_cips(spec_dir: Path) -> None:
 def test_bad_source_date_epoch(spec_dir: Path) -> None:
     with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH"):
         load(spec_dir, EXAMPLE, {"SOURCE_DATE_EPOCH": "yesterday"})
+
+
+# ---- airgap.image: airgap's own image ------------------------------------------------------------------------
+
+def test_airgap_image_is_one_more_image(spec_dir: Path) -> None:
+    s = load(spec_dir, EXAMPLE + "airgap:\n  image: 127.0.0.1:5000/tools/airgap:0.1.0\n")
+    assert s.airgap_image == "127.0.0.1:5000/tools/airgap:0.1.0"
+    assert [(i.ref, i.platforms) for i in s.images][-1] == ("127.0.0.1:5000/tools/airgap:0.1.0", None)
+    assert len(s.images) == 3
+    s = load(spec_dir, EXAMPLE + "airgap: {image: {ref: 127.0.0.1:5000/tools/airgap:0.1.0, "
+                                 "platforms: [linux/arm64]}}\n")
+    assert (s.images[-1].platforms, s.airgap_image) == (("linux/arm64",), "127.0.0.1:5000/tools/airgap:0.1.0")
+    assert load(spec_dir, EXAMPLE).airgap_image is None
+    alone = load(spec_dir, EXAMPLE.replace("images:\n  - 127.0.0.1:5000/team/app0:1.0          # shorthand\n"
+                                           "  - ref: quay.io/keycloak/keycloak:21.1.2\n    platforms: [linux/amd64]\n",
+                                           "images: []\n") + "airgap: {image: 127.0.0.1:5000/tools/airgap:0.1.0}\n")
+    assert [i.ref for i in alone.images] == ["127.0.0.1:5000/tools/airgap:0.1.0"]  # a bundle of airgap alone
+    with pytest.raises(ConfigError, match=r"demo.yaml:4: images: required field missing"):
+        load(spec_dir, EXAMPLE.replace("images:\n  - 127.0.0.1:5000/team/app0:1.0          # shorthand\n"
+                                       "  - ref: quay.io/keycloak/keycloak:21.1.2\n    platforms: [linux/amd64]\n",
+                                       "images: []\n"))
+
+
+AIRGAP_ERRORS = [
+    ("airgap: registry.example.com/airgap:1\n", r"demo.yaml:16: airgap: expected a mapping, got str"),
+    ("airgap: {}\n", r"demo.yaml:16: airgap.image: required field missing"),
+    ("airgap:\n  image: x:1\n  cli: true\n", r"demo.yaml:18: airgap.cli: unknown field"),
+    ("airgap:\n  image: Tools/Airgap:1\n", r"demo.yaml:17: airgap.image: invalid image reference"),
+    ("airgap:\n  image: {ref: x:1, platforms: amd64}\n", r"demo.yaml:17: airgap.image.platforms: expected a list"),
+    ("airgap:\n  image: 127.0.0.1:5000/team/app0:1.0\n",
+     r"demo.yaml:17: airgap.image: .* listed twice \(also images\[0\]\)"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), AIRGAP_ERRORS, ids=[m for _e, m in AIRGAP_ERRORS])
+def test_airgap_errors_name_file_line_and_field(spec_dir: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load(spec_dir, EXAMPLE + extra)
+    assert "\n" not in str(info.value)
+
+
+def test_the_example_specs_load() -> None:
+    examples = sorted((Path(__file__).parents[3] / "bundles").glob("*.yaml"))
+    assert len(examples) >= 5
+    loaded = {p.name: BundleSpec.load(p, env={}) for p in examples}
+    assert loaded["site-kit.yaml"].airgap_image == "127.0.0.1:5000/tools/airgap:0.1.0"
