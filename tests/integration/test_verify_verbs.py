@@ -19,12 +19,18 @@ from support.fixtures_sigstore import push_keyless_signature
 from support.images import Image, Pusher
 from support.minisigstore import MiniSigstore, SigstoreFiles
 from support.registries import Registry
-from support.signing import KeyPair, keypair, sign_pushed  # noqa: F401  (fixture)
+from support.signing import KeyPair, sign_pushed, write_keypair
 from support.trustdirs import cip, key_authority, write_trust
 
 from airgap.cli import cli
 
 IDENTITY = ("signer@airgap.test", "https://oidc.airgap.test")
+
+
+@pytest.fixture
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., KeyPair]:
+    """``keys(name="k1")``: a fresh key pair on disk (unencrypted PKCS#8, its public PEM, a signer)."""
+    return lambda name="k1": write_keypair(tmp_path_factory.mktemp("keys"), name)
 
 
 def run(args: list[str], **env: str | None) -> Result:
@@ -43,9 +49,9 @@ def suffix(digest: str) -> str:
 
 @pytest.mark.parametrize("fmt", ["legacy", "bundle"])
 def test_annotations_must_all_be_signed(fmt: str, registry_factory: Callable[..., Registry],
-                                        make_image: Callable[..., Image], keypair: Callable[..., KeyPair]) -> None:
+                                        make_image: Callable[..., Image], keys: Callable[..., KeyPair]) -> None:
     reg = registry_factory(kind="referrers" if fmt == "bundle" else "distribution2")
-    key = keypair()
+    key = keys()
     image = make_image(reg, "ann/app", "1.0")
     sign_pushed(reg, image, key, annotations={"env": "prod", "team": "web"}, fmt=fmt)
     ref = f"{reg.host}/ann/app:1.0"
@@ -64,8 +70,8 @@ def test_annotations_must_all_be_signed(fmt: str, registry_factory: Callable[...
 
 
 def test_annotations_apply_to_every_signature_of_a_policy_and_follow_its_mode(
-        registry: Registry, make_image: Callable[..., Image], keypair: Callable[..., KeyPair], tmp_path: Path) -> None:
-    key = keypair("release")
+        registry: Registry, make_image: Callable[..., Image], keys: Callable[..., KeyPair], tmp_path: Path) -> None:
+    key = keys("release")
     image = make_image(registry, "ann/policy", "1.0")
     sign_pushed(registry, image, key)  # signed, without the annotation
     ref = f"{registry.host}/ann/policy:1.0"
@@ -83,8 +89,8 @@ def test_annotations_apply_to_every_signature_of_a_policy_and_follow_its_mode(
 # ---- sign --output-dir / --output-signature FILE, verify --signature-dir -------------------------------------
 
 def test_output_dir_then_verify_signature_dir_without_registry_signatures(
-        registry: Registry, make_image: Callable[..., Image], keypair: Callable[..., KeyPair], tmp_path: Path) -> None:
-    key, other = keypair("k1"), keypair("k2")
+        registry: Registry, make_image: Callable[..., Image], keys: Callable[..., KeyPair], tmp_path: Path) -> None:
+    key, other = keys("k1"), keys("k2")
     image = make_image(registry, "dir/app", "1.0", platforms=("linux/amd64", "linux/arm64"))
     out_dir = tmp_path / "sigs"
     signed = run(["sign", "--key", str(key.private_path), "--recursive", "--upload=false", "-a", "env=prod",
@@ -108,8 +114,8 @@ def test_output_dir_then_verify_signature_dir_without_registry_signatures(
 
 
 def test_signature_dir_with_bundles(referrers_registry: Registry, make_image: Callable[..., Image],
-                                    keypair: Callable[..., KeyPair], tmp_path: Path) -> None:
-    key = keypair()
+                                    keys: Callable[..., KeyPair], tmp_path: Path) -> None:
+    key = keys()
     make_image(referrers_registry, "dir/bundle", "1.0")
     ref = f"{referrers_registry.host}/dir/bundle:1.0"
     assert run(["sign", "--key", str(key.private_path), "--format", "bundle", "--upload=false", "-a", "k=v",
@@ -120,11 +126,11 @@ def test_signature_dir_with_bundles(referrers_registry: Registry, make_image: Ca
 
 
 def test_single_output_files_as_cosign(registry: Registry, make_image: Callable[..., Image],
-                                       keypair: Callable[..., KeyPair], tmp_path: Path) -> None:
+                                       keys: Callable[..., KeyPair], tmp_path: Path) -> None:
     from airgap.checks import cosign
     from airgap.keys.public import verify_signature
 
-    key = keypair()
+    key = keys()
     image = make_image(registry, "files/app", "1.0", platforms=("linux/amd64", "linux/arm64"))
     ref = f"{registry.host}/files/app:1.0"
     sig, payload, cert = tmp_path / "img.sig", tmp_path / "img.payload", tmp_path / "img.pem"
@@ -151,9 +157,9 @@ def test_single_output_files_as_cosign(registry: Registry, make_image: Callable[
 # ---- verify --local-image ----------------------------------------------------------------------------------
 
 def test_local_image_from_an_oci_layout(registry: Registry, make_image: Callable[..., Image],
-                                        keypair: Callable[..., KeyPair], tmp_path: Path,
+                                        keys: Callable[..., KeyPair], tmp_path: Path,
                                         network_guard: list[str]) -> None:
-    key, other = keypair("k1"), keypair("k2")
+    key, other = keys("k1"), keys("k2")
     image = make_image(registry, "local/app", "1.0", platforms=("linux/amd64", "linux/arm64"))
     sign_pushed(registry, image, key, recursive=True, annotations={"env": "prod"})
     layout = tmp_path / "layout"
@@ -176,8 +182,8 @@ def test_local_image_from_an_oci_layout(registry: Registry, make_image: Callable
     assert missing.exit_code == 1 and "is not a directory" in missing.stdout
 
 
-def test_local_image_usage_errors(keypair: Callable[..., KeyPair], tmp_path: Path) -> None:
-    key = keypair()
+def test_local_image_usage_errors(keys: Callable[..., KeyPair], tmp_path: Path) -> None:
+    key = keys()
     trust = write_trust(tmp_path / "trust", keys={"release": key.public_pem}, policy=cip("p", key_authority()))
     out = run(["verify", "--trust", str(trust), "--local-image", str(tmp_path)])
     assert out.exit_code == 2 and "--local-image with --trust" in out.stderr
@@ -216,9 +222,9 @@ def test_certificate_chain_is_the_only_anchor(registry: Registry, make_image: Ca
     assert out.exit_code == 2 and "--certificate-chain: not a PEM certificate chain" in out.stderr
 
 
-def test_certificate_chain_usage_errors(keypair: Callable[..., KeyPair], tmp_path: Path,
+def test_certificate_chain_usage_errors(keys: Callable[..., KeyPair], tmp_path: Path,
                                         mini_sigstore_files: SigstoreFiles) -> None:
-    key = keypair()
+    key = keys()
     chain = str(mini_sigstore_files.fulcio_chain)
     out = verify_key(key, "--certificate-chain", chain, "127.0.0.1:1/x:1")
     assert out.exit_code == 2 and "--certificate-chain is for keyless verification" in out.stderr
@@ -230,9 +236,9 @@ def test_certificate_chain_usage_errors(keypair: Callable[..., KeyPair], tmp_pat
 # ---- triangulate -------------------------------------------------------------------------------------------
 
 def test_triangulate(registry_factory: Callable[..., Registry], make_image: Callable[..., Image],
-                     keypair: Callable[..., KeyPair]) -> None:
+                     keys: Callable[..., KeyPair]) -> None:
     reg, refreg = registry_factory(), registry_factory(kind="referrers")
-    key = keypair()
+    key = keys()
     image = make_image(reg, "tri/app", "1.0")
     hexpart = image.digest.split(":")[1]
     for kind, ext in (("signature", "sig"), ("attestation", "att"), ("sbom", "sbom")):
@@ -261,10 +267,10 @@ def test_triangulate(registry_factory: Callable[..., Registry], make_image: Call
 # ---- cosign's names for registry flags and key commands -----------------------------------------------------
 
 def test_allow_insecure_registry_and_registry_cacert(tls_auth_registry: Registry, make_image: Callable[..., Image],
-                                                     keypair: Callable[..., KeyPair], tmp_path: Path,
+                                                     keys: Callable[..., KeyPair], tmp_path: Path,
                                                      monkeypatch: Any) -> None:
     reg = tls_auth_registry
-    key = keypair()
+    key = keys()
     make_image(reg, "tls/app", "1.0")
     config = tmp_path / "docker"
     config.mkdir()
