@@ -109,7 +109,8 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
 
     keyless = any((certificate_identity, certificate_identity_regexp, certificate_oidc_issuer,
                    certificate_oidc_issuer_regexp))
-    _check_usage(trust_dir, key_refs, keyless, certificate_chain, insecure_ignore_sct, local_image, signature_repos)
+    _check_usage(trust_dir, key_refs, keyless, certificate_chain, insecure_ignore_sct, local_image, signature_repos,
+                 signature_dir)
     if not trust_dir and not key_refs and not keyless:
         raise ConfigError("nothing to verify against: give --trust DIR, --key KEYREF or "
                           "--certificate-identity/--certificate-oidc-issuer")
@@ -161,23 +162,27 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
 
 
 def _check_usage(trust_dir: str | None, key_refs: tuple[str, ...], keyless: bool, certificate_chain: str | None,
-                 insecure_ignore_sct: bool, local_image: bool, signature_repos: tuple[str, ...]) -> None:
+                 insecure_ignore_sct: bool, local_image: bool, signature_repos: tuple[str, ...],
+                 signature_dir: str | None) -> None:
     """Flags that cannot go together: a usage error (exit 2) naming them."""
     from airgap.errors import ConfigError
 
     if key_refs and keyless:
         raise ConfigError("--key and --certificate-identity/--certificate-oidc-issuer exclude each other (as in "
-                         "cosign): give one")
+                          "cosign): give one")
     if (certificate_chain or insecure_ignore_sct) and not keyless:
         flag = "--certificate-chain" if certificate_chain else "--insecure-ignore-sct"
         raise ConfigError(f"{flag} is for keyless verification: give it with --certificate-identity and "
-                         "--certificate-oidc-issuer")
+                          "--certificate-oidc-issuer")
     if local_image and trust_dir and not (key_refs or keyless):
         raise ConfigError("--local-image with --trust: an image in a layout has no registry name for the trust's "
-                         "policies to select; verify it with --key or --certificate-identity")
+                          "policies to select; verify it with --key or --certificate-identity")
     if local_image and signature_repos:
         raise ConfigError("--local-image and --signature-repo exclude each other: the signatures are in the layout "
-                         "(or --signature-dir)")
+                          "(or --signature-dir)")
+    if signature_dir and signature_repos:
+        raise ConfigError("--signature-dir and --signature-repo exclude each other: the signatures come from the "
+                          "directory only")
 
 
 def _policy_warnings(trust: Any, policy: Any) -> list[str]:

@@ -189,6 +189,8 @@ def test_local_image_usage_errors(keys: Callable[..., KeyPair], tmp_path: Path) 
     assert out.exit_code == 2 and "--local-image with --trust" in out.stderr
     out = verify_key(key, "--local-image", "--signature-repo", "127.0.0.1:1/sigs", str(tmp_path))
     assert out.exit_code == 2 and "--local-image and --signature-repo exclude each other" in out.stderr
+    out = verify_key(key, "--signature-dir", str(tmp_path), "--signature-repo", "127.0.0.1:1/sigs", "127.0.0.1:1/a")
+    assert out.exit_code == 2 and "--signature-dir and --signature-repo exclude each other" in out.stderr
 
 
 # ---- verify --certificate-chain ------------------------------------------------------------------------------
