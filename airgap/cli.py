@@ -90,6 +90,7 @@ def copy(source: str, destination: str, jobs: int | None, as_json: bool, insecur
 _COMMAND_MODULES: tuple[str, ...] = (
     "verify",
     "sign",
+    "triangulate",
     "keys",
     "audit",
     "bundle",

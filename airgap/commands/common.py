@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -15,10 +15,15 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _REDIRECTS_KEY = "airgap.redirect_hosts"
+_INSECURE_ALL_KEY = "airgap.allow_insecure_registry"
 
 
 def _remember_redirect_hosts(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
     ctx.meta[_REDIRECTS_KEY] = value  # read by make_options, so commands need not pass it along
+
+
+def _remember_insecure_all(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    ctx.meta[_INSECURE_ALL_KEY] = value  # read by make_options (with the refs the command names)
 
 
 def registry_options(func: F) -> F:
@@ -28,8 +33,8 @@ def registry_options(func: F) -> F:
         help="Allow plain HTTP and unverified TLS for HOST[:PORT] (loopback hosts may use HTTP anyway).",
     )(func)
     func = click.option(
-        "--ca-file", type=click.Path(exists=True, dir_okay=False), default=None,
-        help="PEM bundle of CA certificates to trust for registry TLS.",
+        "--ca-file", "--registry-cacert", "ca_file", type=click.Path(exists=True, dir_okay=False), default=None,
+        help="PEM bundle of CA certificates to trust for registry TLS (--registry-cacert: cosign's name).",
     )(func)
     func = click.option(
         "--allow-redirect", multiple=True, metavar="HOST[:PORT]", expose_value=False,
@@ -38,6 +43,19 @@ def registry_options(func: F) -> F:
              "repeatable. Redirects to any other host, or from https to http, are refused.",
     )(func)
     return func
+
+
+def allow_insecure_registry_option(func: F) -> F:
+    """cosign's ``--allow-insecure-registry`` (a boolean, for every registry). airgap's ``--insecure-registry HOST``
+    names hosts; the boolean is mapped onto it for the registries named in the refs of the command (images,
+    signature repositories), and allows plain HTTP there as well as unverified TLS (cosign's flag only skips TLS
+    verification; plain HTTP is its ``--allow-http-registry``). Other hosts (a token service, a redirect) stay
+    verified. Commands that use it pass those refs to :func:`make_options`."""
+    return click.option(
+        "--allow-insecure-registry", is_flag=True, expose_value=False, callback=_remember_insecure_all,
+        help="cosign's flag: allow plain HTTP and unverified TLS for the registries named in this command's "
+             "refs (as --insecure-registry for each of them).",
+    )(func)
 
 
 def registry_alias_option(func: F) -> F:
@@ -89,9 +107,11 @@ def timeout_option(limit: str) -> Callable[[F], F]:
     return decorate
 
 
-def make_options(insecure: tuple[str, ...], ca_file: str | None, jobs: int | None = None) -> RegistryOptions:
+def make_options(insecure: tuple[str, ...], ca_file: str | None, jobs: int | None = None, *,
+                 named: tuple[str, ...] = ()) -> RegistryOptions:
     """RegistryOptions from the shared flags (``-j`` overrides the default concurrency; ``--allow-redirect``
-    comes from the running command's context)."""
+    and ``--allow-insecure-registry`` come from the running command's context). ``named``: the registry hosts
+    the command's refs name, insecure when ``--allow-insecure-registry`` was given."""
     from dataclasses import replace
 
     from airgap.config import Limits, RegistryOptions
@@ -100,7 +120,41 @@ def make_options(insecure: tuple[str, ...], ca_file: str | None, jobs: int | Non
     ctx = click.get_current_context(silent=True)
     allowed = redirect_hosts(ctx.meta.get(_REDIRECTS_KEY, ()) if ctx is not None else ())
     limits = Limits() if not jobs else replace(Limits(), concurrency=jobs)
-    return RegistryOptions(limits=limits, insecure=frozenset(insecure), ca_file=ca_file, redirect_hosts=allowed)
+    hosts = set(insecure)
+    if ctx is not None and ctx.meta.get(_INSECURE_ALL_KEY):
+        hosts.update(named)
+    return RegistryOptions(limits=limits, insecure=frozenset(hosts), ca_file=ca_file, redirect_hosts=allowed)
+
+
+def registry_hosts(texts: Iterable[str]) -> tuple[str, ...]:
+    """The registry hosts (``host[:port]``, as the ref spells them and as the API is reached) named by image refs
+    or repositories; ``oci:`` layouts and unparsable text name none (the command reports those itself)."""
+    from airgap import refs
+    from airgap.errors import ConfigError
+
+    out: list[str] = []
+    for text in texts:
+        if not text or text.startswith("oci:"):
+            continue
+        try:
+            registry = refs.parse(text, default_tag=None).registry
+        except ConfigError:
+            continue
+        out += [registry, refs.api_host(registry)]
+    return tuple(dict.fromkeys(out))
+
+
+def parse_annotations(pairs: tuple[str, ...], flag: str = "-a") -> dict[str, str]:
+    """``KEY=VALUE`` pairs (cosign's ``-a``: split at the first ``=``; a later pair for the same key wins)."""
+    from airgap.errors import ConfigError
+
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag}: annotation {pair!r} is not key=value")
+        out[key] = value
+    return out
 
 
 def emit_json(obj: Any) -> None:

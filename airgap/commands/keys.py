@@ -57,8 +57,8 @@ def _report(pub: PublicKey, written: dict[str, str], as_json: bool, extra: dict[
 
 
 @key.command()
-@click.option("--output-prefix", default="cosign", show_default=True, metavar="PATH",
-              help="Write PATH.key and PATH.pub.")
+@click.option("--output-prefix", "--output-key-prefix", "output_prefix", default="cosign", show_default=True,
+              metavar="PATH", help="Write PATH.key and PATH.pub (--output-key-prefix: cosign's name).")
 @click.option("--password-file", type=click.Path(dir_okay=False), default=None, help=_PW_FILE_HELP)
 @click.option("--pkcs11", "pkcs11_uri", default=None, metavar="URI",
               help="Create the key pair ON this token (pkcs11:token=..;object=LABEL?module-path=..); "
@@ -89,19 +89,28 @@ def generate(output_prefix: str, password_file: str | None, pkcs11_uri: str | No
 
 
 @key.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--output-prefix", default="import-cosign", show_default=True, metavar="PATH",
-              help="Write PATH.key and PATH.pub.")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False), required=False)
+@click.option("-k", "--key", "key_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The key file to import (cosign's import-key-pair --key; or give it as FILE).")
+@click.option("-o", "--output-prefix", "--output-key-prefix", "output_prefix", default="import-cosign",
+              show_default=True, metavar="PATH", help="Write PATH.key and PATH.pub (--output-key-prefix: cosign's).")
 @click.option("--password-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the NEW password [env COSIGN_PASSWORD, else a prompt].")
-@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@click.option("-y", "--force", "--yes", "force", is_flag=True, help="Overwrite existing files (--yes: cosign's).")
 @click.option("--json", "as_json", is_flag=True, help="Print key id, algorithm, public PEM and paths as JSON.")
-def import_(file: str, output_prefix: str, password_file: str | None, force: bool, as_json: bool) -> None:
+def import_(file: str | None, key_file: str | None, output_prefix: str, password_file: str | None, force: bool,
+            as_json: bool) -> None:
     """Encrypt a plain PEM private key (PKCS#8, EC or RSA) into cosign's format, like
-    `cosign import-key-pair`."""
+    `cosign import-key-pair` (which `airgap import-key-pair` is, with cosign's flags)."""
     from airgap.keys.passwords import read_password, read_secret_file
     from airgap.keys.private import decrypt_private_key, encrypt_private_key, is_encrypted_private_key
     from airgap.keys.public import public_pem
+
+    if (file is None) == (key_file is None):
+        raise ConfigError("give the key to import once: as FILE or with -k/--key FILE" if file else
+                          "no key to import: give FILE or -k/--key FILE")
+    file = file or key_file
+    assert file is not None  # noqa: S101 - checked just above
 
     key_path, pub_path = Path(f"{output_prefix}.key"), Path(f"{output_prefix}.pub")
     data = read_secret_file(file, "key file", strip_newline=False)
@@ -139,3 +148,6 @@ def public(keyref: str, password_file: str | None, as_json: bool) -> None:
 
 def register(cli: click.Group) -> None:
     cli.add_command(key)
+    # cosign's spellings of the same commands (same flags, cosign's names accepted as aliases).
+    cli.add_command(import_, name="import-key-pair")
+    cli.add_command(generate, name="generate-key-pair")

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from airgap.commands.common import echo, emit_json, make_options, registry_options, timeout_option
+from airgap.commands.common import (
+    allow_insecure_registry_option,
+    echo,
+    emit_json,
+    make_options,
+    parse_annotations,
+    registry_hosts,
+    registry_options,
+    timeout_option,
+)
 
 if TYPE_CHECKING:
     from airgap.config import RegistryOptions
@@ -20,18 +29,6 @@ _EPILOG = ("With --key nothing is uploaded to a transparency log (--tlog-upload=
            "--insecure-ignore-tlog or a policy without ctlog). Keyless (--identity-token or SIGSTORE_ID_TOKEN): "
            "a Fulcio certificate for an ephemeral key, every signature logged in Rekor; the public-good Sigstore "
            "unless --signing-config/--fulcio-url/--rekor-url (with --trusted-root) name a private one.")
-
-
-def _annotations(pairs: tuple[str, ...]) -> dict[str, str]:
-    from airgap.errors import ConfigError
-
-    out: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"annotation {pair!r} is not key=value")
-        out[key] = value
-    return out
 
 
 def _common(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,7 +58,14 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--json", "as_json", is_flag=True, help="Print every digest signed and where, as JSON."),
     )):
         func = option(func)
-    return registry_options(timeout_option("timeout")(func))
+    return registry_options(allow_insecure_registry_option(timeout_option("timeout")(func)))
+
+
+def _named(images: tuple[str, ...], signature_repo: str | None) -> tuple[str, ...]:
+    """The registries this command's refs name (for ``--allow-insecure-registry``)."""
+    import os
+
+    return registry_hosts([*images, signature_repo or os.environ.get("COSIGN_REPOSITORY") or ""])
 
 
 def _signer(keyref: str | None, password_file: str | None, identity_token: str | None, tlog_upload: bool | None,
@@ -126,12 +130,21 @@ def _finish(summaries: list[SignSummary], started: float, as_json: bool) -> None
 @click.argument("images", nargs=-1, required=True, metavar="REF...")
 @click.option("-a", "--annotations", "annotation_pairs", multiple=True, metavar="KEY=VALUE",
               help="Extra claims signed into the payload (cosign's -a); repeatable.")
-@click.option("--output-signature", "output_dir", type=click.Path(file_okay=False), default=None,
-              metavar="DIR", help="Also write signature-<digest>, payload-<digest> (bundle-<digest>.json) here.")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Also write, per digest, signature-<digest> and payload-<digest> (keyless: also "
+                   "certificate-<digest>.pem, rekor-bundle-<digest>.json; --format bundle: bundle-<digest>.json) "
+                   "into DIR; verify --signature-dir reads them.")
+@click.option("--output-signature", type=click.Path(), default=None, metavar="FILE",
+              help="Write the base64 signature to FILE (as cosign; one digest: not with --recursive).")
+@click.option("--output-payload", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Write the signed payload to FILE (as cosign; one digest: not with --recursive).")
+@click.option("--output-certificate", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Write the signing certificate (keyless) or the public key (--key) to FILE (as cosign).")
 @click.option("--format", "fmt", type=click.Choice(["legacy", "bundle"]), default="legacy", show_default=True,
               help="legacy: cosign v2 .sig tag; bundle: cosign v3 sigstore bundle as an OCI referrer.")
 @_common
-def sign(images: tuple[str, ...], annotation_pairs: tuple[str, ...], output_dir: str | None, fmt: str,
+def sign(images: tuple[str, ...], annotation_pairs: tuple[str, ...], output_dir: str | None,
+         output_signature: str | None, output_payload: str | None, output_certificate: str | None, fmt: str,
          keyref: str | None, password_file: str | None, identity_token: str | None, signing_config: str | None,
          fulcio_url: str | None, rekor_url: str | None, trusted_root: str | None, recursive: bool,
          signature_repo: str | None, upload: bool, tlog_upload: bool | None, yes: bool, as_json: bool,
@@ -144,9 +157,12 @@ def sign(images: tuple[str, ...], annotation_pairs: tuple[str, ...], output_dir:
     """
     from airgap.oci.registry import RegistryClient
     from airgap.signing.sign import sign_image
+    from airgap.signing.targets import OutputFiles
 
-    annotations = _annotations(annotation_pairs)
-    options = make_options(insecure, ca_file)
+    files = OutputFiles(*(Path(f) if f else None for f in (output_signature, output_payload, output_certificate)))
+    _check_output_files(files, images, recursive, fmt)
+    annotations = parse_annotations(annotation_pairs)
+    options = make_options(insecure, ca_file, named=_named(images, signature_repo))
     signer = _signer(keyref, password_file, identity_token, tlog_upload,
                      {"signing_config": signing_config, "fulcio_url": fulcio_url, "rekor_url": rekor_url,
                       "trusted_root": trusted_root}, options)
@@ -157,10 +173,30 @@ def sign(images: tuple[str, ...], annotation_pairs: tuple[str, ...], output_dir:
                    signature_repo=signature_repo, upload=upload,
                    output_dir=Path(output_dir) if output_dir else None,
                    fmt="bundle" if fmt == "bundle" else "legacy",
-                   progress=_printer(as_json))
+                   progress=_printer(as_json), output_files=files)
         for image in images
     ]
     _finish(summaries, started, as_json)
+
+
+def _check_output_files(files: Any, images: tuple[str, ...], recursive: bool, fmt: str) -> None:
+    """cosign's single-file outputs hold one digest: usage errors (exit 2) naming the flags that conflict."""
+    from airgap.errors import ConfigError
+
+    given = [f"--output-{n}" for n in ("signature", "payload", "certificate") if getattr(files, n) is not None]
+    if not given:
+        return
+    if files.signature is not None and files.signature.is_dir():
+        raise ConfigError(f"--output-signature takes a FILE (as cosign); {files.signature} is a directory: write "
+                          "the per-digest files into it with --output-dir DIR")
+    if recursive:
+        raise ConfigError(f"{'/'.join(given)} and --recursive exclude each other: the files hold one digest (as "
+                          "cosign without --recursive); use --output-dir DIR for every digest")
+    if len(images) > 1:
+        raise ConfigError(f"{'/'.join(given)} hold one digest: give one REF (or use --output-dir DIR)")
+    if fmt == "bundle" and (files.signature or files.payload):
+        raise ConfigError("--output-signature/--output-payload and --format bundle exclude each other: a bundle "
+                          "goes to --output-dir DIR (bundle-<digest>.json)")
 
 
 @click.command(epilog=_EPILOG)
@@ -171,8 +207,9 @@ def sign(images: tuple[str, ...], annotation_pairs: tuple[str, ...], output_dir:
               help="slsaprovenance, slsaprovenance1, spdx, spdxjson, cyclonedx, link, vuln, openvex, custom, "
                    "or a predicate type URI.")
 @click.option("--replace", is_flag=True, help="Drop earlier attestations of the same predicate type.")
-@click.option("--output-attestation", "output_dir", type=click.Path(file_okay=False), default=None,
-              metavar="DIR", help="Also write attestation-<digest>.json (the DSSE envelope or bundle) here.")
+@click.option("--output-dir", "--output-attestation", "output_dir", type=click.Path(file_okay=False), default=None,
+              metavar="DIR", help="Also write attestation-<digest>.json (the DSSE envelope) or "
+                                  "attestation-bundle-<digest>.json into DIR.")
 @click.option("--format", "fmt", type=click.Choice(["legacy", "bundle"]), default="legacy", show_default=True,
               help="legacy: cosign v2 .att tag; bundle: cosign v3 sigstore bundle as an OCI referrer.")
 @click.option("--rekor-entry-type", type=click.Choice(["dsse", "intoto"]), default="dsse", show_default=True,
@@ -193,7 +230,7 @@ def attest(images: tuple[str, ...], predicate: str, predicate_type: str, replace
     if fmt == "bundle" and replace:
         raise ConfigError("--replace applies to legacy .att attestations, not bundles")
     data = Path(predicate).read_bytes()
-    options = make_options(insecure, ca_file)
+    options = make_options(insecure, ca_file, named=_named(images, signature_repo))
     signer = _signer(keyref, password_file, identity_token, tlog_upload,
                      {"signing_config": signing_config, "fulcio_url": fulcio_url, "rekor_url": rekor_url,
                       "trusted_root": trusted_root}, options)

@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from airgap.commands.common import (
+    allow_insecure_registry_option,
     echo,
     emit_json,
     make_options,
+    parse_annotations,
     registry_alias_option,
+    registry_hosts,
     registry_options,
     timeout_option,
 )
@@ -62,21 +65,34 @@ def _render(result: VerificationResult) -> str:
 @click.option("--certificate-oidc-issuer-regexp", default=None, help="Keyless: issuer regexp (whole string).")
 @click.option("--trusted-root", "trusted_roots", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="Sigstore trusted_root.json for keyless checks [the public-good root shipped with airgap].")
+@click.option("--certificate-chain", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Keyless: PEM CA chain (root last), the only anchor for the signing certificates (as cosign).")
 @click.option("--insecure-ignore-tlog", is_flag=True,
               help="With --key/--certificate-*: accept signatures without a verified Rekor entry (as cosign).")
+@click.option("--insecure-ignore-sct", is_flag=True,
+              help="Keyless: do not require an embedded SCT in the certificate (as cosign).")
+@click.option("-a", "--annotations", "annotation_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Every accepted signature must carry this signed annotation (cosign's -a); repeatable.")
+@click.option("--signature-dir", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR",
+              help="Take signatures from DIR (what sign --output-dir writes) instead of the registry.")
+@click.option("--local-image", is_flag=True,
+              help="Each REF is an OCI image layout on disk (oci:PATH[:TAG], or PATH; cosign save writes one): "
+                   "verified without any registry.")
 @registry_alias_option
 @click.option("--signature-repo", "signature_repos", multiple=True, metavar="REPO",
               help="Look for signatures in REPO [env COSIGN_REPOSITORY].")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=8, help="Images verified at once [8].")
 @click.option("--json", "as_json", is_flag=True, help="Print the evidence records as JSON.")
 @registry_options
+@allow_insecure_registry_option
 @timeout_option("timeout")
 def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, ...],
            certificate_identity: str | None, certificate_identity_regexp: str | None,
            certificate_oidc_issuer: str | None, certificate_oidc_issuer_regexp: str | None,
-           trusted_roots: tuple[str, ...], insecure_ignore_tlog: bool, aliases: tuple[str, ...],
-           signature_repos: tuple[str, ...], jobs: int, as_json: bool, insecure: tuple[str, ...],
-           ca_file: str | None) -> None:
+           trusted_roots: tuple[str, ...], certificate_chain: str | None, insecure_ignore_tlog: bool,
+           insecure_ignore_sct: bool, annotation_pairs: tuple[str, ...], signature_dir: str | None,
+           local_image: bool, aliases: tuple[str, ...], signature_repos: tuple[str, ...], jobs: int,
+           as_json: bool, insecure: tuple[str, ...], ca_file: str | None) -> None:
     """Verify images in the local registry offline; exit 0 only when every one may run.
 
     With --trust DIR the directory's policy decides (refs are translated back to their upstream names
@@ -93,9 +109,12 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
 
     keyless = any((certificate_identity, certificate_identity_regexp, certificate_oidc_issuer,
                    certificate_oidc_issuer_regexp))
+    _check_usage(trust_dir, key_refs, keyless, certificate_chain, insecure_ignore_sct, local_image, signature_repos,
+                 signature_dir)
     if not trust_dir and not key_refs and not keyless:
         raise ConfigError("nothing to verify against: give --trust DIR, --key KEYREF or "
                           "--certificate-identity/--certificate-oidc-issuer")
+    annotations = parse_annotations(annotation_pairs, "-a/--annotations")
     roots = {f"root{i}" if i else "default": Path(p).read_bytes() for i, p in enumerate(trusted_roots)}
     if trust_dir:
         trust = Trust.load(trust_dir)
@@ -111,13 +130,20 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
     if keyless:
         policy = policy_for_identity(trust, identity=certificate_identity, identity_regexp=certificate_identity_regexp,
                                      issuer=certificate_oidc_issuer, issuer_regexp=certificate_oidc_issuer_regexp,
-                                     require_tlog=not insecure_ignore_tlog)
+                                     require_tlog=not insecure_ignore_tlog, require_sct=not insecure_ignore_sct,
+                                     certificate_chain=Path(certificate_chain).read_bytes() if certificate_chain
+                                     else None)
     elif key_refs:
         policy = policy_for_keys(trust, require_tlog=not insecure_ignore_tlog)
     repos = list(signature_repos) or ([os.environ["COSIGN_REPOSITORY"]] if os.environ.get("COSIGN_REPOSITORY")
                                       else [])
-    verifier = Verifier(trust, policy, RegistryClient(make_options(insecure, ca_file)),
-                        Aliases.parse(list(aliases)), repos, timeout=None)  # -t/--timeout bounds the command
+    parsed_aliases = Aliases.parse(list(aliases))
+    named = registry_hosts([] if local_image else [*images, *repos])
+    named += tuple(parsed_aliases.access_host(h) for h in named)
+    verifier = Verifier(trust, policy, RegistryClient(make_options(insecure, ca_file, named=named)),
+                        parsed_aliases, repos, timeout=None,  # -t/--timeout bounds the command
+                        signature_dir=Path(signature_dir) if signature_dir else None, local_images=local_image,
+                        annotations=annotations)
     warnings = _policy_warnings(trust, policy)
     for warning in warnings:
         echo(f"warning: {warning}", err=True)
@@ -133,6 +159,30 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
         if not as_json:
             echo(f"error: {denied} of {len(results)} image(s) failed verification", err=True)
         sys.exit(1)
+
+
+def _check_usage(trust_dir: str | None, key_refs: tuple[str, ...], keyless: bool, certificate_chain: str | None,
+                 insecure_ignore_sct: bool, local_image: bool, signature_repos: tuple[str, ...],
+                 signature_dir: str | None) -> None:
+    """Flags that cannot go together: a usage error (exit 2) naming them."""
+    from airgap.errors import ConfigError
+
+    if key_refs and keyless:
+        raise ConfigError("--key and --certificate-identity/--certificate-oidc-issuer exclude each other (as in "
+                          "cosign): give one")
+    if (certificate_chain or insecure_ignore_sct) and not keyless:
+        flag = "--certificate-chain" if certificate_chain else "--insecure-ignore-sct"
+        raise ConfigError(f"{flag} is for keyless verification: give it with --certificate-identity and "
+                          "--certificate-oidc-issuer")
+    if local_image and trust_dir and not (key_refs or keyless):
+        raise ConfigError("--local-image with --trust: an image in a layout has no registry name for the trust's "
+                          "policies to select; verify it with --key or --certificate-identity")
+    if local_image and signature_repos:
+        raise ConfigError("--local-image and --signature-repo exclude each other: the signatures are in the layout "
+                          "(or --signature-dir)")
+    if signature_dir and signature_repos:
+        raise ConfigError("--signature-dir and --signature-repo exclude each other: the signatures come from the "
+                          "directory only")
 
 
 def _policy_warnings(trust: Any, policy: Any) -> list[str]:

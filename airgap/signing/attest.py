@@ -126,7 +126,7 @@ def attest_image(
     if rekor_entry_type not in ("dsse", "intoto"):
         raise ConfigError(f"unknown Rekor entry type {rekor_entry_type!r} (dsse or intoto)")
     if not upload and output_dir is None:
-        raise ConfigError("--upload=false without --output-attestation would discard the attestations")
+        raise ConfigError("--upload=false without --output-dir would discard the attestations")
     predicate_type_uri(predicate_type)
 
     def attest_one(target: Target, manifest: Manifest) -> Prepared:

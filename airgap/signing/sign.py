@@ -33,6 +33,7 @@ from airgap.signing.bundles import build_bundle, keyless_bundle, push_bundle, si
 from airgap.signing.keyless import KeylessSigner, check_before_push
 from airgap.signing.targets import (
     Format,
+    OutputFiles,
     Prepared,
     SignedDigest,
     SignSummary,
@@ -99,7 +100,7 @@ def sign_image(
     ref: str, signer: Signer | KeylessSigner, *, client: RegistryClient, recursive: bool = False,
     annotations: dict[str, str] | None = None, signature_repo: str | None = None, upload: bool = True,
     output_dir: Path | None = None, fmt: Format = "legacy",
-    progress: Callable[[SignedDigest], None] | None = None,
+    progress: Callable[[SignedDigest], None] | None = None, output_files: OutputFiles | None = None,
 ) -> SignSummary:
     """Sign the image ``ref`` (and with ``recursive`` each child of an index) with ``signer``.
 
@@ -107,21 +108,44 @@ def sign_image(
     sigstore bundle v0.3 referrer (the Referrers API or its fallback tag). With a key nothing is uploaded to
     a transparency log (offline signing). With a :class:`~airgap.signing.keyless.KeylessSigner` each
     signature carries the Fulcio certificate and is logged in Rekor, and is verified against the trusted
-    root before anything is pushed. ``upload=False`` only writes files to ``output_dir``.
+    root before anything is pushed. ``upload=False`` only writes files: to ``output_dir`` (per digest) and/or
+    ``output_files`` (cosign's single files, for an image signed without ``recursive``; the signature and payload
+    files for ``fmt="legacy"`` only).
     """
     if fmt not in ("legacy", "bundle"):
         raise ConfigError(f"unknown signature format {fmt!r} (legacy or bundle)")
-    if not upload and output_dir is None:
-        raise ConfigError("--upload=false without --output-signature would discard the signatures")
+    files = output_files or OutputFiles()
+    if files and recursive:
+        raise ConfigError("--output-signature/--output-payload/--output-certificate write the files of one digest "
+                          "(as cosign without --recursive): with --recursive use --output-dir DIR")
+    if fmt == "bundle" and (files.signature or files.payload):
+        raise ConfigError("--output-signature/--output-payload are for --format legacy: a bundle goes to "
+                          "--output-dir DIR (bundle-<digest>.json)")
+    if not upload and output_dir is None and not (fmt == "legacy" and files.signature):
+        raise ConfigError("--upload=false without --output-dir (or --output-signature) would discard the signatures")
     one = _sign_legacy if fmt == "legacy" else _sign_bundle
 
     def sign_one(target: Target, manifest: Manifest) -> Prepared:
-        return one(client, target, manifest, signer, annotations or {}, upload, output_dir)
+        entry, push = one(client, target, manifest, signer, annotations or {}, upload, output_dir, files)
+        _write_certificate(files.certificate, signer, entry)
+        return entry, push
 
     summary = for_each_digest(client, ref, signature_repo, recursive, output_dir, fmt, sign_one, progress)
     if isinstance(signer, KeylessSigner):
         summary.identity, summary.issuer = signer.identity, signer.issuer
     return summary
+
+
+def _write_certificate(path: Path | None, signer: Signer | KeylessSigner, entry: SignedDigest) -> None:
+    """cosign's ``--output-certificate FILE``: the signing certificate (keyless: the leaf PEM) or, with a key,
+    its public key PEM."""
+    if path is None:
+        return
+    from airgap.keys.public import public_pem
+
+    pem = signer.certificate_pem.encode() if isinstance(signer, KeylessSigner) else public_pem(signer.public_key)
+    write_atomic(path, pem, mode=0o600)
+    entry.files.append(str(path))
 
 
 def _keyless_legacy(signer: KeylessSigner, payload: bytes, digest: str) -> tuple[bytes, dict[str, str], int]:
@@ -139,7 +163,7 @@ def _keyless_legacy(signer: KeylessSigner, payload: bytes, digest: str) -> tuple
 
 
 def _sign_legacy(client: RegistryClient, target: Target, manifest: Manifest, signer: Signer | KeylessSigner,
-                 annotations: dict[str, str], upload: bool, output_dir: Path | None) -> Prepared:
+                 annotations: dict[str, str], upload: bool, output_dir: Path | None, files: OutputFiles) -> Prepared:
     payload = payload_for(docker_reference(target.ref), manifest.digest, annotations)
     entry = SignedDigest(manifest.digest, f"{target.ref.name}@{manifest.digest}", "signature")
     layer_annotations: dict[str, str] = {}
@@ -147,15 +171,20 @@ def _sign_legacy(client: RegistryClient, target: Target, manifest: Manifest, sig
         signature, layer_annotations, entry.log_index = _keyless_legacy(signer, payload, manifest.digest)
     else:
         signature = signer.sign(payload)
+    b64 = base64.b64encode(signature)
+    outputs: list[tuple[Path, bytes]] = []
     if output_dir is not None:
         sig_name, payload_name, _ = output_names(manifest.digest)
-        write_atomic(output_dir / sig_name, base64.b64encode(signature), mode=0o600)
-        write_atomic(output_dir / payload_name, payload, mode=0o600)
-        entry.files = [str(output_dir / sig_name), str(output_dir / payload_name)]
-        if isinstance(signer, KeylessSigner):
-            cert_name = f"certificate-{manifest.digest.replace(':', '-', 1)}.pem"
-            write_atomic(output_dir / cert_name, (signer.certificate_pem + signer.chain_pem).encode(), mode=0o600)
-            entry.files.append(str(output_dir / cert_name))
+        outputs += [(output_dir / sig_name, b64), (output_dir / payload_name, payload)]
+        if isinstance(signer, KeylessSigner):  # what a verifier needs besides: certificate, chain, Rekor SET
+            suffix = manifest.digest.replace(":", "-", 1)
+            chain = (signer.certificate_pem + signer.chain_pem).encode()
+            outputs += [(output_dir / f"certificate-{suffix}.pem", chain),
+                        (output_dir / f"rekor-bundle-{suffix}.json", layer_annotations[cosign.ANN_BUNDLE].encode())]
+    outputs += [(path, data) for path, data in ((files.signature, b64), (files.payload, payload)) if path is not None]
+    for path, data in outputs:
+        write_atomic(path, data, mode=0o600)
+        entry.files.append(str(path))
     if not upload:
         return entry, None
 
@@ -172,7 +201,7 @@ def _sign_legacy(client: RegistryClient, target: Target, manifest: Manifest, sig
 
 
 def _sign_bundle(client: RegistryClient, target: Target, manifest: Manifest, signer: Signer | KeylessSigner,
-                 annotations: dict[str, str], upload: bool, output_dir: Path | None) -> Prepared:
+                 annotations: dict[str, str], upload: bool, output_dir: Path | None, files: OutputFiles) -> Prepared:
     entry = SignedDigest(manifest.digest, f"{target.ref.name}@{manifest.digest}", "bundle")
     statement = sign_statement(manifest.digest, annotations)
     if isinstance(signer, KeylessSigner):

@@ -108,10 +108,26 @@ def resolve_digests(client: RegistryClient, target: Target, recursive: bool) -> 
 
 
 def output_names(digest: str) -> tuple[str, str, str]:
-    """File names for ``--output-signature DIR``: cosign's recursive ``--output-signature``/
-    ``--output-payload`` naming (``<name>-sha256-<hex>``), one pair per digest, plus the bundle."""
+    """File names for ``--output-dir DIR``: cosign's recursive ``--output-signature DIR/signature``/
+    ``--output-payload DIR/payload`` naming (``<name>-sha256-<hex>``), one pair per digest, plus the bundle.
+    A keyless signature adds ``certificate-<d>.pem`` and ``rekor-bundle-<d>.json`` (see
+    :mod:`airgap.verification.local`, which reads the directory back)."""
     suffix = digest.replace(":", "-", 1)
     return f"signature-{suffix}", f"payload-{suffix}", f"bundle-{suffix}.json"
+
+
+@dataclass(frozen=True)
+class OutputFiles:
+    """cosign's ``--output-signature FILE``, ``--output-payload FILE`` and ``--output-certificate FILE``: the
+    files of ONE digest (cosign without ``--recursive``): the base64 signature, the signed simple-signing payload,
+    and the signing certificate (keyless: the leaf PEM) or, with a key, its public key PEM."""
+
+    signature: Path | None = None
+    payload: Path | None = None
+    certificate: Path | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.signature, self.payload, self.certificate))
 
 
 # What signing one digest gives: its entry, and what pushes it (None when nothing is uploaded).

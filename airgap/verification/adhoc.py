@@ -33,9 +33,12 @@ def policy_for_keys(trust: Trust, *, require_tlog: bool) -> PolicySet:
 
 
 def policy_for_identity(trust: Trust, *, identity: str | None, identity_regexp: str | None, issuer: str | None,
-                        issuer_regexp: str | None, require_tlog: bool) -> PolicySet:
+                        issuer_regexp: str | None, require_tlog: bool, certificate_chain: bytes | None = None,
+                        require_sct: bool = True) -> PolicySet:
     """``--certificate-identity[-regexp]`` + ``--certificate-oidc-issuer[-regexp]`` (cosign's flags): every image
-    needs a keyless signature from that identity, chained to the trusted root."""
+    needs a keyless signature from that identity, chained to the trusted root; with ``certificate_chain``
+    (``--certificate-chain``, PEM, root last) chained to that chain alone (the trusted root's CAs are not
+    anchors then; its transparency and CT logs still are). ``require_sct=False``: ``--insecure-ignore-sct``."""
     from airgap.checks.keyless import Identity
     from airgap.errors import ConfigError, PolicyError
     from airgap.policy.model import KeylessSpec
@@ -57,9 +60,12 @@ def policy_for_identity(trust: Trust, *, identity: str | None, identity_regexp: 
             python[flag] = compiled.python
             if not compiled.anchored:
                 unanchored.append(f"{flag} {pattern!r}")
+    if certificate_chain is not None:
+        trust.trusted_root(None).with_fulcio_ca(certificate_chain, "--certificate-chain")  # refuse a bad file now
     spec = KeylessSpec(identities=(Identity(issuer=issuer, subject=identity,
                                             issuer_regexp=python["--certificate-oidc-issuer-regexp"],
-                                            subject_regexp=python["--certificate-identity-regexp"]),))
+                                            subject_regexp=python["--certificate-identity-regexp"]),),
+                       ca_cert_pem=certificate_chain, insecure_ignore_sct=not require_sct)
     policies = _adhoc(trust, {"keyless": spec, "ctlog_disabled": not require_tlog}, "keyless")
     if unanchored:
         policies.warnings.append(f"command line: regexp not anchored with ^...$: {', '.join(unanchored)}; airgap "

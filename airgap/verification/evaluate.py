@@ -24,7 +24,11 @@ Rules, in order (policy-controller's, plus airgap's global settings):
    attestation satisfies ``attestations`` entries, never a signature authority (stricter than cosign v3.1.3,
    which accepts any verified bundle as a signature). A keyless authority's ``ca-cert`` is its only anchor;
 5. a failing policy in ``warn`` mode adds a warning instead of denying;
-6. an authority with ``rfc3161timestamp`` needs a signed timestamp verified against the TSAs of its
+6. ``annotations`` (``verify -a key=value``, cosign's check): a signature an authority accepts must also carry
+   every pair, in the simple-signing payload's ``optional`` section or, in a sigstore bundle, the annotations
+   of the statement subject naming the image (as cosign v3); a signature missing one is a failed candidate
+   with the reason. Static and attestation authorities are not about signatures and are not affected;
+7. an authority with ``rfc3161timestamp`` needs a signed timestamp verified against the TSAs of its
    ``trustRootRef`` (empty: the default root) and no transparency-log entry: policy-controller sets
    ``UseSignedTimestamps`` and ``IgnoreTlog`` for it (pkg/webhook/validator.go). For a keyless signature
    that is what makes its expired short-lived certificate acceptable there too; airgap also demands the
@@ -35,13 +39,13 @@ Multi-arch: a digest needs its own signature (cosign's rule; ``airgap sign --rec
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airgap.checks.bundle import check_sigstore_bundle
-from airgap.checks.cosign import ANN_SIGNATURE, COSIGN_SIGN_PREDICATE
+from airgap.checks.cosign import ANN_SIGNATURE, COSIGN_SIGN_PREDICATE, SimpleSigning
 from airgap.checks.legacy import check_attestation, check_simple_signing
-from airgap.checks.outcome import KeyAuthority, KeylessAuthority
+from airgap.checks.outcome import Check, KeyAuthority, KeylessAuthority
 from airgap.verification.result import AuthorityResult, PolicyResult, SignatureEvidence, VerificationResult
 
 if TYPE_CHECKING:
@@ -77,8 +81,10 @@ class _AuthorityCheck:
     """One authority of one policy checked against the candidates of one image."""
 
     def __init__(self, authority: Authority, policy: ImagePolicy, artifacts: AttachedLookup,
-                 upstreams: Sequence[Reference], trust: Trust, resolve_source: SourceResolver) -> None:
+                 upstreams: Sequence[Reference], trust: Trust, resolve_source: SourceResolver,
+                 annotations: Mapping[str, str] | None = None) -> None:
         self.authority, self.artifacts = authority, artifacts
+        self.annotations = dict(annotations or {})
         self.repos = tuple(resolve_source(s) for s in authority.sources) or None
         self.trusted_root: TrustedRoot | None
         if authority.keys is not None:
@@ -118,6 +124,8 @@ class _AuthorityCheck:
                 cand.data, cand.annotations.get(ANN_SIGNATURE, ""), cand.annotations, expected_digest=a.digest,
                 authority=self.check_as, trusted_root=self.trusted_root, require_tlog=self.require_tlog,
                 require_sct=self.require_sct, require_timestamp=self.wants_timestamp, tsa_root=self.tsa_root)
+            if self.annotations:
+                self._annotated(outcome, _payload_annotations(cand.data))
             if self._record(cand, outcome, signers) and not collect_all:
                 break
         if not signers or collect_all:
@@ -126,6 +134,8 @@ class _AuthorityCheck:
                     cand.data, expected_digest=a.digest, authority=self.check_as, require_tlog=self.require_tlog,
                     trusted_root=self.trusted_root, require_timestamp=self.wants_timestamp, tsa_root=self.tsa_root,
                     predicate_type=COSIGN_SIGN_PREDICATE)
+                if self.annotations:
+                    self._annotated(outcome, _subject_annotations(outcome, a.digest))
                 if self._record(cand, outcome, signers) and not collect_all:
                     break
         name = self.authority.name
@@ -135,6 +145,24 @@ class _AuthorityCheck:
             return AuthorityResult(name, False, f"no signatures found for {a.digest}", self.evidence)
         last = "; ".join(sorted({e.reason for e in self.evidence if e.reason}))
         return AuthorityResult(name, False, f"no signature verified ({last})", self.evidence)
+
+    def _annotated(self, outcome: Outcome, have: Mapping[str, Any] | None) -> None:
+        """``-a key=value``: a verified signature must carry every pair (``have``: its signed annotations; None
+        when it carries none that can be read), compared as cosign compares them (the same string)."""
+        if not outcome.ok:
+            return
+        missing = [f"{k}={v}" for k, v in sorted(self.annotations.items()) if (have or {}).get(k) != v]
+        if have is None:
+            reason = "annotations: the signature carries no signed annotations"
+        elif missing:
+            reason = (f"annotations: missing or different {', '.join(missing)} (signed: "
+                      f"{', '.join(f'{k}={v}' for k, v in sorted(have.items())) or 'none'})")
+        else:
+            outcome.checks.append(Check("annotations", True, ", ".join(f"{k}={v}" for k, v in
+                                                                       sorted(self.annotations.items()))))
+            return
+        outcome.ok, outcome.reason = False, reason
+        outcome.checks.append(Check("annotations", False, reason))
 
     def _record(self, cand: Candidate, outcome: Outcome, signers: list[str]) -> bool:
         if cand.refused:  # not fetched (over a size cap): a failed candidate, whatever the check said
@@ -188,23 +216,49 @@ class _AuthorityCheck:
         return out
 
 
+def _payload_annotations(payload: bytes) -> dict[str, Any] | None:
+    """The ``optional`` section of a simple-signing payload (called only once the signature over it verified)."""
+    from airgap.errors import Error
+
+    try:
+        return SimpleSigning.from_bytes(payload).optional
+    except Error:
+        return None
+
+
+def _subject_annotations(outcome: Outcome, digest: str) -> dict[str, Any] | None:
+    """The annotations of the verified bundle statement's subject naming ``digest`` (cosign v3's
+    ``IntotoSubjectClaimVerifier``); None for a bundle without a statement (a message signature)."""
+    if outcome.statement is None:
+        return None
+    alg, hexpart = digest.split(":", 1)
+    for subject in outcome.statement.doc.get("subject") or []:
+        if isinstance(subject, dict) and isinstance(subject.get("digest"), dict) \
+                and subject["digest"].get(alg) == hexpart:
+            found = subject.get("annotations")
+            return found if isinstance(found, dict) else {}
+    return None
+
+
 def _check_authority(authority: Authority, policy: ImagePolicy, artifacts: AttachedLookup,
-                     upstreams: Sequence[Reference], trust: Trust, resolve_source: SourceResolver) -> AuthorityResult:
+                     upstreams: Sequence[Reference], trust: Trust, resolve_source: SourceResolver,
+                     annotations: Mapping[str, str] | None = None) -> AuthorityResult:
     name = authority.name
     if authority.static is not None:
         ok = authority.static == "pass"
         return AuthorityResult(name, ok, "" if ok else "static authority: fail", [], [f"static {name}"] if ok else [])
     if authority.keys is None and authority.keyless is None:
         return AuthorityResult(name, False, "authority has neither key, keyless nor static")
-    check = _AuthorityCheck(authority, policy, artifacts, upstreams, trust, resolve_source)
+    check = _AuthorityCheck(authority, policy, artifacts, upstreams, trust, resolve_source, annotations)
     collect_all = policy.threshold is not None
     return check.attestations(collect_all) if authority.attestations else check.signatures(collect_all)
 
 
 def evaluate(ref: str, artifacts: AttachedLookup, upstreams: Sequence[Reference], upstream_source: str,
-             policies: PolicySet, trust: Trust, *, resolve_source: SourceResolver) -> VerificationResult:
+             policies: PolicySet, trust: Trust, *, resolve_source: SourceResolver,
+             annotations: Mapping[str, str] | None = None) -> VerificationResult:
     """Apply ``policies`` to the image known upstream as ``upstreams`` (empty: unknown origin, denied); see the
-    module docstring for the rules."""
+    module docstring for the rules. ``annotations``: pairs every accepted signature must carry (rule 6)."""
     result = VerificationResult(ref=ref, digest=artifacts.digest, upstream=str(upstreams[0]) if upstreams else None,
                                 upstream_source=upstream_source, allowed=False, decision="deny",
                                 policy_digest=policies.digest, trust_digest=trust.digest,
@@ -229,7 +283,7 @@ def evaluate(ref: str, artifacts: AttachedLookup, upstreams: Sequence[Reference]
         return result
     denied = False
     for policy in selected:
-        outcomes = [_check_authority(a, policy, artifacts, upstreams, trust, resolve_source)
+        outcomes = [_check_authority(a, policy, artifacts, upstreams, trust, resolve_source, annotations)
                     for a in policy.authorities]
         ok, why = policy.explain({a.name: a.ok for a in outcomes}, {a.name: a.signers for a in outcomes})
         result.policies.append(PolicyResult(policy.name, policy.mode, ok, outcomes))

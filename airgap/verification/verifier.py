@@ -13,8 +13,9 @@ check them offline. The only network traffic is to the local registry (through a
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airgap import refs
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from airgap.oci.registry import RegistryClient
     from airgap.policy.policyset import PolicySet
     from airgap.refs.translate import Aliases
-    from airgap.verification.discover import Artifacts, Repo
+    from airgap.verification.discover import Artifacts, AttachedLookup, Repo
 
 
 _DEFAULT_CLIENT: RegistryClient | None = None
@@ -53,6 +54,12 @@ class Verifier:
     spelled as the user sees them (local registry refs). ``timeout``: seconds each :meth:`verify` may spend on
     the registry (three minutes, as cosign; None: only an enclosing deadline, see :mod:`airgap.oci.deadline`);
     an image not verified in time is denied with the reason.
+
+    ``signature_dir``: take signatures from that directory instead (what ``sign --output-dir`` writes; see
+    :mod:`airgap.verification.local`). ``local_images``: refs are OCI image layouts on disk (``oci:PATH[:TAG]``
+    or a directory, cosign's ``--local-image``), verified without any registry; they have no registry name, so
+    only a policy matching every image (the ``--key``/``--certificate-identity`` ones) can select them.
+    ``annotations``: ``key: value`` pairs every accepted signature must carry (``-a``).
     """
 
     trust: Trust
@@ -61,6 +68,9 @@ class Verifier:
     aliases: Aliases | None = None
     signature_repos: Sequence[str] = ()
     timeout: float | None = Limits.timeout
+    signature_dir: Path | None = None
+    local_images: bool = False
+    annotations: Mapping[str, str] | None = None
     _policy: PolicySet = field(init=False, repr=False)
     _client: RegistryClient = field(init=False, repr=False)
     _site: bool = field(init=False, repr=False, default=False)
@@ -111,11 +121,15 @@ class Verifier:
         from airgap.verification.evaluate import evaluate
 
         try:
+            if self.local_images:
+                return self._verify_layout(ref)
             local = refs.parse(ref)
             repo = self._repo(local.name)
             artifacts = discover.resolve(self._client, repo, local.identifier)
             if self.signature_repos:
                 artifacts.signature_repos = tuple(self._repo(r) for r in self.signature_repos)
+            if self.signature_dir is not None:
+                return self._verify_with_dir(ref, local, repo, artifacts)
             if self._site:
                 return self._verify_site(ref, local, repo, artifacts)
             # The ref as given (its tag, when it has one, selects policies) pinned to the digest just resolved.
@@ -126,15 +140,50 @@ class Verifier:
             names = [(local.registry, local.repository), (repo.host, repo.repository)]
             names += [(u.registry, u.repository) for u in upstreams]
             artifacts.signed_names = tuple(dict.fromkeys(cosign.docker_reference(*n) for n in names))
-            return evaluate(ref, artifacts, upstreams, how, self._policy, self.trust, resolve_source=self._source)
+            return evaluate(ref, artifacts, upstreams, how, self._policy, self.trust, resolve_source=self._source,
+                            annotations=self.annotations)
         except Error as exc:
             # Fail closed: anything we could not fetch or parse is a denial with the reason, not a crash.
             return VerificationResult(ref=ref, digest=None, upstream=None, upstream_source="", allowed=False,
                                       decision="deny", reasons=[str(exc)], policy_digest=self._policy.digest,
                                       trust_digest=self.trust.digest)
 
+    def _verify_with_dir(self, ref: str, local: refs.Reference, repo: Repo, found: Artifacts) -> VerificationResult:
+        """The image resolved at the registry, its signatures from :attr:`signature_dir` (nothing else)."""
+        from airgap.refs import translate
+        from airgap.verification.evaluate import evaluate
+        from airgap.verification.local import SignatureDir
+
+        assert self.signature_dir is not None  # noqa: S101 - the caller checked
+        artifacts = SignatureDir(self.signature_dir, found.manifest, self._client.limits)
+        if self._site:
+            return self._verify_site(ref, local, repo, artifacts)
+        upstreams, how = translate.reverse_all(local.with_digest(found.digest), tmap=self.trust.tmap,
+                                               digest=found.digest)
+        if not upstreams and self.trust.tmap is None:
+            upstreams, how = (local.with_digest(found.digest),), "no translation configured: verified as named"
+        return evaluate(ref, artifacts, upstreams, how, self._policy, self.trust, resolve_source=self._source,
+                        annotations=self.annotations)
+
+    def _verify_layout(self, ref: str) -> VerificationResult:
+        """An image in an OCI layout on disk, with the signatures the layout (or :attr:`signature_dir`) holds.
+        It has no registry name: it is judged as ``oci-layout/image@DIGEST``, which only a policy for every
+        image (``**``) selects, and reported without an upstream."""
+        from airgap.verification.evaluate import evaluate
+        from airgap.verification.local import SignatureDir, open_layout_image
+
+        limits = self._client.limits
+        found = open_layout_image(ref, limits)
+        artifacts: AttachedLookup = (SignatureDir(self.signature_dir, found.manifest, limits)
+                                     if self.signature_dir is not None else found)
+        unnamed = refs.Reference("oci-layout", "image", digest=found.digest)
+        result = evaluate(ref, artifacts, (unnamed,), "local OCI layout", self._policy, self.trust,
+                          resolve_source=self._source, annotations=self.annotations)
+        result.upstream, result.upstream_source, result.upstreams = None, "local OCI layout", []
+        return result
+
     def _verify_site(self, ref: str, local: refs.Reference, repo: Repo,
-                     artifacts: Artifacts) -> VerificationResult:
+                     artifacts: AttachedLookup) -> VerificationResult:
         """Judge an image of a site: by the policies of every bundle that loaded it (each with its own keys and
         roots), then by the site-wide policy on top, which can only add requirements (see
         :mod:`airgap.verification.scopes`). Every judgement must allow."""
@@ -143,6 +192,7 @@ class Verifier:
 
         from airgap.checks import cosign
         from airgap.refs import translate
+        from airgap.verification.discover import Artifacts
         from airgap.verification.evaluate import evaluate
 
         pinned = local.with_digest(artifacts.digest)
@@ -157,7 +207,8 @@ class Verifier:
                                 f"{self.trust.source} ({len(self.trust.scopes)} bundle(s) recorded)")
         names = [(local.registry, local.repository), (repo.host, repo.repository)]
         names += [(u.registry, u.repository) for u in everyone]
-        artifacts.signed_names = tuple(dict.fromkeys(cosign.docker_reference(*n) for n in names))
+        if isinstance(artifacts, Artifacts):
+            artifacts.signed_names = tuple(dict.fromkeys(cosign.docker_reference(*n) for n in names))
         judged: list[tuple[str, VerificationResult]] = []
         for name, scope, ups, how in owned:
             if scope.policy is None:
@@ -165,11 +216,11 @@ class Verifier:
                 continue
             judged.append((f"bundle {name}", evaluate(
                 ref, artifacts, ups, how, scope.policy, scope,
-                resolve_source=partial(self._source, trust=scope))))
+                resolve_source=partial(self._source, trust=scope), annotations=self.annotations)))
         if self.trust.policy is not None:  # on top: only its matching policies and approved registries count
             additive = replace(self.trust.policy, no_match="allow", allow=())
             judged.append(("site policy", evaluate(ref, artifacts, everyone, "site", additive, self.trust,
-                                                   resolve_source=self._source)))
+                                                   resolve_source=self._source, annotations=self.annotations)))
         return _combine(ref, artifacts.digest, everyone, judged, self.trust.digest)
 
     def _denied(self, ref: str, digest: str | None, reason: str) -> VerificationResult:

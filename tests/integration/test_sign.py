@@ -393,7 +393,7 @@ def test_cli_sign_json_and_text(reg: Registry, key1: KeyPair, tmp_path: Path) ->
     assert [e["digest"] for e in doc["images"][0]["signed"]] == [a.digest, *a.children.values()]
     assert doc["images"][1]["signed"][0]["written"] == f"{reg.host}/{b.repo}:{sig_tag(b.digest)}"
     code, out, err = run("sign", "--key", str(key1.private_path), f"{reg.host}/{b.repo}:1.0", "-a", "k=v",
-                         f"{reg.host}/{a.repo}:1.0", "--tlog-upload=false", "--output-signature", str(tmp_path))
+                         f"{reg.host}/{a.repo}:1.0", "--tlog-upload=false", "--output-dir", str(tmp_path))
     assert code == 0, err
     assert f"signed {reg.host}/{b.repo}@{b.digest}" in out
     assert "(already present)" in out and "digest(s) of 2 image(s) in" in out

@@ -172,13 +172,13 @@ def test_rs256_issuer_and_output_files(registry: Registry, make_image: Callable[
                                        mini_sigstore_files: SigstoreFiles, tmp_path: Path) -> None:
     image = make_image(registry, "keyless/files", "1.0")
     rsa_issuer = sigstore_server.issuers["https://rsa.oidc.airgap.test"]
-    out = run(["sign", "--upload=false", "--output-signature", str(tmp_path / "out"),
+    out = run(["sign", "--upload=false", "--output-dir", str(tmp_path / "out"),
                *keyless_flags(sigstore_server, mini_sigstore_files, rsa_issuer.token(email=ALICE)),
                f"{registry.host}/keyless/files:1.0"])
     assert out.exit_code == 0, out.stderr
     suffix = image.digest.replace(":", "-")
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
-        f"signature-{suffix}", f"payload-{suffix}", f"certificate-{suffix}.pem"}
+        f"signature-{suffix}", f"payload-{suffix}", f"certificate-{suffix}.pem", f"rekor-bundle-{suffix}.json"}
     assert tags(registry, "keyless/files") == ["1.0"]
 
 
