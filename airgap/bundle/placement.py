@@ -77,12 +77,18 @@ def plan_targets(manifest: BundleManifest, target: str, mode: str,
 
 
 def translation_map(placed: list[Placed]) -> TranslationMap:
-    """Every image ref pushed, and every attachment tag pushed to a separate signature repository (so the
-    verifier can find a policy's ``source`` repository through the map)."""
+    """Every image ref pushed; each platform manifest under an index, by digest alone (no local tag), so that
+    ``REPO@<platform digest>`` (what a node resolves an index to) translates back to the image's upstream refs;
+    and every attachment tag pushed to a separate signature repository (so the verifier can find a policy's
+    ``source`` repository through the map)."""
     tmap = TranslationMap()
     for p in placed:
         for local in p.locals:
             tmap.add(p.upstream, local, p.entry.digest)
+        for platform in p.entry.platforms:
+            if platform.digest != p.entry.digest:
+                untagged = refs.Reference(p.locals[0].registry, p.locals[0].repository, None, platform.digest)
+                tmap.add(p.upstream, untagged, platform.digest)
         if p.sig_repo and p.entry.signature_repo:
             sig = refs.parse(p.entry.signature_repo, default_tag=None)
             local_registry = p.locals[0].registry

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ class Scenario:
     digests: dict[str, str]  # repo -> image digest
     tmp: Path
     registries: list[Registry]
+    children: dict[str, list[str]] = field(default_factory=dict)  # repo -> its platform manifests' digests
 
     def new_registry(self) -> Registry:
         reg = start_registry(self.tmp / f"reg{len(self.registries)}")
@@ -101,6 +102,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, mini_sigstore: Any, mini_
         for repo in ("team/app0", "team/keyless", "team/sigsep"):
             image = push_image(pusher, repo, "1.0", platforms=PLATFORMS, layer_sizes=(3000, 70000))
             sc.digests[repo] = image.digest
+            sc.children[repo] = sorted(image.children.values())
         sign_image(f"{src.host}/team/app0:1.0", sc.key.signer, client=client, recursive=True)
         push_referrer(pusher, "team/app0", sc.digests["team/app0"], 400, fallback_tag=True)
         who = mini_sigstore.issue(*IDENTITY)
@@ -189,6 +191,16 @@ def test_load_zarf_round_trip_verifies_offline(scenario: Scenario, tmp_path: Pat
                f"{dst.host}/team/app0:1.0"])
     assert out.exit_code == 0, out.output
     assert out.stdout.count("OK  ") == 4
+    # A node resolves the index to its platform: the platform digest translates back to the same upstream ref
+    # (app0 signed every child); sigsep's children are unsigned, so they are denied for that, not for origin.
+    out = run(["verify", "--trust", str(trust), *(f"{dst.host}/team/app0@{d}" for d in scenario.children["team/app0"])])
+    assert out.exit_code == 0, out.output
+    assert out.stdout.count("OK  ") == len(PLATFORMS)
+    out = run(["verify", "--trust", str(trust), "--json", f"{dst.host}/team/sigsep@{scenario.children['team/sigsep'][0]}"])
+    assert out.exit_code == 1, out.output
+    denied = json.loads(out.stdout)
+    assert denied["upstream"] == f"{scenario.src.host}/team/sigsep:1.0@{scenario.children['team/sigsep'][0]}"
+    assert "came from" not in " ".join(denied["reasons"])
 
     # loading again changes nothing and is fast
     before = {r: tags(dst, r) for r in (*scenario.digests, "team/signatures", "airgap/maps")}
