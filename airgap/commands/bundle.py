@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from airgap.commands.common import echo, emit_json, make_options, registry_options, timeout_option
+from airgap.commands.common import (
+    JSON_TO_STDERR_KEY,
+    echo,
+    emit_json,
+    make_options,
+    registry_options,
+    timeout_option,
+)
 
 if TYPE_CHECKING:
     from airgap.bundle.source import PartSet
@@ -83,6 +90,8 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
     from airgap.oci.registry import RegistryClient
     from airgap.progress import human_bytes
 
+    if output == "-":  # stdout carries the bundle: --json documents (and errors) go to stderr
+        click.get_current_context().meta[JSON_TO_STDERR_KEY] = True
     size = None
     if split_size is not None:
         from airgap.bundle.parts import parse_size

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _REDIRECTS_KEY = "airgap.redirect_hosts"
+ARGV_KEY = "airgap.argv"  # the command line as the top group saw it (cli.wants_json reads it)
+JSON_TO_STDERR_KEY = "airgap.json_to_stderr"  # set by a command whose stdout carries data (pack -o -)
 
 
 def _remember_redirect_hosts(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
