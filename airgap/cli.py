@@ -74,21 +74,39 @@ def _json_error(ctx: click.Context, message: str, code: int) -> None:
     import json
 
     doc = json.dumps({"error": message, "exit_code": code}, indent=2, sort_keys=True)
-    click.echo(doc, err=bool(ctx.meta.get(JSON_TO_STDERR_KEY)))  # json.dumps escapes control characters
+    click.echo(doc, err=_stdout_is_data(ctx))  # json.dumps escapes control characters
+
+
+def _words(ctx: click.Context) -> list[str]:
+    args: list[str] = ctx.meta.get(ARGV_KEY, [])
+    return args[: args.index("--")] if "--" in args else args
+
+
+def _command(ctx: click.Context) -> click.Command:
+    """The (sub)command the command line names."""
+    command: click.Command = ctx.command
+    for word in _words(ctx):
+        if isinstance(command, click.Group) and word in command.commands:
+            command = command.commands[word]
+    return command
 
 
 def wants_json(ctx: click.Context) -> bool:
     """Whether the command line asks the (sub)command it names for ``--json``: read from the arguments
     themselves, so a usage error found before the flag was parsed is reported as JSON too."""
-    args: list[str] = ctx.meta.get(ARGV_KEY, [])
-    words = args[: args.index("--")] if "--" in args else args
-    if "--json" not in words:
+    if "--json" not in _words(ctx):
         return False
-    command: click.Command = ctx.command
-    for word in words:
-        if isinstance(command, click.Group) and word in command.commands:
-            command = command.commands[word]
-    return any("--json" in p.opts for p in command.params if isinstance(p, click.Option))
+    return any("--json" in p.opts for p in _command(ctx).params if isinstance(p, click.Option))
+
+
+def _stdout_is_data(ctx: click.Context) -> bool:
+    """``pack -o -``: stdout carries the bundle, so its JSON documents go to stderr (even when the command
+    failed before reading its options)."""
+    if ctx.meta.get(JSON_TO_STDERR_KEY):
+        return True
+    words = _words(ctx)
+    given = [b for a, b in zip(words, words[1:], strict=False) if a in ("-o", "--output")]
+    return _command(ctx).name == "pack" and ("-" in given or "--output=-" in words or "-o-" in words)
 
 
 def _catch_interrupts() -> Any:

@@ -262,7 +262,7 @@ def verify_bundle(bundle: tuple[str, ...], key_refs: tuple[str, ...], bundle_dig
     image against the bundled policy. Exit 0 only when everything passes."""
     from airgap.bundle.artifacts import verify_bundle as do_verify
     from airgap.bundle.source import open_source
-    from airgap.commands.verify import _render
+    from airgap.commands.verify import _render, results_json
 
     keys = _public_keys(key_refs)
     with open_source(bundle, key=keys, bundle_digest=bundle_digest) as source:
@@ -270,7 +270,7 @@ def verify_bundle(bundle: tuple[str, ...], key_refs: tuple[str, ...], bundle_dig
                             allow_unsigned=allow_unsigned_bundle)
     if as_json:
         emit_json({"bundle_digest": outcome.bundle_digest, "signed_by": outcome.signed_by, "name": outcome.name,
-                   "version": outcome.version, "ok": outcome.ok, "images": [r.evidence for r in outcome.results],
+                   "version": outcome.version, **results_json(outcome.results),
                    "parts": source.parts.describe() if source.parts else None, "delta": outcome.delta})
     else:
         how = f"signed by {outcome.signed_by}" if outcome.signed_by else "pinned or explicitly allowed unsigned"

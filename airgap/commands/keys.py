@@ -119,7 +119,7 @@ def import_(file: str, output_prefix: str, password_file: str | None, force: boo
 @click.argument("keyref")
 @click.option("--password-file", type=click.Path(dir_okay=False), default=None, help=_PW_FILE_HELP)
 @click.option("--json", "as_json", is_flag=True,
-              help="Print {key_id, algorithm, pem} (a list when KEYREF holds several keys).")
+              help='Print {"keys": [{key_id, algorithm, pem}, ...]} (every key KEYREF holds).')
 def public(keyref: str, password_file: str | None, as_json: bool) -> None:
     """Print the public key(s) KEYREF names (file, env://VAR, secret dir, pkcs11: URI, or a private key).
 
@@ -130,7 +130,7 @@ def public(keyref: str, password_file: str | None, as_json: bool) -> None:
 
     pubs = load_public_keys(keyref, password_file=password_file)
     if as_json:
-        emit_json(_key_json(pubs[0]) if len(pubs) == 1 else [_key_json(p) for p in pubs])
+        emit_json({"keys": [_key_json(p) for p in pubs]})  # one shape, whatever the number of keys
         return
     for pub in pubs:
         echo(public_pem(pub).decode(), nl=False)

@@ -123,8 +123,7 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
         echo(f"warning: {warning}", err=True)
     results = verifier.verify_many(list(images), jobs=jobs)
     if as_json:
-        doc: Any = [r.evidence | ({"policyWarnings": warnings} if warnings else {}) for r in results]
-        emit_json(doc if len(doc) > 1 else doc[0])
+        emit_json(results_json(results) | {"policy_warnings": warnings})
     else:
         for result in results:
             echo(_render(result))
@@ -133,6 +132,15 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
         if not as_json:
             echo(f"error: {denied} of {len(results)} image(s) failed verification", err=True)
         sys.exit(1)
+
+
+def results_json(results: list[VerificationResult]) -> dict[str, Any]:
+    """``{"results": [...], "summary": {...}}``, the same shape whatever the number of images
+    (schemas/verify.schema.json); ``summary.ok`` is what the exit status says."""
+    decisions = [r.decision for r in results]
+    return {"results": [r.evidence for r in results],
+            "summary": {"images": len(results), "allow": decisions.count("allow"), "warn": decisions.count("warn"),
+                        "deny": decisions.count("deny"), "ok": all(results)}}
 
 
 def _policy_warnings(trust: Any, policy: Any) -> list[str]:

@@ -258,7 +258,7 @@ def test_inspect_and_trust_export(built: Built, tmp_path: Path) -> None:
     path = tmp_path / "b.tar"
     path.write_bytes(built.data)
     info = inspect(path)
-    assert (info["digest"], info["signed"], info["signedBy"], info["trusted"]) == (
+    assert (info["digest"], info["signed"], info["signed_by"], info["trusted"]) == (
         built.manifest.digest, True, None, False)
     img = info["images"][0]
     assert (img["ref"], img["signatures"], [p["platform"] for p in img["platforms"]]) == (
@@ -267,7 +267,7 @@ def test_inspect_and_trust_export(built: Built, tmp_path: Path) -> None:
     assert [k["name"] for k in info["keys"]] == ["release"]
     assert info["policies"]["policies"][0]["name"] == "team" and info["policies"]["settings"]["noMatchPolicy"] == "deny"
     checked = inspect(path, key=built.public_key, check_blobs=True)
-    assert checked["signedBy"] == key_id(built.public_key) and checked["bytes"] == len(built.data)
+    assert checked["signed_by"] == key_id(built.public_key) and checked["bytes"] == len(built.data)
     text = render(checked)
     assert built.manifest.digest in text and "verified with key" in text and built.upstream in text
 
