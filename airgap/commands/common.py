@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -103,6 +103,23 @@ def make_options(insecure: tuple[str, ...], ca_file: str | None, jobs: int | Non
     allowed = redirect_hosts(ctx.meta.get(_REDIRECTS_KEY, ()) if ctx is not None else ())
     limits = Limits() if not jobs else replace(Limits(), concurrency=jobs)
     return RegistryOptions(limits=limits, insecure=frozenset(insecure), ca_file=ca_file, redirect_hosts=allowed)
+
+
+def conflict(first: str, second: str, why: str) -> NoReturn:
+    """Two flags that cannot both be meant: a usage error (exit 2) naming them, and why."""
+    raise click.UsageError(f"{first} and {second} conflict: {why}")
+
+
+def sha256_digest(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A ``--bundle-digest`` as pack and inspect print it (``sha256:`` and 64 hex digits), lowercased."""
+    if value is None:
+        return None
+    import re
+
+    if not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", value.strip()):
+        raise click.BadParameter(f"{value!r} is not a sha256 digest (sha256: then 64 hex digits, as pack and "
+                                 "inspect print it)", ctx, param)
+    return value.strip().lower()
 
 
 def emit_json(obj: Any) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from airgap.commands.common import echo, emit_json
+from airgap.commands.common import conflict, echo, emit_json
 from airgap.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -25,6 +25,14 @@ def _key_json(pub: PublicKey) -> dict[str, Any]:
     from airgap.keys.public import algorithm, key_id, public_pem
 
     return {"key_id": key_id(pub), "algorithm": algorithm(pub), "pem": public_pem(pub).decode()}
+
+
+def _prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--output-prefix``: a path and a file name stem; ``dir/`` (or ``""``) would write ``dir/.key``."""
+    if value.replace("\\", "/").rsplit("/", 1)[-1] in ("", ".", ".."):
+        raise click.BadParameter(f"{value!r} has no file name: give a prefix such as {value or './'}cosign "
+                                 f"(writes {value}cosign.key and {value}cosign.pub)", ctx, param)
+    return value
 
 
 def _check_free(paths: list[Path], force: bool) -> None:
@@ -57,7 +65,7 @@ def _report(pub: PublicKey, written: dict[str, str], as_json: bool, extra: dict[
 
 
 @key.command()
-@click.option("--output-prefix", default="cosign", show_default=True, metavar="PATH",
+@click.option("--output-prefix", default="cosign", show_default=True, metavar="PATH", callback=_prefix,
               help="Write PATH.key and PATH.pub.")
 @click.option("--password-file", type=click.Path(dir_okay=False), default=None, help=_PW_FILE_HELP)
 @click.option("--pkcs11", "pkcs11_uri", default=None, metavar="URI",
@@ -75,6 +83,9 @@ def generate(output_prefix: str, password_file: str | None, pkcs11_uri: str | No
 
     key_path, pub_path = Path(f"{output_prefix}.key"), Path(f"{output_prefix}.pub")
     if pkcs11_uri:
+        if password_file:
+            conflict("--pkcs11", "--password-file", "the key is made on the token, which asks for its PIN; no key "
+                     "file is written to protect with a password")
         _check_free([pub_path], force)
         pub, uri = generate_pkcs11_keypair(Pkcs11URI.parse(pkcs11_uri))
         _write(pub_path, public_pem(pub), 0o644)
@@ -90,7 +101,7 @@ def generate(output_prefix: str, password_file: str | None, pkcs11_uri: str | No
 
 @key.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--output-prefix", default="import-cosign", show_default=True, metavar="PATH",
+@click.option("--output-prefix", default="import-cosign", show_default=True, metavar="PATH", callback=_prefix,
               help="Write PATH.key and PATH.pub.")
 @click.option("--password-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the NEW password [env COSIGN_PASSWORD, else a prompt].")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from airgap.commands.common import (
+    conflict,
     echo,
     emit_json,
     make_options,
@@ -93,6 +94,14 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
 
     keyless = any((certificate_identity, certificate_identity_regexp, certificate_oidc_issuer,
                    certificate_oidc_issuer_regexp))
+    if trust_dir and key_refs:
+        conflict("--trust", "--key", "with --trust the directory's keys and policy decide; give one")
+    if key_refs and keyless:
+        conflict("--key", "--certificate-identity/--certificate-oidc-issuer",
+                 "a signature is checked with a key or keyless, not both; give one")
+    if insecure_ignore_tlog and trust_dir and not keyless:
+        conflict("--insecure-ignore-tlog", "--trust", "with --trust the policy says whether a log entry is needed "
+                 "(ctlog: {disabled: true})")
     if not trust_dir and not key_refs and not keyless:
         raise ConfigError("nothing to verify against: give --trust DIR, --key KEYREF or "
                           "--certificate-identity/--certificate-oidc-issuer")

@@ -260,6 +260,7 @@ def test_audit_evidence_matches_its_schema(world: World) -> None:
     (["copy", "--json", "-t", "5s", "127.0.0.1:1/team/app:1.0", "oci:out"], 1),  # nothing listens there
     (["site", "show", "nobody", "--json", "--site", "."], 2),
     (["key", "public", "--json", "nonexistent.pub"], 2),
+    (["inspect", "--json", "--bundle-digest", "sha256:12", "demo.tar"], 2),
 ])
 def test_errors_are_json_documents_too(world: World, args: list[str], code: int, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:

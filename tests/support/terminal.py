@@ -38,14 +38,17 @@ class Terminal:
 
     @classmethod
     def start(cls, args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-              stdout: Path, columns: int = 200, rows: int = 40) -> Terminal:
+              stdout: Path | None, columns: int = 200, rows: int = 40) -> Terminal:
+        """``stdout``: a file, or None for the terminal too (as when nothing is redirected)."""
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-        with stdout.open("wb") as out:
-            process = subprocess.Popen([sys.executable, "-c", _LAUNCH, *args], stdin=slave, stdout=out,
-                                       stderr=slave, env=env, cwd=cwd, close_fds=True)
+        out_path = stdout or Path(os.devnull)
+        with out_path.open("ab" if stdout is None else "wb") as out:
+            process = subprocess.Popen([sys.executable, "-c", _LAUNCH, *args], stdin=slave,
+                                       stdout=out if stdout is not None else slave, stderr=slave, env=env, cwd=cwd,
+                                       close_fds=True)
         os.close(slave)
-        return cls(process, master, stdout)
+        return cls(process, master, out_path)
 
     def pump(self, timeout: float = 0.05) -> bool:
         """Read what the process drew within ``timeout``; False once the terminal is closed."""
