@@ -11,18 +11,37 @@ from typing import Any
 import click
 
 from airgap import __version__
-from airgap.commands.common import echo, emit_json, make_options, registry_options, timeout_option
+from airgap.commands.common import (
+    ARGV_KEY,
+    JSON_TO_STDERR_KEY,
+    echo,
+    emit_json,
+    make_options,
+    registry_options,
+    timeout_option,
+)
 from airgap.errors import Error
+
+INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
 
 
 class AirgapGroup(click.Group):
-    """Turns every airgap error into one line on stderr and a non-zero exit, never a traceback."""
+    """Turns every airgap error into one line on stderr and a non-zero exit, never a traceback: 1 for a failure,
+    2 for a usage error, 130 when interrupted (Ctrl-C). With ``--json`` the error is also a JSON document,
+    ``{"error": MESSAGE, "exit_code": N}``, where the command's JSON would have gone (stdout)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta.setdefault(ARGV_KEY, list(args))  # the outermost group's view: the whole command line
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
+        if ctx.parent is not None:  # a nested group (site, key, ...): the top one handles errors
+            return super().invoke(ctx)
+        restore = _catch_interrupts()
         try:
             return super().invoke(ctx)
         except Error as exc:
-            echo(f"error: {exc}", err=True)
+            _fail(ctx, str(exc), exc.exit_code)
             if (ctx.obj or {}).get("verbose"):
                 cause = exc.__cause__ or exc.__context__
                 while cause is not None:
@@ -31,8 +50,103 @@ class AirgapGroup(click.Group):
             ctx.exit(exc.exit_code)
         except OSError as exc:
             where = f": {exc.filename}" if exc.filename else ""
-            echo(f"error: {exc.strerror or exc}{where}", err=True)
+            _fail(ctx, f"{exc.strerror or exc}{where}", 1)
             ctx.exit(1)
+        except click.UsageError as exc:  # click prints it (with the usage line) and exits 2
+            if wants_json(ctx):
+                _json_error(ctx, exc.format_message(), exc.exit_code)
+            raise
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted", INTERRUPTED)
+            ctx.exit(INTERRUPTED)
+        finally:
+            restore()
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    """The one line on stderr; with ``--json``, the JSON error document too."""
+    echo(f"error: {message}", err=True)
+    if wants_json(ctx):
+        _json_error(ctx, message, code)
+
+
+def _json_error(ctx: click.Context, message: str, code: int) -> None:
+    import json
+
+    doc = json.dumps({"error": message, "exit_code": code}, indent=2, sort_keys=True)
+    click.echo(doc, err=_stdout_is_data(ctx))  # json.dumps escapes control characters
+
+
+def _words(ctx: click.Context) -> list[str]:
+    args: list[str] = ctx.meta.get(ARGV_KEY, [])
+    return args[: args.index("--")] if "--" in args else args
+
+
+def _command(ctx: click.Context) -> click.Command:
+    """The (sub)command the command line names."""
+    command: click.Command = ctx.command
+    for word in _words(ctx):
+        if isinstance(command, click.Group) and word in command.commands:
+            command = command.commands[word]
+    return command
+
+
+def wants_json(ctx: click.Context) -> bool:
+    """Whether the command line asks the (sub)command it names for ``--json``: read from the arguments
+    themselves, so a usage error found before the flag was parsed is reported as JSON too."""
+    if "--json" not in _words(ctx):
+        return False
+    return any("--json" in p.opts for p in _command(ctx).params if isinstance(p, click.Option))
+
+
+def _stdout_is_data(ctx: click.Context) -> bool:
+    """``pack -o -``: stdout carries the bundle, so its JSON documents go to stderr (even when the command
+    failed before reading its options)."""
+    if ctx.meta.get(JSON_TO_STDERR_KEY):
+        return True
+    words = _words(ctx)
+    given = [b for a, b in zip(words, words[1:], strict=False) if a in ("-o", "--output")]
+    return _command(ctx).name == "pack" and ("-" in given or "--output=-" in words or "-o-" in words)
+
+
+def _catch_interrupts() -> Any:
+    """Install the Ctrl-C handler for the command's run; returns what restores the previous one. The first SIGINT
+    stops every progress display and transfer loop (:func:`airgap.progress.interrupt`) and raises
+    KeyboardInterrupt, so the command cleans up what it was writing and exits 130; a second one exits at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return lambda: None  # embedded in a program with its own handling: leave it alone
+    from airgap.progress import interrupt, reset_interrupt
+
+    reset_interrupt()
+
+    def again(signum: int, frame: Any) -> None:
+        _exit_now(INTERRUPTED)
+
+    def first(signum: int, frame: Any) -> None:
+        interrupt()
+        signal.signal(signal.SIGINT, again)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, first)
+    return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without waiting for worker threads still inside a network call (they hold nothing we must keep:
+    the command already cleaned up, or the user insisted)."""
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 @click.group(cls=AirgapGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,8 +224,14 @@ _register_commands()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="airgap")
+    """Console-script entry point. After an interruption, exits at once: a worker thread still waiting on a
+    registry must not hold the exit (the command has cleaned up what it wrote)."""
+    try:
+        cli(prog_name="airgap")
+    except SystemExit as exc:
+        if exc.code == INTERRUPTED:
+            _exit_now(INTERRUPTED)
+        raise
 
 
 if __name__ == "__main__":

@@ -63,6 +63,40 @@ def write_atomic(path: Path, data: bytes | Iterable[bytes], *, mode: int | None 
         raise
 
 
+def write_files(directory: Path, files: dict[str, bytes], *, mode: int | None = None) -> None:
+    """Write several files of ``directory`` as one change, as far as a file system allows: every file is written
+    to a temp file first, and only when all are complete are they renamed over their targets, one after the
+    other. A failure or an interruption while writing leaves every target as it was and no temp file behind.
+    A device or FIFO among the targets is written through, last."""
+    import tempfile
+
+    staged: list[tuple[Path, Path]] = []
+    through: list[tuple[Path, bytes]] = []
+    try:
+        for name, data in files.items():
+            target = directory / name
+            if target.is_dir():
+                raise ConfigError(f"{target} is a directory")
+            if is_special(target):
+                through.append((target, data))
+                continue
+            fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".part")
+            staged.append((Path(temp), target))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            if mode is not None:
+                os.chmod(temp, mode)
+        while staged:
+            os.replace(*staged[0])
+            staged.pop(0)
+    except BaseException:
+        for staged_temp, _target in staged:
+            staged_temp.unlink(missing_ok=True)
+        raise
+    for target, data in through:
+        write_atomic(target, data)
+
+
 class Output:
     """A streamed output file: a temp file beside ``path`` renamed over it by :meth:`commit` (``atomic``), or
     ``path`` itself when it is a device or FIFO (written through, see the module docstring).

@@ -77,34 +77,44 @@ def inspect(path: BundlePaths, *, key: PublicKey | Sequence[PublicKey] | None = 
 
 def describe(reader: BundleReader, where: str = "", *, verified: bool = False,
              blobs_checked: bool = False) -> dict[str, Any]:
-    """:func:`inspect`'s report for a reader that has read the bundle's header entries."""
+    """:func:`inspect`'s report for a reader that has read the bundle's header entries (``inspect --json``:
+    snake_case keys, sizes in bytes, ``created`` an RFC 3339 time or null when the bundle does not say)."""
     m = reader.manifest
     return {
         "bundle": where,
         "digest": reader.digest,
         "name": m.name,
         "version": m.version,
-        "created": m.created,
+        "created": _rfc3339(m.created),
         "schema": m.schema,
         "signed": reader.signature is not None,
-        "signedBy": reader.signed_by,
+        "signed_by": reader.signed_by,
         "trusted": verified,
-        "blobsVerified": blobs_checked,
+        "blobs_verified": blobs_checked,
         "images": [_image(m, i) for i in range(len(m.images))],
         "keys": [{"name": k.get("name"), "id": k.get("id"), "algorithm": k.get("algorithm"),
                   "policies": k.get("policies", [])} for k in m.keys.get("keys", [])],
         "policies": _policies(reader.files.get("trust/policy.yaml", b"")),
-        "trustedRoots": sorted(_root_name(n) for n in reader.files
-                               if n == "trust/trusted_root.json" or n.startswith("trust/trusted_roots/")),
+        "trusted_roots": sorted(_root_name(n) for n in reader.files
+                                if n == "trust/trusted_root.json" or n.startswith("trust/trusted_roots/")),
         "files": {n: {"digest": f.digest, "size": f.size} for n, f in m.files.items()},
-        "blobCount": m.blob_count,
-        "blobBytes": m.blob_bytes,
+        "blob_count": m.blob_count,
+        "blob_bytes": m.blob_bytes,
         "bytes": reader.bytes_read if blobs_checked else None,
         "parts": reader.parts.describe() if reader.parts is not None else None,
-        "delta": {"kind": m.delta.kind, "base": m.delta.base, "omittedBlobs": len(m.omitted),
-                  "omittedBytes": m.delta.omitted_bytes} if m.delta is not None else None,
+        "delta": {"kind": m.delta.kind, "base": m.delta.base, "omitted_blobs": len(m.omitted),
+                  "omitted_bytes": m.delta.omitted_bytes} if m.delta is not None else None,
         "airgap": m.airgap.to_json() if m.airgap is not None else None,
     }
+
+
+def _rfc3339(epoch: int) -> str | None:
+    """A bundle's ``created`` (seconds since the epoch, 0 when its spec gave none) as an RFC 3339 time."""
+    if not epoch:
+        return None
+    import datetime
+
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _root_name(name: str) -> str:
@@ -119,12 +129,12 @@ def _image(m: BundleManifest, index: int) -> dict[str, Any]:
         return sum(1 for a in img.attachments if a.kind == kind)
 
     return {
-        "ref": img.upstream, "digest": img.digest, "mediaType": img.media_type,
+        "ref": img.upstream, "digest": img.digest, "media_type": img.media_type,
         "platforms": [{"platform": p.platform, "digest": p.digest} for p in img.platforms],
         "signatures": count("signature"), "attestations": count("attestation"), "sboms": count("sbom"),
-        "referrers": count("referrer"), "signatureRepo": img.signature_repo,
+        "referrers": count("referrer"), "signature_repo": img.signature_repo,
         "bytes": sum(m.blobs.get(d, 0) for d in digests),
-        "omittedBytes": sum(m.omitted.get(d, 0) for d in digests),
+        "omitted_bytes": sum(m.omitted.get(d, 0) for d in digests),
     }
 
 
@@ -168,24 +178,24 @@ def render(info: Mapping[str, Any]) -> str:
     checked (and inspect also reads unsigned ones): every value from it is made one inert line."""
     from airgap.terminal import printable as q
 
-    if info["signedBy"]:
-        sig = f"signed, verified with key {info['signedBy']}"
+    if info["signed_by"]:
+        sig = f"signed, verified with key {info['signed_by']}"
     elif info["signed"]:
         sig = f"signed ({SIGNATURE_NAME}), signature NOT checked (pass --key)"
     else:
         sig = "unsigned"
     lines = [
         f"bundle   {q(info['name'])} {q(info['version'])}  ({q(info['bundle'])})",
-        f"digest   {info['digest']}" + ("  (pinned digest matched)" if info["trusted"] and not info["signedBy"]
+        f"digest   {info['digest']}" + ("  (pinned digest matched)" if info["trusted"] and not info["signed_by"]
                                          else ""),
         f"trust    {sig}",
-        f"created  {info['created']}",
-        f"content  {len(info['images'])} image(s), {info['blobCount']} blobs, {_size(info['blobBytes'])}",
+        f"created  {info['created'] or 'not recorded'}",
+        f"content  {len(info['images'])} image(s), {info['blob_count']} blobs, {_size(info['blob_bytes'])}",
     ]
     delta = info.get("delta")
     if delta:
-        lines.append(f"delta    against {q(delta['kind'])} {q(delta['base'])}: {delta['omittedBlobs']} blob(s) "
-                     f"({_size(delta['omittedBytes'])}) left out, the site must hold them")
+        lines.append(f"delta    against {q(delta['kind'])} {q(delta['base'])}: {delta['omitted_blobs']} blob(s) "
+                     f"({_size(delta['omitted_bytes'])}) left out, the site must hold them")
     own = info.get("airgap") or {}
     if own.get("image"):
         lines.append(f"airgap   image {q(own['image'])} (airgap's own: the webhook's default after load)")
@@ -195,8 +205,8 @@ def render(info: Mapping[str, Any]) -> str:
                      f"CPython {q(c['python'])} {q(c['platform'])})")
     parts = info.get("parts")
     if parts:
-        signed = f", signed, verified with key {parts['signedBy']}" if parts["signedBy"] else ""
-        lines.append(f"parts    {len(parts['parts'])} x {_size(parts['partSize'])} ({_size(parts['size'])} in all), "
+        signed = f", signed, verified with key {parts['signed_by']}" if parts["signed_by"] else ""
+        lines.append(f"parts    {len(parts['parts'])} x {_size(parts['part_size'])} ({_size(parts['size'])} in all), "
                      f"{q(parts['manifest'])}{signed}")
     lines.append("images:")
     for img in info["images"]:
@@ -205,8 +215,8 @@ def render(info: Mapping[str, Any]) -> str:
         lines.append(f"    {q(img['digest'])}  {_size(img['bytes'])}  [{plats}]")
         extras = [f"{img[k]} {k}" for k in ("signatures", "attestations", "sboms", "referrers") if img[k]]
         lines.append("    " + (", ".join(extras) if extras else "no signatures or attestations"))
-        if img["signatureRepo"]:
-            lines.append(f"    signatures from {q(img['signatureRepo'])}")
+        if img["signature_repo"]:
+            lines.append(f"    signatures from {q(img['signature_repo'])}")
     lines.append("keys:" if info["keys"] else "keys: none")
     for k in info["keys"]:
         used = f"  (policies: {', '.join(q(x) for x in k['policies'])})" if k["policies"] else ""
@@ -218,7 +228,7 @@ def render(info: Mapping[str, Any]) -> str:
                      f"{', '.join(q(a) for a in p['authorities'])}")
     if pol["settings"]:
         lines.append("  settings: " + ", ".join(f"{q(k)}={q(v)}" for k, v in sorted(pol["settings"].items())))
-    lines.append("trusted roots: " + (", ".join(q(r) for r in info["trustedRoots"]) or
+    lines.append("trusted roots: " + (", ".join(q(r) for r in info["trusted_roots"]) or
                                       "none (Sigstore public-good built in)"))
     return "\n".join(lines)
 

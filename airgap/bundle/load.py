@@ -40,6 +40,7 @@ from airgap.progress import Progress
 from airgap.refs import translate
 
 if TYPE_CHECKING:
+    from airgap.bundle.manifest import BundleManifest
     from airgap.keys.public import PublicKey
     from airgap.oci.registry import RegistryClient
 
@@ -253,6 +254,17 @@ def push_image(client: RegistryClient, p: Placed, manifests: _Manifests) -> int:
     return count
 
 
+def pushed_line(p: Placed, manifest: BundleManifest) -> str:
+    """``pushed REF@DIGEST (N blobs, X MB)``: the line printed when an image's tags are in place (as crane and
+    skopeo print one per image). N and X are the image's blobs, pushed now or already there."""
+    from airgap.progress import human_bytes
+
+    sizes = [manifest.blobs.get(d, manifest.omitted.get(d, 0)) for d in p.entry.blobs]
+    ref = str(p.locals[-1])
+    where = ref if "@" in ref else f"{ref}@{p.entry.digest}"
+    return f"pushed {where} ({len(sizes)} blobs, {human_bytes(sum(sizes))})"
+
+
 def _merged_signatures(client: RegistryClient, host: str, repo: str, tag: str, ours: Manifest) -> Manifest | None:
     """When ``tag`` (a cosign ``.sig``/``.att`` tag) already holds another signature manifest (another bundle's
     signatures of the same digest), the manifest holding its layers and then ours not already there, as cosign
@@ -360,28 +372,33 @@ def load(source: IO[bytes], registry: str, *, translate_mode: str = "zarf", rule
         _drain(source)
     else:
         mounts = check_site(client, manifest, placed, jobs=jobs)  # a delta: before anything is pushed
-        meter = Progress(f"load {manifest.name}", total_bytes=manifest.blob_bytes, total_items=manifest.blob_count,
-                         enabled=progress)
-        with meter:
+        with Progress(f"load {manifest.name} {manifest.version}", enabled=progress, verb="pushed") as meter:
             kept, uploader = stream_blobs(reader, client, placed, jobs=jobs,
                                           max_manifest=client.limits.max_manifest_bytes, meter=meter)
-        summary.blobs_pushed, summary.bytes_pushed = uploader.pushed, uploader.bytes
-        manifests = _Manifests(kept, reader.files["index.json"], client.limits.max_manifest_bytes,
-                               client.limits.max_index_depth)
-        for p in placed:  # parse everything before pushing anything: a bad manifest fails the load early
-            for digest in p.entry.manifests:
-                manifests.get(p.entry.digest, p.entry.media_type)
-                manifests.get(digest)
-            for att in p.entry.attachments:
-                graph = manifests.graph(att.digest)
-                check_attachments_carried(manifest, att.digest, [b.digest for m in graph for b in m.blobs])
-        if summary.delta is not None:
-            summary.delta["mounted"] = mount_omitted(client, placed[0].host if placed else "", mounts, jobs=jobs)
-        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(placed) or 1))) as pool:
-            summary.manifests_pushed = sum(pool.map(carry(lambda p: push_image(client, p, manifests)), placed))
-        for desc, data in zip(map_manifest.blobs, (_EMPTY, map_blob), strict=True):
-            client.push_blob(map_host, map_repo, desc, _bytes_opener(data))
-        client.put_manifest(map_host, map_repo, tag, map_manifest)
+            summary.blobs_pushed, summary.bytes_pushed = uploader.pushed, uploader.bytes
+            manifests = _Manifests(kept, reader.files["index.json"], client.limits.max_manifest_bytes,
+                                   client.limits.max_index_depth)
+            for p in placed:  # parse everything before pushing anything: a bad manifest fails the load early
+                for digest in p.entry.manifests:
+                    manifests.get(p.entry.digest, p.entry.media_type)
+                    manifests.get(digest)
+                for att in p.entry.attachments:
+                    graph = manifests.graph(att.digest)
+                    check_attachments_carried(manifest, att.digest, [b.digest for m in graph for b in m.blobs])
+            if summary.delta is not None:
+                summary.delta["mounted"] = mount_omitted(client, placed[0].host if placed else "", mounts, jobs=jobs)
+            meter.set_status("pushing manifests and tags")
+
+            def push(p: Placed) -> int:
+                count = push_image(client, p, manifests)
+                meter.note(pushed_line(p, manifest))
+                return count
+
+            with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(placed) or 1))) as pool:
+                summary.manifests_pushed = sum(pool.map(carry(push), placed))
+            for desc, data in zip(map_manifest.blobs, (_EMPTY, map_blob), strict=True):
+                client.push_blob(map_host, map_repo, desc, _bytes_opener(data))
+            client.put_manifest(map_host, map_repo, tag, map_manifest)
     if map_out:
         tmap.save(map_out)
     if trust_out:

@@ -5,6 +5,10 @@ matched), then uploaded concurrently (``-j``) to the first repository that needs
 Manifests and other small unclaimed blobs are kept in memory for the manifest pass; blobs the registry already
 has are still read (and so hashed: the bundle must be intact) but not pushed. At most ``WINDOW_BYTES`` are
 spooled and not yet uploaded, so memory and disk stay bounded whatever the bundle size.
+
+Progress counts what the registry acknowledged, never what was read from the tar (which runs up to the window
+ahead): a blob's bytes when its upload's last request answered success, a blob the registry already holds (or
+that was mounted) apart, as already there. Manifests are pushed after the blobs and are not counted in bytes.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from airgap.errors import BundleError
 from airgap.oci.deadline import carry  # pool workers run under the caller's deadline
 from airgap.oci.manifest import Descriptor
-from airgap.progress import Progress
+from airgap.progress import Progress, interruptible
 
 if TYPE_CHECKING:
     from airgap.bundle.placement import Placed
@@ -30,13 +34,12 @@ WINDOW_BYTES = 512 * 1024 * 1024  # spooled (on disk) and not yet uploaded
 _OCTET = "application/octet-stream"
 
 
-def _spool(chunks: Iterator[bytes], directory: str, meter: Progress) -> Path:
+def _spool(chunks: Iterator[bytes], directory: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="blob-")
     try:
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:  # hash-verified by the reader: the last chunk only after the digest matched
                 f.write(chunk)
-                meter.add_bytes(len(chunk))
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -46,17 +49,19 @@ def _spool(chunks: Iterator[bytes], directory: str, meter: Progress) -> Path:
 def _file_opener(path: Path) -> Callable[[], Iterator[bytes]]:
     def opener() -> Iterator[bytes]:
         with path.open("rb") as f:
-            yield from iter(lambda: f.read(CHUNK), b"")
+            yield from interruptible(iter(lambda: f.read(CHUNK), b""))  # Ctrl-C stops an upload mid-blob
 
     return opener
 
 
 class _Uploader:
-    """Uploads spooled blobs concurrently; the first repository gets the bytes, the others a mount."""
+    """Uploads spooled blobs concurrently; the first repository gets the bytes, the others a mount. ``meter``
+    counts a blob when the registry acknowledged it."""
 
-    def __init__(self, client: RegistryClient, host: str, jobs: int) -> None:
+    def __init__(self, client: RegistryClient, host: str, jobs: int, meter: Progress) -> None:
         self.client = client
         self.host = host
+        self.meter = meter
         self.pool = ThreadPoolExecutor(max_workers=jobs)
         self.jobs = jobs
         self.futures: dict[Future[int], int] = {}  # future -> spooled bytes
@@ -73,8 +78,13 @@ class _Uploader:
         opener = _file_opener(path)
         try:
             sent = self.client.push_blob(self.host, repos[0], desc, opener, check_exists=False)
+            if sent:  # the upload's last request answered success: the registry holds these bytes
+                self.meter.add_bytes(size)
+            else:
+                self.meter.add_present(size)  # mounted from where the registry had it
             for repo in repos[1:]:
                 self.client.push_blob(self.host, repo, desc, opener, mount_from=repos[0], check_exists=False)
+            self.meter.add_item()
         finally:
             path.unlink(missing_ok=True)
         return size if sent else -1
@@ -121,10 +131,20 @@ def stream_blobs(reader: Any, client: RegistryClient, placed: list[Placed], *, j
                 repos.append(p.repo)
         manifest_digests.update(p.entry.manifests)
         manifest_digests.update(a.digest for a in p.entry.attachments)
+    sizes = reader.manifest.blobs
+    pushed = [d for d in claims if d not in manifest_digests]
+    meter.total_bytes = sum(sizes.get(d, 0) for d in pushed)
+    meter.total_items = len(pushed)
+    meter.set_status("checking what the registry holds")
     present = _present(client, host, [(r, d) for d, rs in claims.items() for r in rs if d not in manifest_digests],
                        jobs)
+    for digest in pushed:
+        if all((r, digest) in present for r in claims[digest]):
+            meter.add_present(sizes.get(digest, 0))
+            meter.add_item()
+    meter.set_status("")
     kept: dict[str, bytes] = {}
-    uploader = _Uploader(client, host, jobs)
+    uploader = _Uploader(client, host, jobs, meter)
     with tempfile.TemporaryDirectory(prefix="airgap-load-") as spool:
         try:
             for digest, size, chunks in reader.blobs():
@@ -133,13 +153,11 @@ def stream_blobs(reader: Any, client: RegistryClient, placed: list[Placed], *, j
                     if size > max_manifest:
                         raise BundleError(f"manifest {digest}: {size} bytes is over the limit of {max_manifest}")
                     kept[digest] = b"".join(chunks)
-                    meter.add_bytes(size)
                 elif missing:
-                    uploader.submit(digest, size, _spool(chunks, spool, meter), missing)
+                    uploader.submit(digest, size, _spool(chunks, spool), missing)
                 else:
-                    for chunk in chunks:  # still hashed by the reader: the bundle must be intact
-                        meter.add_bytes(len(chunk))
-                meter.add_item()
+                    for _chunk in chunks:  # still hashed by the reader: the bundle must be intact
+                        pass
             reader.finish()
             uploader.join()
         except BaseException:

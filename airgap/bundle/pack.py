@@ -193,6 +193,22 @@ def self_carry(spec: BundleSpec, cli: PendingArchive | None) -> SelfCarry | None
                      cli.pin if cli is not None else None)
 
 
+def _image_digests(image: Collected) -> set[str]:
+    """Every blob of ``image`` the bundle carries: manifests, attachments and their blobs."""
+    manifests = (*image.manifests, *image.extra_manifests, *(a.manifest for a in image.attachments))
+    return {m.digest for m in manifests} | set(image.blob_sources)
+
+
+def packed_line(image: Collected) -> str:
+    """``packed REF@DIGEST (N blobs, X MB)``: the image's layers and configs (a delta's left-out ones too)."""
+    from airgap.progress import human_bytes
+
+    manifests = _image_digests(image) - set(image.blob_sources)
+    blobs = [(d, desc.size) for d, (_store, desc) in image.blob_sources.items() if d not in manifests]
+    return (f"packed {image.upstream}@{image.root.digest} ({len(blobs)} blobs, "
+            f"{human_bytes(sum(size for _d, size in blobs))})")
+
+
 def _stop_on_failure(verdict: Future[None], stop: threading.Event) -> None:
     if verdict.exception() is not None:
         stop.set()
@@ -277,8 +293,11 @@ def _pack(spec: BundleSpec, output: str, *, client: RegistryClient, key: Signer 
         signature = base64.b64encode(key.sign(manifest_bytes))
         signed_by = key_id(key.public_key)
     cache = Path(cache_dir) if cache_dir else None
-    meter = Progress(f"pack {spec.name}", total_bytes=manifest.blob_bytes, total_items=len(order),
-                     enabled=progress)
+    meter = Progress(f"pack {spec.name} {spec.version}", total_bytes=manifest.blob_bytes, total_items=len(order),
+                     enabled=progress, verb="fetched", present_verb="from the cache")
+    in_bundle = {digest for digest, _size, _m in order}
+    for image in images:  # one line per image once all its blobs are in (as crane and skopeo print them)
+        meter.expect(packed_line(image), sorted(in_bundle & _image_digests(image)))
     raw: Any = parts if parts is not None else sys.stdout.buffer if target is None else target.file
     out = Counting(raw)
     parts_written: list[str] = []

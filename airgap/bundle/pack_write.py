@@ -10,7 +10,12 @@ the digest matched; a cached blob is re-hashed as it is copied: the cache direct
   files (or the cache), bounded by a byte and a count window, while the tar is written strictly in order.
 
 Both take a ``stop`` event: ``pack`` sets it when the verification running alongside the download fails, and
-the writer then raises :class:`Stopped` at the next chunk (the caller deletes the temp file).
+the writer then raises :class:`Stopped` at the next chunk (the caller deletes the temp file); a Ctrl-C stops
+them at the next chunk too (:func:`airgap.progress.check_interrupted`).
+
+Progress counts a blob's bytes as they are fetched (verified chunks, into the bundle or the spool), so it moves
+from the first blob on; blobs taken from ``--cache`` count apart. Each blob done is reported by digest, which
+completes the per-image lines ``pack`` asked for.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from airgap import digest as digests
 from airgap.fileio import write_atomic
 from airgap.oci.deadline import carry  # pool workers run under the caller's deadline
 from airgap.oci.manifest import Descriptor, Manifest
-from airgap.progress import Progress
+from airgap.progress import Progress, check_interrupted
 
 if TYPE_CHECKING:
     from airgap.oci.store import RegistryRepo
@@ -49,6 +54,7 @@ class Stopped(Exception):  # noqa: N818 - control flow, never shown: the caller 
 
 
 def _check(stop: threading.Event | None) -> None:
+    check_interrupted()
     if stop is not None and stop.is_set():
         raise Stopped
 
@@ -165,7 +171,7 @@ def write_bundle_at(sink: Positional, manifest_bytes: bytes, signature: bytes | 
                 sink.pwrite(chunk, pos)
                 pos += len(chunk)
                 meter.add_bytes(len(chunk))
-        meter.add_item()
+        meter.add_item(digest)
 
     # Largest first: the biggest blob is the critical path; small ones fill in around it.
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -218,12 +224,14 @@ class _Fetcher:
     def _download(self, store: RegistryRepo, desc: Descriptor) -> Path:
         path = self._path(desc.digest)
         if self.cache is not None and path.is_file():
+            self.meter.add_present(desc.size)  # from the cache (re-hashed as it is written)
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
 
         def chunks() -> Iterator[bytes]:
             for chunk in store.open_blob(desc):  # verified: the last chunk only after the digest matched
                 _check(self.stop)
+                self.meter.add_bytes(len(chunk))
                 yield chunk
 
         write_atomic(path, chunks())
@@ -232,9 +240,7 @@ class _Fetcher:
     def take(self, digest: str, size: int) -> Iterator[bytes]:
         path = self.pending.pop(digest).result()
         try:
-            for chunk in _read_file(path, digest if self.cache is not None else None, size):
-                self.meter.add_bytes(len(chunk))
-                yield chunk
+            yield from _read_file(path, digest if self.cache is not None else None, size)
         finally:
             if self.cache is None:
                 path.unlink(missing_ok=True)
@@ -267,7 +273,7 @@ def write_bundle(out: Any, manifest_bytes: bytes, signature: bytes | None, files
                 else:
                     writer.add_blob(digest, size, fetcher.take(digest, size))
                     inflight -= size
-                meter.add_item()
+                meter.add_item(digest)
         except BaseException:
             stop.set()
             for fut in fetcher.pending.values():

@@ -79,14 +79,10 @@ class BundleReader:
         self._seen_blobs: set[str] = set()
         self.parts: PartSet | None = None  # the checked parts, when the caller read a split bundle
 
-        hdr = self._next_header()
-        if hdr is None:
-            raise BundleError(f"bundle is empty: no {MANIFEST_NAME}")
-        self._check_regular(hdr)
-        if hdr.name != MANIFEST_NAME:
-            raise BundleError(f"bundle must start with {MANIFEST_NAME}, found {hdr.name!r}")
-        self._check_limit(hdr, self.limits.max_bundle_manifest_bytes)
-        self.manifest_bytes = self._read_data(hdr)
+        first = self._first_header()
+        self._check_regular(first)
+        self._check_limit(first, self.limits.max_bundle_manifest_bytes)
+        self.manifest_bytes = self._read_data(first)
         self.digest = "sha256:" + hashlib.sha256(self.manifest_bytes).hexdigest()
 
         self.signature: bytes | None = None
@@ -281,21 +277,52 @@ class BundleReader:
         self._last = hdr.name
         return data
 
-    def _next_header(self) -> _Header | None:
-        """The next entry's header, or None at a valid end of archive (two zero blocks, zero padding, EOF)."""
-        offset = self.bytes_read
+    def _read_block(self) -> bytes:
         block = self._in.read(BLOCK)
         while block and len(block) < BLOCK:
             more = self._in.read(BLOCK - len(block))
             if not more:
                 break
             block += more
+        return block
+
+    def _first_header(self) -> _Header:
+        """The manifest's header, with what a user most likely handed us named when it is not a bundle: an empty
+        file, a compressed one, another tar, something else."""
+        block = self._read_block()
+        if not block:
+            raise BundleError("bundle is empty (0 bytes)")
+        for magic, kind, tool in _COMPRESSED:
+            if block.startswith(magic):
+                raise BundleError(f"this is {kind}-compressed: airgap bundles are plain tar ({tool} it first)")
+        not_tar = "not an airgap bundle (not a tar archive: a bundle starts with airgap-bundle.json)"
+        if len(block) < BLOCK:
+            raise BundleError(not_tar)
+        self.bytes_read += BLOCK
+        if block == bytes(BLOCK):
+            raise BundleError("bundle is empty (an empty tar archive, without airgap-bundle.json)")
+        if block[257:262] != b"ustar" or not _checksum_ok(block):
+            raise BundleError(not_tar)
+        first = block[0:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+        if block[257:265] == b"ustar\x0000" and block[345]:  # a POSIX name prefix
+            first = block[345:500].split(b"\0", 1)[0].decode("utf-8", "replace") + "/" + first
+        if first.lstrip("/").removeprefix("./") != MANIFEST_NAME:  # a tar, not ours (a GNU tar's name says so)
+            raise BundleError(f"not an airgap bundle (no {MANIFEST_NAME} first: it starts with {first!r})")
+        return self._parse_header(block, 0)
+
+    def _next_header(self) -> _Header | None:
+        """The next entry's header, or None at a valid end of archive (two zero blocks, zero padding, EOF)."""
+        offset = self.bytes_read
+        block = self._read_block()
         if len(block) < BLOCK:
             raise BundleError(f"bundle is truncated after {self._last} (no end-of-archive marker)")
         self.bytes_read += BLOCK
         if block == bytes(BLOCK):
             self._read_end()
             return None
+        return self._parse_header(block, offset)
+
+    def _parse_header(self, block: bytes, offset: int) -> _Header:
         stored = _octal(block[148:156])
         unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
         signed = unsigned - 2 * sum(b for b in block[:148] + block[156:] if b >= 128)
@@ -337,6 +364,16 @@ class BundleReader:
         self.bytes_read += trailing
         self._ended = True
         self._last = "the end-of-archive marker"
+
+
+_COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),
+               (b"\xfd7zXZ\x00", "xz", "unxz"), (b"BZh", "bzip2", "bunzip2"))
+
+
+def _checksum_ok(block: bytes) -> bool:
+    stored = _octal(block[148:156])
+    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    return stored in (unsigned, unsigned - 2 * sum(b for b in block[:148] + block[156:] if b >= 128))
 
 
 def _octal(field: bytes) -> int:

@@ -43,8 +43,8 @@ class PartSet:
     signed_by: str | None = None
 
     def describe(self) -> dict[str, object]:
-        return {"manifest": str(self.manifest_path), "signedBy": self.signed_by, "size": self.manifest.size,
-                "partSize": self.manifest.part_size,
+        return {"manifest": str(self.manifest_path), "signed_by": self.signed_by, "size": self.manifest.size,
+                "part_size": self.manifest.part_size,
                 "parts": [{"name": p.name, "path": str(path), "size": p.size, "sha256": p.sha256}
                           for p, path in zip(self.manifest.parts, self.paths, strict=True)]}
 

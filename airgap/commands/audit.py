@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -37,12 +38,20 @@ def _render(doc: dict[str, Any], fmt: str) -> str:
     return reports_yaml(policy_reports(doc))
 
 
-def _write(path: Path, text: str | bytes) -> None:
-    """Write next to the target, then rename (a crash leaves the old file or the new one); a device or FIFO
-    is written through."""
-    from airgap.fileio import write_atomic
+def _write_outputs(out: Path, files: dict[str, bytes]) -> None:
+    """Every output as one change (:func:`airgap.fileio.write_files`): a failure or a Ctrl-C while writing
+    leaves the earlier outputs as they were, and removes the directory when this run created it."""
+    from airgap.fileio import write_files
 
-    write_atomic(path, text.encode() if isinstance(text, str) else text, mode=0o644)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        write_files(out, files, mode=0o644)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: never what something else put there
+        raise
 
 
 @click.command()
@@ -122,12 +131,9 @@ def audit(trust_dir: str, registry: str | None, images_file: str | None, pods_fi
 
         vsa = sign_vsa(signer, doc, evidence)
     if output_dir:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, filename in OUTPUT_FILES.items():
-            _write(out / filename, evidence if name == "json" else _render(doc, name))
-        if vsa is not None:
-            _write(out / VSA_FILE, vsa)
+        _write_outputs(Path(output_dir), {filename: evidence if name == "json" else _render(doc, name).encode()
+                                          for name, filename in OUTPUT_FILES.items()}
+                       | ({VSA_FILE: vsa} if vsa is not None else {}))
     if fmt or not output_dir:
         echo(_render(doc, fmt or "json"), nl=False)
     summary = doc["summary"]

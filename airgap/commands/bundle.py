@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from airgap.commands.common import echo, emit_json, make_options, registry_options, timeout_option
+from airgap.commands.common import (
+    JSON_TO_STDERR_KEY,
+    conflict,
+    echo,
+    emit_json,
+    make_options,
+    registry_options,
+    sha256_digest,
+    timeout_option,
+)
 
 if TYPE_CHECKING:
     from airgap.bundle.manifest import CliPin
@@ -21,11 +30,17 @@ def _bundle_trust_options(func: Any) -> Any:
     """How the operator vouches for a bundle: a key they hold, a pinned digest, or an explicit opt-out."""
     func = click.option("--allow-unsigned-bundle", is_flag=True,
                         help="Accept a bundle whose manifest is neither signed by --key nor pinned.")(func)
-    func = click.option("--bundle-digest", default=None, metavar="sha256:HEX",
+    func = click.option("--bundle-digest", default=None, metavar="sha256:HEX", callback=sha256_digest,
                         help="Accept the bundle whose manifest has this digest (printed by pack and inspect).")(func)
     func = click.option("--key", "key_refs", multiple=True, metavar="KEYREF",
                         help="Public key the bundle manifest must be signed with (repeat for any-of).")(func)
     return func
+
+
+def _check_trust_flags(key_refs: tuple[str, ...], bundle_digest: str | None, allow_unsigned: bool) -> None:
+    if allow_unsigned and (key_refs or bundle_digest):
+        conflict("--allow-unsigned-bundle", "--key" if key_refs else "--bundle-digest",
+                 "the bundle is checked against the key or the pinned digest; drop --allow-unsigned-bundle")
 
 
 def _public_keys(key_refs: tuple[str, ...]) -> list[PublicKey] | None:
@@ -94,6 +109,11 @@ def pack(spec_path: str, output: str, key_ref: str | None, jobs: int | None, cac
     from airgap.oci.registry import RegistryClient
     from airgap.progress import human_bytes
 
+    if output == "-":  # stdout carries the bundle: --json documents (and errors) go to stderr
+        click.get_current_context().meta[JSON_TO_STDERR_KEY] = True
+        if sys.stdout.isatty():
+            raise click.UsageError("-o - writes the bundle to stdout, which is a terminal: redirect it "
+                                   "(> demo.tar, | airgap load -) or give -o FILE")
     size = None
     if split_size is not None:
         from airgap.bundle.parts import parse_size
@@ -204,11 +224,14 @@ def load(bundle: tuple[str, ...], target: str, mode: str, rules: tuple[str, ...]
     from airgap.oci.registry import RegistryClient
     from airgap.progress import human_bytes
 
+    if rules and mode != "prefix":
+        conflict("--rule", f"--translate {mode}", "prefix rules apply to --translate prefix only")
+    _check_trust_flags(key_refs, bundle_digest, allow_unsigned_bundle)
+    if site_key and not site_dir:
+        raise click.UsageError("--site-key needs --site")
     keys = _public_keys(key_refs)
     options = make_options(insecure, ca_file, jobs)
     client = RegistryClient(options, locations=BlobLocations.default())
-    if site_key and not site_dir:
-        raise click.UsageError("--site-key needs --site")
     signer = None
     if site_key:
         from airgap.keys.references import load_signer
@@ -261,7 +284,8 @@ def load(bundle: tuple[str, ...], target: str, mode: str, rules: tuple[str, ...]
 @_bundle_argument
 @click.option("--key", "key_refs", multiple=True, metavar="KEYREF",
               help="Check the bundle signature (and a parts manifest's) with this key.")
-@click.option("--bundle-digest", default=None, metavar="sha256:HEX", help="Check the bundle digest.")
+@click.option("--bundle-digest", default=None, metavar="sha256:HEX", callback=sha256_digest,
+              help="Check the bundle digest.")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's contents as JSON.")
 def inspect(bundle: tuple[str, ...], key_refs: tuple[str, ...], bundle_digest: str | None, as_json: bool) -> None:
     """Show what a bundle holds: images, platforms, signatures, keys, policies, sizes, its digest.
@@ -287,8 +311,9 @@ def verify_bundle(bundle: tuple[str, ...], key_refs: tuple[str, ...], bundle_dig
     image against the bundled policy. Exit 0 only when everything passes."""
     from airgap.bundle.artifacts import verify_bundle as do_verify
     from airgap.bundle.source import open_source
-    from airgap.commands.verify import _render
+    from airgap.commands.verify import _render, results_json
 
+    _check_trust_flags(key_refs, bundle_digest, allow_unsigned_bundle)
     keys = _public_keys(key_refs)
     with open_source(bundle, key=keys, bundle_digest=bundle_digest) as source:
         outcome = do_verify(source.stream, key=keys, bundle_digest=bundle_digest,
@@ -296,7 +321,7 @@ def verify_bundle(bundle: tuple[str, ...], key_refs: tuple[str, ...], bundle_dig
     cli = _check_cli(bundle, outcome.airgap.cli if outcome.airgap is not None else None)
     if as_json:
         emit_json({"bundle_digest": outcome.bundle_digest, "signed_by": outcome.signed_by, "name": outcome.name,
-                   "version": outcome.version, "ok": outcome.ok, "images": [r.evidence for r in outcome.results],
+                   "version": outcome.version, **results_json(outcome.results),
                    "parts": source.parts.describe() if source.parts else None, "delta": outcome.delta,
                    "airgap_image": outcome.airgap.image if outcome.airgap is not None else None, "cli": cli})
     else:
@@ -350,6 +375,7 @@ def trust_export(bundle: tuple[str, ...], out_dir: str, key_refs: tuple[str, ...
 
     from airgap.bundle.inspect import read_bundle, write_trust
 
+    _check_trust_flags(key_refs, bundle_digest, allow_unsigned_bundle)
     reader = read_bundle(bundle, key=_public_keys(key_refs), bundle_digest=bundle_digest,
                          allow_unsigned=allow_unsigned_bundle)
     written = write_trust(reader.files, out_dir, extra={"map.json": Path(map_file).read_bytes()} if map_file else None)

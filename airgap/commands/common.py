@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -16,6 +16,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _REDIRECTS_KEY = "airgap.redirect_hosts"
 _INSECURE_ALL_KEY = "airgap.allow_insecure_registry"
+ARGV_KEY = "airgap.argv"  # the command line as the top group saw it (cli.wants_json reads it)
+JSON_TO_STDERR_KEY = "airgap.json_to_stderr"  # set by a command whose stdout carries data (pack -o -)
 
 
 def _remember_redirect_hosts(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
@@ -155,6 +157,23 @@ def parse_annotations(pairs: tuple[str, ...], flag: str = "-a") -> dict[str, str
             raise ConfigError(f"{flag}: annotation {pair!r} is not key=value")
         out[key] = value
     return out
+
+
+def conflict(first: str, second: str, why: str) -> NoReturn:
+    """Two flags that cannot both be meant: a usage error (exit 2) naming them, and why."""
+    raise click.UsageError(f"{first} and {second} conflict: {why}")
+
+
+def sha256_digest(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A ``--bundle-digest`` as pack and inspect print it (``sha256:`` and 64 hex digits), lowercased."""
+    if value is None:
+        return None
+    import re
+
+    if not re.fullmatch(r"sha256:[0-9a-fA-F]{64}", value.strip()):
+        raise click.BadParameter(f"{value!r} is not a sha256 digest (sha256: then 64 hex digits, as pack and "
+                                 "inspect print it)", ctx, param)
+    return value.strip().lower()
 
 
 def emit_json(obj: Any) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from airgap.commands.common import echo, emit_json
+from airgap.commands.common import conflict, echo, emit_json
 from airgap.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -25,6 +25,14 @@ def _key_json(pub: PublicKey) -> dict[str, Any]:
     from airgap.keys.public import algorithm, key_id, public_pem
 
     return {"key_id": key_id(pub), "algorithm": algorithm(pub), "pem": public_pem(pub).decode()}
+
+
+def _prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--output-prefix``: a path and a file name stem; ``dir/`` (or ``""``) would write ``dir/.key``."""
+    if value.replace("\\", "/").rsplit("/", 1)[-1] in ("", ".", ".."):
+        raise click.BadParameter(f"{value!r} has no file name: give a prefix such as {value or './'}cosign "
+                                 f"(writes {value}cosign.key and {value}cosign.pub)", ctx, param)
+    return value
 
 
 def _check_free(paths: list[Path], force: bool) -> None:
@@ -58,7 +66,8 @@ def _report(pub: PublicKey, written: dict[str, str], as_json: bool, extra: dict[
 
 @key.command()
 @click.option("--output-prefix", "--output-key-prefix", "output_prefix", default="cosign", show_default=True,
-              metavar="PATH", help="Write PATH.key and PATH.pub (--output-key-prefix: cosign's name).")
+              metavar="PATH", callback=_prefix,
+              help="Write PATH.key and PATH.pub (--output-key-prefix: cosign's name).")
 @click.option("--password-file", type=click.Path(dir_okay=False), default=None, help=_PW_FILE_HELP)
 @click.option("--pkcs11", "pkcs11_uri", default=None, metavar="URI",
               help="Create the key pair ON this token (pkcs11:token=..;object=LABEL?module-path=..); "
@@ -75,6 +84,9 @@ def generate(output_prefix: str, password_file: str | None, pkcs11_uri: str | No
 
     key_path, pub_path = Path(f"{output_prefix}.key"), Path(f"{output_prefix}.pub")
     if pkcs11_uri:
+        if password_file:
+            conflict("--pkcs11", "--password-file", "the key is made on the token, which asks for its PIN; no key "
+                     "file is written to protect with a password")
         _check_free([pub_path], force)
         pub, uri = generate_pkcs11_keypair(Pkcs11URI.parse(pkcs11_uri))
         _write(pub_path, public_pem(pub), 0o644)
@@ -93,7 +105,8 @@ def generate(output_prefix: str, password_file: str | None, pkcs11_uri: str | No
 @click.option("-k", "--key", "key_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The key file to import (cosign's import-key-pair --key; or give it as FILE).")
 @click.option("-o", "--output-prefix", "--output-key-prefix", "output_prefix", default="import-cosign",
-              show_default=True, metavar="PATH", help="Write PATH.key and PATH.pub (--output-key-prefix: cosign's).")
+              show_default=True, metavar="PATH", callback=_prefix,
+              help="Write PATH.key and PATH.pub (--output-key-prefix: cosign's).")
 @click.option("--password-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the NEW password [env COSIGN_PASSWORD, else a prompt].")
 @click.option("-y", "--force", "--yes", "force", is_flag=True, help="Overwrite existing files (--yes: cosign's).")
@@ -128,7 +141,7 @@ def import_(file: str | None, key_file: str | None, output_prefix: str, password
 @click.argument("keyref")
 @click.option("--password-file", type=click.Path(dir_okay=False), default=None, help=_PW_FILE_HELP)
 @click.option("--json", "as_json", is_flag=True,
-              help="Print {key_id, algorithm, pem} (a list when KEYREF holds several keys).")
+              help='Print {"keys": [{key_id, algorithm, pem}, ...]} (every key KEYREF holds).')
 def public(keyref: str, password_file: str | None, as_json: bool) -> None:
     """Print the public key(s) KEYREF names (file, env://VAR, secret dir, pkcs11: URI, or a private key).
 
@@ -139,7 +152,7 @@ def public(keyref: str, password_file: str | None, as_json: bool) -> None:
 
     pubs = load_public_keys(keyref, password_file=password_file)
     if as_json:
-        emit_json(_key_json(pubs[0]) if len(pubs) == 1 else [_key_json(p) for p in pubs])
+        emit_json({"keys": [_key_json(p) for p in pubs]})  # one shape, whatever the number of keys
         return
     for pub in pubs:
         echo(public_pem(pub).decode(), nl=False)

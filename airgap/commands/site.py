@@ -25,18 +25,23 @@ def _site_option(func: F) -> F:
                         help="The site directory (`airgap load --site DIR` records every bundle there).")(func)
 
 
+def _bundle_json(bundle: Any) -> dict[str, Any]:
+    """A site's record of one bundle for ``--json`` (snake_case; site.json itself keeps its own spelling)."""
+    return {"name": bundle.name, "version": bundle.version, "digest": bundle.digest, "signer": bundle.signer,
+            "loaded_at": bundle.loaded_at, "registry": bundle.registry, "trust_dir": bundle.trust_dir,
+            "files": dict(sorted(bundle.files.items())), "images": [i.to_json() for i in bundle.images]}
+
+
 @site_group.command("list")
 @_site_option
 @click.option("--json", "as_json", is_flag=True, help="Print the site state as JSON.")
 def list_(site_dir: str, as_json: bool) -> None:
     """The bundles the site holds: name, version, digest, signer, images, when loaded."""
-    import json
-
     from airgap.verification.scopes import SiteState
 
     state = SiteState.load(Path(site_dir))
     if as_json:
-        emit_json(json.loads(state.to_bytes()))
+        emit_json({"bundles": [_bundle_json(b) for b in state.bundles]})
         return
     if not state.bundles:
         echo(f"{site_dir}: no bundles loaded")
@@ -60,7 +65,7 @@ def show(name: str, site_dir: str, as_json: bool) -> None:
     if bundle is None:
         raise ConfigError(f"the site {site_dir} holds no bundle named {name!r}")
     if as_json:
-        emit_json(bundle.to_json())
+        emit_json(_bundle_json(bundle))
         return
     trust = Trust.load(Path(site_dir) / bundle.trust_dir)
     echo(f"{bundle.name} {bundle.version}\n  digest  {bundle.digest}\n  signer  {bundle.signer or 'none'}\n"

@@ -11,6 +11,7 @@ import click
 
 from airgap.commands.common import (
     allow_insecure_registry_option,
+    conflict,
     echo,
     emit_json,
     make_options,
@@ -109,8 +110,8 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
 
     keyless = any((certificate_identity, certificate_identity_regexp, certificate_oidc_issuer,
                    certificate_oidc_issuer_regexp))
-    _check_usage(trust_dir, key_refs, keyless, certificate_chain, insecure_ignore_sct, local_image, signature_repos,
-                 signature_dir)
+    _check_usage(trust_dir, key_refs, keyless, certificate_chain, insecure_ignore_sct, insecure_ignore_tlog,
+                 local_image, signature_repos, signature_dir)
     if not trust_dir and not key_refs and not keyless:
         raise ConfigError("nothing to verify against: give --trust DIR, --key KEYREF or "
                           "--certificate-identity/--certificate-oidc-issuer")
@@ -149,8 +150,7 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
         echo(f"warning: {warning}", err=True)
     results = verifier.verify_many(list(images), jobs=jobs)
     if as_json:
-        doc: Any = [r.evidence | ({"policyWarnings": warnings} if warnings else {}) for r in results]
-        emit_json(doc if len(doc) > 1 else doc[0])
+        emit_json(results_json(results) | {"policy_warnings": warnings})
     else:
         for result in results:
             echo(_render(result))
@@ -162,27 +162,38 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
 
 
 def _check_usage(trust_dir: str | None, key_refs: tuple[str, ...], keyless: bool, certificate_chain: str | None,
-                 insecure_ignore_sct: bool, local_image: bool, signature_repos: tuple[str, ...],
-                 signature_dir: str | None) -> None:
-    """Flags that cannot go together: a usage error (exit 2) naming them."""
-    from airgap.errors import ConfigError
-
+                 insecure_ignore_sct: bool, insecure_ignore_tlog: bool, local_image: bool,
+                 signature_repos: tuple[str, ...], signature_dir: str | None) -> None:
+    """Flags that cannot go together: a usage error (exit 2) naming both."""
+    if trust_dir and key_refs:
+        conflict("--trust", "--key", "with --trust the directory's keys and policy decide; give one")
     if key_refs and keyless:
-        raise ConfigError("--key and --certificate-identity/--certificate-oidc-issuer exclude each other (as in "
-                          "cosign): give one")
+        conflict("--key", "--certificate-identity/--certificate-oidc-issuer",
+                 "a signature is checked with a key or keyless, not both (as in cosign); give one")
+    if insecure_ignore_tlog and trust_dir and not keyless:
+        conflict("--insecure-ignore-tlog", "--trust", "with --trust the policy says whether a log entry is needed "
+                 "(ctlog: {disabled: true})")
     if (certificate_chain or insecure_ignore_sct) and not keyless:
         flag = "--certificate-chain" if certificate_chain else "--insecure-ignore-sct"
-        raise ConfigError(f"{flag} is for keyless verification: give it with --certificate-identity and "
-                          "--certificate-oidc-issuer")
-    if local_image and trust_dir and not (key_refs or keyless):
-        raise ConfigError("--local-image with --trust: an image in a layout has no registry name for the trust's "
-                          "policies to select; verify it with --key or --certificate-identity")
+        raise click.UsageError(f"{flag} is for keyless verification: give it with --certificate-identity and "
+                               "--certificate-oidc-issuer")
+    if local_image and trust_dir and not keyless:
+        raise click.UsageError("--local-image with --trust: an image in a layout has no registry name for the "
+                               "trust's policies to select; verify it with --key (without --trust) or "
+                               "--certificate-identity")
     if local_image and signature_repos:
-        raise ConfigError("--local-image and --signature-repo exclude each other: the signatures are in the layout "
-                          "(or --signature-dir)")
+        conflict("--local-image", "--signature-repo", "the signatures are in the layout (or --signature-dir)")
     if signature_dir and signature_repos:
-        raise ConfigError("--signature-dir and --signature-repo exclude each other: the signatures come from the "
-                          "directory only")
+        conflict("--signature-dir", "--signature-repo", "the signatures come from the directory only")
+
+
+def results_json(results: list[VerificationResult]) -> dict[str, Any]:
+    """``{"results": [...], "summary": {...}}``, the same shape whatever the number of images
+    (schemas/verify.schema.json); ``summary.ok`` is what the exit status says."""
+    decisions = [r.decision for r in results]
+    return {"results": [r.evidence for r in results],
+            "summary": {"images": len(results), "allow": decisions.count("allow"), "warn": decisions.count("warn"),
+                        "deny": decisions.count("deny"), "ok": all(results)}}
 
 
 def _policy_warnings(trust: Any, policy: Any) -> list[str]:

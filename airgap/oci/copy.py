@@ -8,6 +8,10 @@ Order, so a tag never points at something incomplete: all blobs first (concurren
 target has, mounting across repos of one registry), then manifests children-before-parents by digest, then
 companion tags and referrers, and the requested tag last. Everything read is verified against its digest
 before it is written anywhere, so a registry that serves wrong bytes makes the copy fail before any tag moves.
+
+Progress counts a blob when the destination acknowledged it (the upload's last request answered success, or the
+layout's file is in place); blobs it already had count apart. A copy into an OCI layout that fails or is
+interrupted removes what it wrote there (:meth:`~airgap.oci.layout.Layout.rollback`), never what was there.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from airgap.oci.layout import Layout
 from airgap.oci.manifest import Descriptor, Manifest
 from airgap.oci.registry import RegistryClient
 from airgap.oci.store import RegistryRepo, Store
-from airgap.progress import Progress
+from airgap.progress import Progress, human_bytes, interruptible
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,10 @@ def copy_image(
     dst = open_location(destination, client, create=True)
     try:
         return copy_between(src, dst, client=client, jobs=jobs, progress=progress)
+    except BaseException:
+        if isinstance(dst.store, Layout):
+            dst.store.rollback()  # no partial layout: what this copy wrote goes, what was there stays
+        raise
     finally:
         if client.locations is not None:
             client.locations.save()
@@ -183,15 +191,17 @@ def copy_between(src: Location, dst: Location, *, client: RegistryClient, jobs: 
     if src.store.mount_key and dst.store.mount_key and src.store.mount_key[0] == dst.store.mount_key[0] \
             and src.store.mount_key[1] != dst.store.mount_key[1]:
         mount_from = src.store.mount_key[1]
-    meter = Progress(f"copy {src.text}", enabled=progress)
+    meter = Progress(f"copy {src.text}", enabled=progress, verb="copied")
 
     def transfer(desc: Descriptor) -> bool:
         def opener() -> Any:
-            for chunk in src.store.open_blob(desc):
-                meter.add_bytes(len(chunk))
-                yield chunk
+            return interruptible(src.store.open_blob(desc))  # Ctrl-C stops a transfer at its next chunk
 
         sent = dst.store.push_blob(desc, opener, mount_from)
+        if sent:  # acknowledged by the destination
+            meter.add_bytes(desc.size)
+        else:
+            meter.add_present(desc.size)
         meter.add_item()
         return sent
 
@@ -207,36 +217,40 @@ def copy_between(src: Location, dst: Location, *, client: RegistryClient, jobs: 
         meter.total_bytes = sum(b.size for b in plan.blobs.values())
 
     submitted: set[str] = set()
-    with meter, ThreadPoolExecutor(max_workers=max(1, jobs or client.limits.concurrency)) as pool:
-        try:
-            # The image's blobs start moving while companions and referrers are still being discovered.
-            submit(pool)
-            plan_attachments(src.store, root, plan, client.limits.max_referrer_depth)
-            submit(pool)
-        except BaseException:
-            for fut in futures:
+    with meter:
+        with ThreadPoolExecutor(max_workers=max(1, jobs or client.limits.concurrency)) as pool:
+            try:
+                # The image's blobs start moving while companions and referrers are still being discovered.
+                submit(pool)
+                plan_attachments(src.store, root, plan, client.limits.max_referrer_depth)
+                submit(pool)
+                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+            for fut in pending:
                 fut.cancel()
-            raise
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for fut in pending:
-            fut.cancel()
-        for fut in done:
-            if fut.exception() is not None:
-                raise fut.exception()  # type: ignore[misc]
-    copied = sum(1 for f in futures if f.result())
-    bytes_copied = sum(b.size for f, b in futures.items() if f.result())
-    total = sum(b.size for b in plan.blobs.values())
+            for fut in done:
+                if fut.exception() is not None:
+                    raise fut.exception()  # type: ignore[misc]
+        copied = sum(1 for f in futures if f.result())
+        bytes_copied = sum(b.size for f, b in futures.items() if f.result())
+        total = sum(b.size for b in plan.blobs.values())
 
-    # Manifests children-first by digest, then what hangs off the image, then the tag last.
-    for manifest in plan.manifests.values():
-        if manifest.digest != root.digest:
-            dst.store.push_manifest(manifest)
-    dst.store.push_manifest(root)
-    for tag, companion in plan.companions:
-        dst.store.push_manifest(companion, tag)
-    for referrer in plan.referrers:
-        dst.store.add_referrer(referrer)
-    dst.store.push_manifest(root, dst_tag, root=True)
+        # Manifests children-first by digest, then what hangs off the image, then the tag last.
+        meter.set_status("copying manifests and tags")
+        for manifest in plan.manifests.values():
+            if manifest.digest != root.digest:
+                dst.store.push_manifest(manifest)
+        dst.store.push_manifest(root)
+        for tag, companion in plan.companions:
+            dst.store.push_manifest(companion, tag)
+        for referrer in plan.referrers:
+            dst.store.add_referrer(referrer)
+        dst.store.push_manifest(root, dst_tag, root=True)
+        where = f"{dst.store.name}:{dst_tag}" if dst_tag else dst.store.name
+        meter.note(f"pushed {where}@{root.digest} ({len(plan.blobs)} blobs, {human_bytes(total)})")
 
     platforms = sorted({c.platform for c in root.manifests if c.platform})
     return CopySummary(

@@ -4,6 +4,10 @@ Tags are ``org.opencontainers.image.ref.name`` annotations on ``index.json`` ent
 oras write them; cosign's ``sha256-<hex>.sig`` objects are tagged entries too. Referrers are untagged
 entries whose manifest has a ``subject`` (image-layout 1.1). Every blob is hashed while written (temp file,
 then ``os.replace``) and again while read: a layout on removable media is untrusted.
+
+A writer that fails or is interrupted calls :meth:`Layout.rollback`: the blobs it wrote are removed, ``index.json``
+gets its earlier bytes back, and a layout (or directory) it created is removed, so what was there before stays
+exactly as it was and nothing half-written is left.
 """
 
 from __future__ import annotations
@@ -36,14 +40,21 @@ class Layout:
         self._lock = threading.Lock()
         self._max_manifest = max_manifest_bytes
         self._subjects: dict[str, str | None] = {}
+        self._created: list[Path] = []  # files and directories this instance created, in order (rollback)
+        self._index_before: bytes | None = None  # index.json as it was before this instance rewrote it
         layout_file = self.path / "oci-layout"
         if not layout_file.exists():
             if not create:
                 raise ConfigError(f"{self.path} is not an OCI image layout (no oci-layout file)")
-            (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+            for directory in (self.path, self.path / "blobs", self.path / "blobs" / "sha256"):
+                if not directory.exists():
+                    directory.mkdir(parents=True)
+                    self._created.append(directory)
             write_atomic(layout_file, LAYOUT_FILE.encode())
+            self._created.append(layout_file)
             self._entries: list[Descriptor] = []
             self._write_index()
+            self._created.append(self.path / "index.json")
         else:
             version = json_object(layout_file.read_bytes(), str(layout_file)).get("imageLayoutVersion")
             if not isinstance(version, str) or not version.startswith("1."):
@@ -117,8 +128,13 @@ class Layout:
         path = self.blob_path(digest)
         if path.exists():
             return False
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                self._created.append(path.parent)
         write_atomic(path, digests.verified_stream(chunks, digest, size, f"{self.name}@{digest}"))
+        with self._lock:
+            self._created.append(path)
         return True
 
     def push_blob(self, desc: Descriptor, opener: BlobOpener, mount_from: str | None = None) -> bool:
@@ -173,11 +189,33 @@ class Layout:
     def close(self) -> None:
         pass
 
+    def rollback(self) -> None:
+        """Undo this instance's writes: its blobs and the directories it made go, ``index.json`` gets its earlier
+        bytes back (or goes, when this instance created the layout). Best effort: a file that cannot be removed
+        is left, never anything that was there before."""
+        with self._lock:
+            created, self._created = self._created, []
+            before, self._index_before = self._index_before, None
+        index = self.path / "index.json"
+        if before is not None and index not in created:
+            write_atomic(index, before)
+        for path in reversed(created):
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()  # only when empty: never what something else put there
+                else:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                pass
+
     def _write_index(self) -> None:
         doc = {
             "schemaVersion": 2,
             "mediaType": mt.OCI_INDEX,
             "manifests": [d.to_json() for d in self._entries],
         }
-        write_atomic(self.path / "index.json", json.dumps(doc, indent=2).encode() + b"\n")
+        index = self.path / "index.json"
+        if self._index_before is None and index.exists() and index not in self._created:
+            self._index_before = index.read_bytes()
+        write_atomic(index, json.dumps(doc, indent=2).encode() + b"\n")
 

@@ -193,7 +193,7 @@ CASES: dict[str, tuple[Callable[[Built], bytes], str]] = {
     "flip-signature-manifest": (flip(sig_manifest, 5), r"bundle entry blobs/sha256/\w{64}: content digest"),
     "flip-tar-header": (_flip_header, r"corrupt tar header after index.json \(checksum mismatch"),
     # truncation
-    "truncate-empty": (truncate(lambda _b: 0), "truncated"),
+    "truncate-empty": (truncate(lambda _b: 0), r"bundle is empty \(0 bytes\)"),
     "truncate-in-manifest": (truncate(lambda _b: 700), "bundle is truncated in airgap-bundle.json"),
     "truncate-in-header": (truncate(offset_of(const("trust/keys.json"), 100)), "truncated after"),
     "truncate-in-trust": (truncate(offset_of(const("trust/policy.yaml"), 520)), "truncated in trust/policy.yaml"),
@@ -211,7 +211,7 @@ CASES: dict[str, tuple[Callable[[Built], bytes], str]] = {
     "missing-blob": (drop(sig_manifest), r"incomplete: 1 listed blob\(s\) missing"),
     "missing-trust-file": (drop(const("trust/policy.yaml")), "expected trust/policy.yaml"),
     "missing-index": (drop(const(INDEX_NAME)), r"index.json is missing"),
-    "manifest-not-first": (lambda b: join(split(b.data)[2:]), "must start with airgap-bundle.json"),
+    "manifest-not-first": (lambda b: join(split(b.data)[2:]), "no airgap-bundle.json first"),
     # unsafe names and entry types
     "dotdot-path": (insert(last_blob, lambda _b: entry("../evil", b"x")), "'../evil' has an unsafe path"),
     "dotdot-inner": (insert(last_blob, lambda _b: entry("blobs/../../evil", b"x")), "unsafe path"),

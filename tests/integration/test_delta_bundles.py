@@ -143,7 +143,7 @@ def test_inventory_describes_the_site(sc: Scenario) -> None:
         for digest in image["blobs"]:
             assert repo in doc["blobs"][digest]["repos"] and doc["blobs"][digest]["size"] == manifest["blobs"][digest]
         assert image["digest"] in doc["manifests"]
-    assert full1["blobCount"] > 0
+    assert full1["blob_count"] > 0
     raw = sc.inventory.read_bytes()
     assert raw == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()  # canonical
     assert Path(f"{sc.inventory}.sig").exists()
@@ -172,8 +172,8 @@ def test_delta_carries_only_what_the_site_lacks(sc: Scenario) -> None:
     assert new  # the changed images' new layers and configs
     assert sc.delta.stat().st_size < sc.full2.stat().st_size / 2
     info = json.loads(run(["inspect", str(sc.delta), "--json"]).stdout)
-    assert info["delta"] == {"kind": "inventory", "base": delta["delta"]["base"], "omittedBlobs": len(omitted),
-                             "omittedBytes": sum(omitted.values())}
+    assert info["delta"] == {"kind": "inventory", "base": delta["delta"]["base"], "omitted_blobs": len(omitted),
+                             "omitted_bytes": sum(omitted.values())}
     text = run(["inspect", str(sc.delta)]).stdout
     assert f"delta    against inventory {delta['delta']['base']}: {len(omitted)} blob(s)" in text
 

@@ -120,7 +120,7 @@ def test_verify_denies_each_hostile_image_with_the_reason(scene: Scene) -> None:
     refs = [scene.ref("team/app"), *(scene.ref(repo) for repo in HOSTILE)]
     out = run(["verify", "--trust", str(scene.trust), "--json", *refs])
     assert out.exit_code == 1, out.output
-    results = {r["ref"]: r for r in json.loads(out.stdout)}
+    results = {r["ref"]: r for r in json.loads(out.stdout)["results"]}
     assert results[scene.ref("team/app")]["decision"] == "allow"
     for repo, why in HOSTILE.items():
         result = results[scene.ref(repo)]

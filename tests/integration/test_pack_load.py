@@ -196,10 +196,11 @@ def test_load_zarf_round_trip_verifies_offline(scenario: Scenario, tmp_path: Pat
     out = run(["verify", "--trust", str(trust), *(f"{dst.host}/team/app0@{d}" for d in scenario.children["team/app0"])])
     assert out.exit_code == 0, out.output
     assert out.stdout.count("OK  ") == len(PLATFORMS)
-    out = run(["verify", "--trust", str(trust), "--json", f"{dst.host}/team/sigsep@{scenario.children['team/sigsep'][0]}"])
+    child = scenario.children["team/sigsep"][0]
+    out = run(["verify", "--trust", str(trust), "--json", f"{dst.host}/team/sigsep@{child}"])
     assert out.exit_code == 1, out.output
-    denied = json.loads(out.stdout)
-    assert denied["upstream"] == f"{scenario.src.host}/team/sigsep:1.0@{scenario.children['team/sigsep'][0]}"
+    (denied,) = json.loads(out.stdout)["results"]
+    assert denied["upstream"] == f"{scenario.src.host}/team/sigsep:1.0@{child}"
     assert "came from" not in " ".join(denied["reasons"])
 
     # loading again changes nothing and is fast

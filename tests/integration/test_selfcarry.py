@@ -33,6 +33,7 @@ import yaml
 from click.testing import CliRunner
 from support.images import Pusher, push_image
 from support.registries import Registry, find_tool, start_registry
+from support.schemas import check
 from support.signing import KeyPair, write_keypair
 
 from airgap.cli import cli
@@ -142,6 +143,7 @@ def sha256(path: Path) -> str:
 
 def test_pack_marks_airgaps_image_and_writes_the_cli_beside_the_bundle(kit: Kit) -> None:
     s = kit.summary
+    check("pack", s)
     assert s["airgap_image"] == f"{kit.src.host}/tools/airgap:0.1.0"
     assert sorted(i["ref"] for i in s["images"]) == [f"{kit.src.host}/team/app:1.0", s["airgap_image"]]
     assert {i["ref"]: len(i["platforms"]) for i in s["images"]}[s["airgap_image"]] == 2  # every platform
@@ -155,6 +157,7 @@ def test_pack_marks_airgaps_image_and_writes_the_cli_beside_the_bundle(kit: Kit)
     out = run(["inspect", str(kit.bundle), "--key", str(kit.key.public_path), "--json"])
     assert out.exit_code == 0, out.output
     info = json.loads(out.stdout)
+    check("inspect", info)
     assert info["airgap"] == {"image": s["airgap_image"], "cli": {
         "name": "kit.tar.airgap.pyz", "digest": s["cli"]["digest"], "size": pyz.stat().st_size, "version": "0.1.0",
         "python": "3.11", "platform": "manylinux_2_28_x86_64"}}
@@ -256,7 +259,9 @@ def test_verify_bundle_checks_the_cli_beside_the_bundle(kit: Kit, tmp_path: Path
     alone = tmp_path / "kit.tar"
     shutil.copy(kit.bundle, alone)
     out = run(["verify-bundle", str(alone), "--key", str(kit.key.public_path), "--json"])
-    assert out.exit_code == 0 and json.loads(out.stdout)["cli"]["status"] == "missing"
+    assert out.exit_code == 0, out.output
+    check("verify-bundle", json.loads(out.stdout))
+    assert json.loads(out.stdout)["cli"]["status"] == "missing"
     (tmp_path / "kit.tar.airgap.pyz").write_bytes(kit.pyz.read_bytes()[:-1] + b"\1")
     out = run(["verify-bundle", str(alone), "--key", str(kit.key.public_path)])
     assert out.exit_code == 1 and "is not the sha256:" in out.stderr and "the bundle manifest pins" in out.stderr

@@ -68,7 +68,7 @@ def test_sign_keyless_then_verify_offline(fmt: str, registry: Registry, make_ima
 
     ok = verify(ref, mini_sigstore_files, ALICE, mini_oidc.issuer)
     assert ok.exit_code == 0, ok.output
-    evidence = json.loads(ok.stdout)
+    evidence = json.loads(ok.stdout)["results"][0]
     assert ALICE in json.dumps(evidence)
     checks = [c for p in evidence["policies"] for a in p["authorities"] for e in a["evidence"]
               for c in e["checks"] if c["ok"]]

@@ -152,7 +152,7 @@ def test_load_from_parts_in_every_form(sc: Scenario) -> None:
         out = run(["load", *args, "--registry", dst.host, "--key", str(sc.key.public_path), "--json"])
         assert out.exit_code == 0, (form, out.output)
         summary = json.loads(out.stdout)
-        assert summary["parts"]["signedBy"] == sc.key.key_id and len(summary["parts"]["parts"]) == len(parts)
+        assert summary["parts"]["signed_by"] == sc.key.key_id and len(summary["parts"]["parts"]) == len(parts)
         assert snapshot(dst.url) == sc.expected, form
         dst.stop()
 

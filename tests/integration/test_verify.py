@@ -69,8 +69,9 @@ def test_cli_verify_prints_checks_and_json(registry: Any, signed: Any, tmp_path:
     assert out.exit_code == 0, out.output
     assert key_id(RELEASE.public_key) in out.stdout and "OK" in out.stdout
     out = run(["verify", "--trust", str(trust), "--json", ref])
-    doc = json.loads(out.stdout)
-    assert doc["allowed"] is True and doc["digest"] == signed.digest
+    doc = json.loads(out.stdout)  # the same shape for one image as for many
+    assert doc["summary"] == {"images": 1, "allow": 1, "warn": 0, "deny": 0, "ok": True}
+    assert doc["results"][0]["allowed"] is True and doc["results"][0]["digest"] == signed.digest
 
 
 def test_child_digest_needs_its_own_signature(registry: Any, make_image: Any, tmp_path: Path) -> None:

@@ -165,12 +165,12 @@ def test_unanchored_regexp_warns_on_stderr_and_in_json(registry: Any, make_image
             "subjectRegExp '.*@airgap[.]test'") in out.stderr
     out = runner.invoke(cli, ["verify", "--trust", str(trust), "--json", ref], catch_exceptions=False)
     doc = json.loads(out.stdout)
-    assert doc["allowed"] is True and len(doc["policyWarnings"]) == 1
-    assert "subjectRegExp '.*@airgap[.]test'" in doc["policyWarnings"][0]
+    assert doc["results"][0]["allowed"] is True and len(doc["policy_warnings"]) == 1
+    assert "subjectRegExp '.*@airgap[.]test'" in doc["policy_warnings"][0]
     spec = spec.replace('".*@airgap[.]test"', '"^.*@airgap[.]test$"')
     out = runner.invoke(cli, ["verify", "--trust", str(trust_dir(tmp_path / "b", spec)), "--json", ref],
                         catch_exceptions=False)
-    assert out.stderr == "" and "policyWarnings" not in json.loads(out.stdout)
+    assert out.stderr == "" and json.loads(out.stdout)["policy_warnings"] == []
     out = runner.invoke(cli, ["verify", "--certificate-identity-regexp", "(?<=x)y", "--certificate-oidc-issuer",
                               "https://i", ref], catch_exceptions=False)
     assert out.exit_code == 2 and "lookbehind (?<=...) is not RE2" in out.stderr

@@ -57,7 +57,8 @@ def test_annotations_must_all_be_signed(fmt: str, registry_factory: Callable[...
     ref = f"{reg.host}/ann/app:1.0"
     ok = verify_key(key, "-a", "env=prod", "--annotations", "team=web", "--json", ref)
     assert ok.exit_code == 0, ok.output
-    checks = [c for e in json.loads(ok.stdout)["policies"][0]["authorities"][0]["evidence"] for c in e["checks"]]
+    (result,) = json.loads(ok.stdout)["results"]
+    checks = [c for e in result["policies"][0]["authorities"][0]["evidence"] for c in e["checks"]]
     assert {"name": "annotations", "ok": True, "detail": "env=prod, team=web"} in checks
     assert verify_key(key, ref).exit_code == 0  # no -a: annotations are not required
     wrong = verify_key(key, "-a", "env=dev", ref)
@@ -122,7 +123,7 @@ def test_signature_dir_with_bundles(referrers_registry: Registry, make_image: Ca
                 "--output-dir", str(tmp_path), ref]).exit_code == 0
     ok = verify_key(key, "--signature-dir", str(tmp_path), "-a", "k=v", "--json", ref)
     assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.stdout)["policies"][0]["authorities"][0]["evidence"][0]["kind"] == "bundle-key"
+    assert json.loads(ok.stdout)["results"][0]["policies"][0]["authorities"][0]["evidence"][0]["kind"] == "bundle-key"
 
 
 def test_single_output_files_as_cosign(registry: Registry, make_image: Callable[..., Image],
@@ -171,7 +172,7 @@ def test_local_image_from_an_oci_layout(registry: Registry, make_image: Callable
         assert ok.exit_code == 0, ok.output
     assert verify_key(other, "--local-image", str(layout)).exit_code == 1
     assert verify_key(key, "--local-image", "-a", "env=dev", str(layout)).exit_code == 1
-    evidence = json.loads(verify_key(key, "--local-image", "--json", f"oci:{layout}:1.0").stdout)
+    evidence = json.loads(verify_key(key, "--local-image", "--json", f"oci:{layout}:1.0").stdout)["results"][0]
     assert evidence["digest"] == image.digest and evidence["upstream"] is None
     assert not [a for a in network_guard if not a.startswith("dns:")]
     # signatures from a directory instead of the layout
@@ -188,9 +189,9 @@ def test_local_image_usage_errors(keys: Callable[..., KeyPair], tmp_path: Path) 
     out = run(["verify", "--trust", str(trust), "--local-image", str(tmp_path)])
     assert out.exit_code == 2 and "--local-image with --trust" in out.stderr
     out = verify_key(key, "--local-image", "--signature-repo", "127.0.0.1:1/sigs", str(tmp_path))
-    assert out.exit_code == 2 and "--local-image and --signature-repo exclude each other" in out.stderr
+    assert out.exit_code == 2 and "--local-image and --signature-repo conflict" in out.stderr
     out = verify_key(key, "--signature-dir", str(tmp_path), "--signature-repo", "127.0.0.1:1/sigs", "127.0.0.1:1/a")
-    assert out.exit_code == 2 and "--signature-dir and --signature-repo exclude each other" in out.stderr
+    assert out.exit_code == 2 and "--signature-dir and --signature-repo conflict" in out.stderr
 
 
 # ---- verify --certificate-chain ------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def test_certificate_chain_is_the_only_anchor(registry: Registry, make_image: Ca
     ok = run(["verify", *identity, *root, "--certificate-chain", str(mini_sigstore_files.fulcio_chain),
               "--insecure-ignore-sct", "--json", ref])
     assert ok.exit_code == 0, ok.output
-    checks = {c["name"] for e in json.loads(ok.stdout)["policies"][0]["authorities"][0]["evidence"]
+    checks = {c["name"] for e in json.loads(ok.stdout)["results"][0]["policies"][0]["authorities"][0]["evidence"]
               for c in e["checks"]}
     assert "chain" in checks and "sct" not in checks
     bad = tmp_path / "bad.pem"

@@ -316,6 +316,6 @@ def test_import_key_pair_as_cosign(registry: Registry, make_image: Callable[...,
     assert airgap(["sign", "--key", str(work / "theirs.key"), ref]).exit_code == 0
     ours = airgap(["verify", "--key", str(work / "ours.pub"), "--insecure-ignore-tlog", "--json", ref])
     assert ours.exit_code == 0
-    assert len(json.loads(ours.stdout)["policies"][0]["authorities"][0]["evidence"]) >= 1
+    assert len(json.loads(ours.stdout)["results"][0]["policies"][0]["authorities"][0]["evidence"]) >= 1
     ok(cosign("cosign", work, "verify", "--key", "theirs.pub", "--insecure-ignore-tlog", "--allow-http-registry",
               ref))

@@ -105,7 +105,7 @@ def test_cosign_v3_bundle_signatures_verify(kind: str, registry_factory: Any, ma
     cosign_sign("cosign3", ref, key, home)
     out = run(["verify", "--key", str(key.with_suffix(".pub")), "--insecure-ignore-tlog", "--json", ref])
     assert out.exit_code == 0, out.output
-    evidence = json.loads(out.stdout)
+    evidence = json.loads(out.stdout)["results"][0]
     assert evidence["policies"][0]["authorities"][0]["evidence"][-1]["kind"].startswith("bundle")
     assert run(["verify", "--key", str(other_pub), "--insecure-ignore-tlog", ref]).exit_code == 1
 

@@ -1,11 +1,16 @@
 """A loopback HTTP proxy in front of a real registry that injects faults: wrong bytes, error statuses
-(with Retry-After), connections reset mid-body, and redirects elsewhere. Used to prove the client detects and
-survives them (or refuses them)."""
+(with Retry-After), connections reset mid-body, redirects elsewhere, and answers held back (``delay``: the
+registry is slow to acknowledge). Used to prove the client detects and survives them (or refuses them).
+
+``answered`` records, for every request forwarded to the registry, the moment its answer was about to be sent
+back to the client (``time.monotonic()``, comparable across processes), with the method, path, status and the
+request body's length: what the registry had acknowledged by a given moment."""
 
 from __future__ import annotations
 
 import http.client
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,13 +20,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Fault:
     """Applies to requests whose method is in ``methods`` and whose path contains ``match``."""
 
-    kind: str  # "corrupt" | "status" | "reset" | "redirect"
+    kind: str  # "corrupt" | "status" | "reset" | "redirect" | "delay"
     match: str
     methods: tuple[str, ...] = ("GET",)
     times: int | None = None  # None: forever
     status: int = 503
     retry_after: str | None = None
     location: str | None = None  # "redirect": scheme://host:port the request is sent to (path kept), with `status`
+    seconds: float = 0.0  # "delay": the registry's answer is held back this long
     hits: int = 0
 
     def applies(self, method: str, path: str) -> bool:
@@ -33,6 +39,7 @@ class FaultProxy:
     upstream: str  # host:port of the real registry (plain HTTP)
     faults: list[Fault] = field(default_factory=list)
     log: list[tuple[str, str, int]] = field(default_factory=list)
+    answered: list[tuple[float, str, str, int, int]] = field(default_factory=list)  # (when, method, path, status, body)
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -97,6 +104,9 @@ class FaultProxy:
                 resp = conn.getresponse()
                 data = resp.read() if self.command != "HEAD" else b""
                 proxy.log.append((self.command, self.path, resp.status))
+                if fault is not None and fault.kind == "delay":
+                    time.sleep(fault.seconds)
+                proxy.answered.append((time.monotonic(), self.command, self.path, resp.status, len(body)))
                 if fault is not None and fault.kind == "corrupt" and data:
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
                 self.send_response(resp.status)

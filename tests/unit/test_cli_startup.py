@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 HEAVY = ("requests", "urllib3", "cryptography", "sigstore", "oras", "yaml", "concurrent.futures", "http.client",
-         "ssl", "email.parser")
+         "ssl", "email.parser", "rich")
 
 
 def test_help_imports_nothing_heavy() -> None:
@@ -25,7 +25,7 @@ def test_help_imports_nothing_heavy() -> None:
 # the standard library's http.client (airgap.oci.transport), which imports email.parser and ssl itself (so
 # they load here now; what stays lazy is building TLS contexts and loading the system CA store, see
 # tests/integration/test_transport.py); no third-party HTTP client, x509 only for certificates.
-REGISTRY_PATH_HEAVY = ("requests", "urllib3", "oras", "sigstore", "yaml", "cryptography.x509")
+REGISTRY_PATH_HEAVY = ("requests", "urllib3", "oras", "sigstore", "yaml", "cryptography.x509", "rich")
 
 
 def test_key_verify_and_copy_paths_import_no_third_party_http_library() -> None:

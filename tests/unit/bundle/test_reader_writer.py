@@ -236,12 +236,34 @@ def test_header_sizes_over_8_gib_use_base256() -> None:
 
 
 def test_empty_input_and_garbage() -> None:
-    with pytest.raises(BundleError, match="truncated"):
+    with pytest.raises(BundleError, match=r"^bundle is empty \(0 bytes\)$"):
         BundleReader(io.BytesIO(b""), allow_unsigned=True)
-    with pytest.raises(BundleError, match="checksum"):
+    with pytest.raises(BundleError, match=r"^not an airgap bundle \(not a tar archive"):
         BundleReader(io.BytesIO(b"x" * 1024), allow_unsigned=True)
-    with pytest.raises(BundleError, match="empty"):
+    with pytest.raises(BundleError, match=r"^bundle is empty \(an empty tar archive"):
         BundleReader(io.BytesIO(bytes(10240)), allow_unsigned=True)
+
+
+@pytest.mark.parametrize(("compress", "kind"), [("gzip", "gzip"), ("bz2", "bzip2"), ("lzma", "xz")])
+def test_a_compressed_bundle_is_named_as_such(built: Built, compress: str, kind: str) -> None:
+    import bz2
+    import gzip
+    import lzma
+
+    squeeze = {"gzip": gzip.compress, "bz2": bz2.compress, "lzma": lzma.compress}[compress]
+    with pytest.raises(BundleError, match=rf"^this is {kind}-compressed: airgap bundles are plain tar"):
+        BundleReader(io.BytesIO(squeeze(built.data)), allow_unsigned=True)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_another_tar_is_not_an_airgap_bundle(fmt: int) -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
+        info = tarfile.TarInfo("notes.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    with pytest.raises(BundleError, match=r"^not an airgap bundle \(no airgap-bundle.json first: it starts with '"):
+        BundleReader(io.BytesIO(out.getvalue()), allow_unsigned=True)
 
 
 
@@ -258,7 +280,7 @@ def test_inspect_and_trust_export(built: Built, tmp_path: Path) -> None:
     path = tmp_path / "b.tar"
     path.write_bytes(built.data)
     info = inspect(path)
-    assert (info["digest"], info["signed"], info["signedBy"], info["trusted"]) == (
+    assert (info["digest"], info["signed"], info["signed_by"], info["trusted"]) == (
         built.manifest.digest, True, None, False)
     img = info["images"][0]
     assert (img["ref"], img["signatures"], [p["platform"] for p in img["platforms"]]) == (
@@ -267,7 +289,7 @@ def test_inspect_and_trust_export(built: Built, tmp_path: Path) -> None:
     assert [k["name"] for k in info["keys"]] == ["release"]
     assert info["policies"]["policies"][0]["name"] == "team" and info["policies"]["settings"]["noMatchPolicy"] == "deny"
     checked = inspect(path, key=built.public_key, check_blobs=True)
-    assert checked["signedBy"] == key_id(built.public_key) and checked["bytes"] == len(built.data)
+    assert checked["signed_by"] == key_id(built.public_key) and checked["bytes"] == len(built.data)
     text = render(checked)
     assert built.manifest.digest in text and "verified with key" in text and built.upstream in text
 

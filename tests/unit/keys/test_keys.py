@@ -396,8 +396,8 @@ def test_cli_public_and_import(tmp_path: Path) -> None:
 
     result = _run(["key", "public", "--json", "import-cosign.pub"], tmp_path)
     doc = json.loads(result.stdout)
-    assert doc == {"key_id": key_id(key.public_key()), "algorithm": "ecdsa-p256",
-                   "pem": public_pem(key.public_key()).decode()}
+    assert doc == {"keys": [{"key_id": key_id(key.public_key()), "algorithm": "ecdsa-p256",
+                             "pem": public_pem(key.public_key()).decode()}]}
 
     result = _run(["key", "public", "import-cosign.key"], tmp_path, {"COSIGN_PASSWORD": "bad"})
     assert result.exit_code == 2
