@@ -12,7 +12,7 @@ ensure_registry
 AIRGAP="$VENV/bin/airgap"
 PY="$VENV/bin/python"
 
-WORK="$ROOT/.demo"
+WORK="${AIRGAP_DEMO_DIR:-$ROOT/.demo}"  # AIRGAP_DEMO_DIR: elsewhere (the test of this script uses it)
 rm -rf "$WORK"; mkdir -p "$WORK"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -83,7 +83,7 @@ say "loading again pushes nothing"
 say "airgap verify at the disconnected registry, offline, with the bundle's keys and policy"
 ZARF_REF="$("$PY" -c 'import json,sys; print(next(e["local"] for e in json.load(open(sys.argv[1])) if "demo/app" in e["upstream"] and "-zarf-" in e["local"]))' "$WORK/trust/map.json")"
 "$AIRGAP" verify --trust "$WORK/trust" "$ZARF_REF" "$LOCAL/demo/app:1.0"
-GOT="$("$AIRGAP" verify --trust "$WORK/trust" --json "$ZARF_REF" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["digest"])')"
+GOT="$("$AIRGAP" verify --trust "$WORK/trust" --json "$ZARF_REF" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["results"][0]["digest"])')"
 if [ "$GOT" != "$DIGEST" ]; then echo "demo: digest mismatch: $GOT != $DIGEST" >&2; exit 1; fi
 
 say "an unsigned image in the disconnected registry is refused"
