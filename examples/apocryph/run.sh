@@ -9,14 +9,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 : "${SOURCE:?}" "${FRONTEND_TOKEN:?}" "${BACKEND_TOKEN:?}" "${ISSUER:?}" "${FULCIO_URL:?}" "${REKOR_URL:?}" "${TRUSTED_ROOT:?}"
-WORK="${WORK:-$(mktemp -d)}"
-AIRGAP="${AIRGAP:-airgap}"
-cd "$WORK"
-expect() {  # expect EXIT-CODE COMMAND...: run it, fail the script unless it exits with EXIT-CODE
-  local want=$1 got=0; shift
-  "$@" || got=$?
-  if [ "$got" != "$want" ]; then echo "run.sh: expected exit $want, got $got: $*" >&2; exit 1; fi
-}
+source "$here/../lib.sh"  # WORK (the current directory), AIRGAP, COSIGN_PASSWORD, expect
 sigstore=(--fulcio-url "$FULCIO_URL" --rekor-url "$REKOR_URL" --trusted-root "$TRUSTED_ROOT")
 frontend="$SOURCE/apocryph/frontend:1.0"
 backend="$SOURCE/apocryph/backend:1.0"

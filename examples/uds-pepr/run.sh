@@ -8,15 +8,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 : "${SOURCE:?}" "${OTHER:?}" "${SITE:?}"
-WORK="${WORK:-$(mktemp -d)}"
-AIRGAP="${AIRGAP:-airgap}"
-export COSIGN_PASSWORD="${COSIGN_PASSWORD:-example}"
-cd "$WORK"
-expect() {  # expect EXIT-CODE COMMAND...: run it, fail the script unless it exits with EXIT-CODE
-  local want=$1 got=0; shift
-  "$@" || got=$?
-  if [ "$got" != "$want" ]; then echo "run.sh: expected exit $want, got $got: $*" >&2; exit 1; fi
-}
+source "$here/../lib.sh"  # WORK (the current directory), AIRGAP, COSIGN_PASSWORD, expect
 
 # connected side: sign the package's images (every platform), pack them with the policy, sign the bundle
 $AIRGAP key generate --output-key-prefix release --force
