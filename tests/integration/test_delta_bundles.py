@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support.bundles import key_spec_text
 from support.images import Pusher, push_image, push_referrer
 from support.registries import Registry, find_tool, start_registry
 from support.registry_content import catalog, snapshot
@@ -36,23 +37,6 @@ CHANGED = ("team/a", "team/b")
 
 def run(args: list[str], **kwargs: Any) -> Any:
     return CliRunner().invoke(cli, args, catch_exceptions=False, **kwargs)
-
-
-def write_spec(path: Path, host: str, version: str) -> None:
-    images = "\n".join(f"  - {host}/{r}:1.0" for r in REPOS)
-    path.write_text(f"""\
-apiVersion: airgap/v1
-kind: Bundle
-metadata: {{name: site, version: "{version}"}}
-created: 1700000000
-images:
-{images}
-keys: [{{name: release, path: release.pub}}]
-policies:
-  - name: team
-    images: [{{glob: "{host}/team/**"}}]
-    authorities: [{{key: {{name: release}}, ctlog: {{disabled: true}}}}]
-""")
 
 
 def push(src: Registry, repo: str, seed: str, key: KeyPair) -> str:
@@ -105,7 +89,7 @@ def sc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         digests = {repo: push(src, repo, f"{repo}-v1", release) for repo in REPOS}
         push_referrer(Pusher(src.url), "team/c", digests["team/c"], 400, fallback_tag=True)
         (tmp / "release.pub").write_bytes(release.public_pem)
-        write_spec(tmp / "v1.yaml", src.host, "1.0.0")
+        (tmp / "v1.yaml").write_text(key_spec_text(src.host, REPOS, "site", "1.0.0"))
         pack(tmp / "v1.yaml", tmp / "full1.tar", release)
         site = start_registry(tmp / "site")
         regs.append(site)
@@ -116,7 +100,7 @@ def sc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         assert out.exit_code == 0, out.output
         for repo in CHANGED:  # upstream moves on: two images change (new app layers and configs, same base)
             push(src, repo, f"{repo}-v2", release)
-        write_spec(tmp / "v2.yaml", src.host, "2.0.0")
+        (tmp / "v2.yaml").write_text(key_spec_text(src.host, REPOS, "site", "2.0.0"))
         pack(tmp / "v2.yaml", tmp / "full2.tar", release)
         pack(tmp / "v2.yaml", tmp / "delta.tar", release, "--delta", str(tmp / "inventory.json"),
              "--delta-key", str(site_key.public_path))

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support.bundles import key_spec_text
 from support.images import Pusher, push_image
 from support.registries import Registry, find_tool, start_registry
 from support.registry_content import snapshot
@@ -35,23 +36,6 @@ REPOS = ("team/one", "team/two", "team/three")
 
 def run(args: list[str], **kwargs: Any) -> Any:
     return CliRunner().invoke(cli, args, catch_exceptions=False, **kwargs)
-
-
-def write_spec(path: Path, host: str, repos: tuple[str, ...], name: str = "split") -> None:
-    images = "\n".join(f"  - {host}/{r}:1.0" for r in repos)
-    path.write_text(f"""\
-apiVersion: airgap/v1
-kind: Bundle
-metadata: {{name: {name}, version: 1.0.0}}
-created: 1700000000
-images:
-{images}
-keys: [{{name: release, path: release.pub}}]
-policies:
-  - name: team
-    images: [{{glob: "{host}/team/**"}}]
-    authorities: [{{key: {{name: release}}, ctlog: {{disabled: true}}}}]
-""")
 
 
 @dataclass
@@ -91,7 +75,7 @@ def sc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             sign_image(f"{src.host}/{repo}:1.0", key.signer, client=RegistryClient(), recursive=True)
         (tmp / "release.pub").write_bytes(key.public_pem)
         spec = tmp / "spec.yaml"
-        write_spec(spec, src.host, REPOS)
+        spec.write_text(key_spec_text(src.host, REPOS, "split"))
         out = run(["pack", str(spec), "-o", str(tmp / "b.tar"), "--key", str(key.private_path)])
         assert out.exit_code == 0, out.output
         (tmp / "parts").mkdir()
@@ -202,7 +186,7 @@ def damaged(sc: Scenario, tmp_path: Path, how: str) -> Path:
     elif how == "foreign":  # the same part of another bundle (same name and size, other bytes)
         other = tmp_path / "other"
         other.mkdir()
-        write_spec(tmp_path / "other.yaml", sc.src.host, REPOS[::-1], name="other")
+        (tmp_path / "other.yaml").write_text(key_spec_text(sc.src.host, REPOS[::-1], "other"))
         (tmp_path / "release.pub").write_bytes(sc.key.public_pem)
         out = run(["pack", str(tmp_path / "other.yaml"), "-o", str(other / "b.tar"), "--split-size", "64K"])
         assert out.exit_code == 0, out.output
@@ -243,7 +227,7 @@ def test_real_64m_parts_load_like_the_single_file(sc: Scenario, tmp_path: Path) 
     push_image(Pusher(sc.src.url), "team/big", "1.0", layer_sizes=(90 * 1024 * 1024,))
     sign_image(f"{sc.src.host}/team/big:1.0", sc.key.signer, client=RegistryClient())
     (tmp_path / "release.pub").write_bytes(sc.key.public_pem)
-    write_spec(tmp_path / "big.yaml", sc.src.host, ("team/big",), name="big")
+    (tmp_path / "big.yaml").write_text(key_spec_text(sc.src.host, ("team/big",), "big"))
     t0 = time.monotonic()
     out = run(["pack", str(tmp_path / "big.yaml"), "-o", str(tmp_path / "big.tar"), "--split-size", "64M",
                "--key", str(sc.key.private_path)])

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support.bundles import key_spec_text
 from support.faultproxy import FaultProxy
 from support.images import Pusher, push_image
 from support.registries import Registry, find_tool, start_registry
@@ -65,7 +66,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
             push_image(pusher, repo, "1.0", layer_sizes=LAYERS)
             sign_image(f"{src.host}/{repo}:1.0", sc.key.signer, client=RegistryClient())
         (tmp / "release.pub").write_bytes(sc.key.public_pem)
-        sc.spec.write_text(spec_text(src.host))
+        sc.spec.write_text(key_spec_text(src.host, REPOS))
         out = CliRunner().invoke(cli, ["pack", str(sc.spec), "-o", str(sc.bundle), "--key",
                                        str(sc.key.private_path)], catch_exceptions=False)
         assert out.exit_code == 0, out.output
@@ -73,23 +74,6 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
     finally:
         for reg in sc.registries:
             reg.stop()
-
-
-def spec_text(host: str) -> str:
-    images = "\n".join(f"  - {host}/{r}:1.0" for r in REPOS)
-    return f"""\
-apiVersion: airgap/v1
-kind: Bundle
-metadata: {{name: demo, version: 1.0.0}}
-created: 1700000000
-images:
-{images}
-keys: [{{name: release, path: release.pub}}]
-policies:
-  - name: team
-    images: [{{glob: "{host}/team/**"}}]
-    authorities: [{{key: {{name: release}}, ctlog: {{disabled: true}}}}]
-"""
 
 
 @pytest.fixture
@@ -164,7 +148,7 @@ def test_pack_and_copy_draw_progress_and_one_line_per_image(scene: Scene, proxie
                                                              tmp_path: Path) -> None:
     proxy = slow(scene.src, proxies, method="GET", match="/blobs/sha256:", seconds=0.3)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(spec_text(proxy.host))
+    spec.write_text(key_spec_text(proxy.host, REPOS))
     (tmp_path / "release.pub").write_bytes(scene.key.public_pem)
     term = Terminal.start(["pack", str(spec), "-o", str(tmp_path / "out.tar"), "-j", "2"], env=env(tmp_path),
                           stdout=tmp_path / "stdout")
@@ -232,7 +216,7 @@ def test_ctrl_c_during_pack_leaves_the_previous_output_untouched(scene: Scene, p
                                                                   tmp_path: Path) -> None:
     proxy = slow(scene.src, proxies, method="GET", match="/blobs/sha256:", seconds=0.8)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(spec_text(proxy.host))
+    spec.write_text(key_spec_text(proxy.host, REPOS))
     (tmp_path / "release.pub").write_bytes(scene.key.public_pem)
     out_dir = tmp_path / "out"
     out_dir.mkdir()

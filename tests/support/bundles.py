@@ -32,6 +32,25 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CREATED = 1_700_000_000
 
 
+def key_spec_text(host: str, repos: tuple[str, ...] | list[str], name: str = "demo", version: str = "1.0.0") -> str:
+    """A pack spec: ``HOST/REPO:1.0`` for each repo, the ``release`` key (``release.pub`` beside the spec), one
+    policy requiring it for ``HOST/team/**`` (no log entry), a fixed ``created`` so packs are reproducible."""
+    images = "\n".join(f"  - {host}/{r}:1.0" for r in repos)
+    return f"""\
+apiVersion: airgap/v1
+kind: Bundle
+metadata: {{name: {name}, version: "{version}"}}
+created: {CREATED}
+images:
+{images}
+keys: [{{name: release, path: release.pub}}]
+policies:
+  - name: team
+    images: [{{glob: "{host}/team/**"}}]
+    authorities: [{{key: {{name: release}}, ctlog: {{disabled: true}}}}]
+"""
+
+
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
