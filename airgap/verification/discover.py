@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from airgap import digest as digests
 from airgap.checks import cosign
+from airgap.config import Limits
 from airgap.errors import IntegrityError, NotFoundError
 from airgap.oci import mediatypes as mt
 from airgap.oci.manifest import Descriptor, Manifest
@@ -115,6 +116,16 @@ def resolve(client: RegistryClient, repo: Repo, reference: str) -> Artifacts:
     return Artifacts(client, repo, client.get_manifest(repo.host, repo.repository, reference, cached=True))
 
 
+def signature_layers(manifest: Manifest, where: str, limits: Limits) -> tuple[Descriptor, ...]:
+    """The layers of a signature or attestation manifest (after its config); more than
+    ``limits.max_signature_layers`` of them is refused, before any is fetched."""
+    layers = manifest.blobs[1:]
+    if len(layers) > limits.max_signature_layers:
+        raise IntegrityError(f"{where}: {len(layers)} layers, more than the {limits.max_signature_layers} "
+                             "a signature manifest may have (limit max_signature_layers): refused")
+    return layers
+
+
 def _predicted_payload(layer: Descriptor, digest: str, names: tuple[str, ...]) -> bytes | None:
     """The simple-signing payload of ``layer`` without fetching it, when it is one cosign writes for
     ``digest`` under one of ``names`` with no annotations: the bytes are then fully known, and their
@@ -155,10 +166,7 @@ class _Fetch:
 
     def layers(self, manifest: Manifest, location: str, kind: str, media_types: frozenset[str],
                names: tuple[str, ...] = ()) -> list[Candidate]:
-        layers = manifest.blobs[1:]
-        if len(layers) > self.limits.max_signature_layers:
-            raise IntegrityError(f"{location}: {len(layers)} layers, more than the {self.limits.max_signature_layers} "
-                                 "a signature manifest may have (limit max_signature_layers): refused")
+        layers = signature_layers(manifest, location, self.limits)
         out = []
         for layer in layers:
             if layer.media_type not in media_types:

@@ -35,7 +35,7 @@ from airgap.errors import ConfigError, IntegrityError, NotFoundError
 from airgap.oci import mediatypes as mt
 from airgap.oci.layout import REF_NAME, Layout
 from airgap.oci.manifest import Descriptor, Manifest
-from airgap.verification.discover import AttachedLookup, Candidate, Repo
+from airgap.verification.discover import AttachedLookup, Candidate, Repo, signature_layers
 
 # ``cosign save``'s index.json annotations (cosign pkg/oci/layout).
 KIND = "kind"
@@ -134,10 +134,7 @@ class LayoutArtifacts(AttachedLookup):
         return found
 
     def _layers(self, manifest: Manifest, where: str, kind: str, wanted: frozenset[str]) -> list[Candidate]:
-        layers = manifest.blobs[1:]
-        if len(layers) > self.limits.max_signature_layers:
-            raise IntegrityError(f"{where}: {len(layers)} layers, more than the {self.limits.max_signature_layers} "
-                                 "a signature manifest may have (limit max_signature_layers): refused")
+        layers = signature_layers(manifest, where, self.limits)
         out = []
         for layer in layers:
             if layer.media_type not in wanted:
