@@ -22,8 +22,10 @@ MiB = 1024 * 1024
 LIMITS = {
     "max_body_bytes": 3 * MiB, "max_images": 256, "max_verifications": 4, "max_signature_bytes": 16 * MiB,
     "max_signature_layers": 1000, "header_timeout": 10.0, "body_timeout": 10.0, "keepalive_timeout": 75.0,
-    "max_connections": 1024, "max_buffered_bytes": 16 * MiB,
+    "max_connections": 1024, "max_buffered_bytes": 16 * MiB, "tag_reuse_window": 3.0,
 }
+TAG_WINDOW_HELP = ("Seconds the mutating webhook may reuse a tag's resolution to a digest it verified (it pins that "
+                   "digest, so a re-tag inside the window pins the previous, verified digest); 0: resolve every time.")
 
 
 @webhook.command()
@@ -64,14 +66,17 @@ LIMITS = {
               "unfinished bodies are dropped.")
 @click.option("--reload-interval", type=click.FloatRange(0.1), default=2.0, show_default=True,
               help="Seconds between checks of the trust directory for changes.")
+@click.option("--tag-reuse-window", type=click.FloatRange(0, 60), default=LIMITS["tag_reuse_window"],
+              show_default=True, help=TAG_WINDOW_HELP)
 @registry_alias_option
 @registry_options
 def serve(trust_dir: str, tls_cert: str, tls_key: str, host: str, port: int, mode: str, deadline: float,
           cache_ttl: float, cache_size: int, max_body_bytes: int, max_images: int, max_verifications: int,
           max_signature_bytes: int, max_signature_layers: int, header_timeout: float, body_timeout: float,
           keepalive_timeout: float, max_connections: int, max_buffered_bytes: int, reload_interval: float,
-          aliases: tuple[str, ...], insecure: tuple[str, ...], ca_file: str | None) -> None:
-    """Serve POST /validate (AdmissionReview v1) over HTTPS, with /healthz, /readyz and /metrics."""
+          tag_reuse_window: float, aliases: tuple[str, ...], insecure: tuple[str, ...], ca_file: str | None) -> None:
+    """Serve POST /validate (validating webhook) and POST /mutate (mutating webhook: pins verified digests),
+    AdmissionReview v1 over HTTPS, with /healthz, /readyz and /metrics."""
     from airgap.admission.server import WebhookConfig
     from airgap.admission.server import serve as run
     from airgap.refs.translate import Aliases
@@ -84,7 +89,7 @@ def serve(trust_dir: str, tls_cert: str, tls_key: str, host: str, port: int, mod
                            max_signature_bytes=max_signature_bytes, max_signature_layers=max_signature_layers,
                            header_timeout=header_timeout, body_timeout=body_timeout,
                            keepalive_timeout=keepalive_timeout, max_connections=max_connections,
-                           max_buffered_bytes=max_buffered_bytes)
+                           max_buffered_bytes=max_buffered_bytes, tag_reuse_window=tag_reuse_window)
     run(config, tls_cert, tls_key, host=host, port=port)
 
 
