@@ -223,6 +223,9 @@ class Runner(Protocol):
     port: int
     ready_after: float | None
 
+    @property
+    def pid(self) -> int: ...
+
     def start(self, deployment: StoredDeployment) -> None: ...
 
     def stop(self) -> None: ...
@@ -292,6 +295,10 @@ class ProcessRunner:
     def output(self) -> str:
         return self._log.read_text(errors="replace") if self._log and self._log.exists() else ""
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid if self._proc is not None else 0
+
 
 @dataclass
 class ContainerRunner:
@@ -342,6 +349,14 @@ class ContainerRunner:
 
     def output(self) -> str:
         return self._container.output() if self._container is not None else ""
+
+    @property
+    def pid(self) -> int:
+        """The container's first process, as the host sees it (conmon, not ``podman run``, is its parent)."""
+        if self._container is None:
+            return 0
+        state = self.podman.run("inspect", "--format", "{{.State.Pid}}", self._container.name, check=False)
+        return int(state.stdout.strip() or 0) if state.returncode == 0 else 0
 
 
 # ---- the webhook in the cluster ---------------------------------------------------------------------------------
