@@ -394,13 +394,17 @@ def test_stopped_the_webhook_fails_closed_and_restarted_it_works(enforcing: Depl
 # ---- the tag window: a re-tag pins the previous, verified digest; never unverified content --------------------------
 
 def test_retag_inside_and_after_the_window(enforcing: Deployed) -> None:
+    # A window wider than the default (3 s), so that two kubectl calls fit in it on a loaded machine.
+    enforcing.deploy("--tag-reuse-window", "6")
     ref = enforcing.site.images["window"]
     assert enforcing.hook.deployment is not None
     args = enforcing.hook.deployment.args
     window = float(args[args.index("--tag-reuse-window") + 1])
+    assert window == 6
     good = enforcing.site.digest(ref)
-    began = time.monotonic()
+    began = time.monotonic()  # the window opens after this (when the webhook looks the tag up)...
     name, result = enforcing.create_pod("apps", [ref])
+    looked_up = time.monotonic()  # ...and before this
     assert result.returncode == 0, result.stderr
     assert enforcing.stored_images("pod", name, "apps") == [f"{ref}@{good}"]
 
@@ -414,7 +418,7 @@ def test_retag_inside_and_after_the_window(enforcing: Deployed) -> None:
     assert enforcing.stored_images("pod", name, "apps") == [f"{ref}@{good}"]
 
     # After the window the new content is resolved, verified and refused.
-    time.sleep(max(0.0, began + window - time.monotonic()) + 0.2)
+    time.sleep(max(0.0, looked_up + window - time.monotonic()) + 0.2)
     name, result = enforcing.create_pod("apps", [ref])
     assert result.returncode != 0 and "was not loaded by any bundle of the site" in result.stderr, result.stderr
     # Put the tag back for the next run (the bundle's digest is still in the registry).

@@ -178,15 +178,16 @@ def push(site: Site, repo: str, seed: str, *, signer: Any = None) -> str:
 
 
 def test_retag_inside_and_after_the_window(site: Site) -> None:
-    window = 1.5
+    window = 3.0
     running = serve(site, "enforce", tag_reuse_window=window)
     client = Client(running, site.tls.ca_pem)
     ref = f"{site.reg.host}/team/window:1.0"
     try:
         good = push(site, "team/window", "good", signer=RELEASE)
         doc = admission("Pod", pod_spec([ref]))
-        started = time.monotonic()
+        started = time.monotonic()  # the window opens after this (the tag's look-up)...
         _, ops = mutate(client, doc)
+        looked_up = time.monotonic()  # ...and before this
         assert ops[0]["value"] == f"{ref}@{good}"
 
         # Inside the window: the tag now names unsigned content. The mutating webhook pins the digest it
@@ -203,7 +204,7 @@ def test_retag_inside_and_after_the_window(site: Site) -> None:
         assert running.service.pins.hits >= 1
 
         # After the window: the unsigned content is resolved, verified, refused, and never pinned.
-        time.sleep(max(0.0, started + window - time.monotonic()) + 0.1)
+        time.sleep(max(0.0, looked_up + window - time.monotonic()) + 0.1)
         _, ops = mutate(client, doc)
         assert ops == []
         assert client.review(doc)[1]["allowed"] is False
