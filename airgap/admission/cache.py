@@ -1,7 +1,9 @@
 """A bounded, expiring cache of per-image decisions, safe to share between request threads.
 
-Keys are ``(image ref as written, image digest, policy digest, trust digest)``. The digest is always the
-one the tag resolves to *now* (the webhook re-resolves every tag on every request), so a re-tagged image
+Keys are ``(ref@digest, image digest, policy digest, trust digest)``, the ref normalized and pinned to the
+digest it was resolved to: exactly what the verifier is asked about, so ``repo:tag`` resolved to a digest and
+the ``repo:tag@digest`` the mutating webhook pinned it to share one decision. The digest is the one the tag
+resolves to *now* (the validating webhook re-resolves every tag on every request), so a re-tagged image
 misses the cache and is verified afresh; a new policy or trust directory changes the key, so a reload
 never serves a decision made under the old trust. The ref is part of the key because the same digest
 under another repository may match other policies (globs match the name, not the content).

@@ -27,6 +27,9 @@ object is not read); any other operation is denied. Dry-run requests (``dryRun: 
 ``kubectl apply --dry-run=server``) are decided exactly like real ones (the webhook has no side effects,
 ``sideEffects: None``), so a dry run previews the real verdict.
 
+Each image comes with its JSON Pointer in the object (what the mutating webhook's patch names), and on UPDATE
+the old object's images are read too, leniently (only to leave unchanged images unpinned).
+
 Hostile bodies: JSON nested deeper than Python's parser allows (a depth bomb, wherever it sits) is
 refused with a one-line reason in bounded time, and the uid is then recovered from the start of the
 body (:func:`uid_hint`) so the API server still shows that reason.
