@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -57,14 +58,17 @@ def test_token_identity_is_the_email_fulcio_binds() -> None:
     assert token_info(parse_identity_token(token(email=None, sub="https://ci/wf"))).identity == "https://ci/wf"
 
 
-@pytest.mark.parametrize("raw, message", [
-    (token(exp=int(time.time()) - 60, iat=int(time.time()) - 600), "identity token expired at"),
-    (token(aud="other"), "for audience 'other', not 'sigstore'"),
-    (token(iss=None), "lacks the 'iss' claim"),
-    (token(nbf=int(time.time()) + 600), "not valid yet"),
-    ("garbage", "not a JWT"),
+# Tokens are made when the test runs (their clock starts then), not at collection: a long suite run would
+# otherwise let the "valid" claims expire before the test reads them.
+@pytest.mark.parametrize("make, message", [
+    (lambda: token(exp=int(time.time()) - 60, iat=int(time.time()) - 600), "identity token expired at"),
+    (lambda: token(aud="other"), "for audience 'other', not 'sigstore'"),
+    (lambda: token(iss=None), "lacks the 'iss' claim"),
+    (lambda: token(nbf=int(time.time()) + 600), "not valid yet"),
+    (lambda: "garbage", "not a JWT"),
 ])
-def test_bad_tokens_say_what_is_wrong(raw: str, message: str) -> None:
+def test_bad_tokens_say_what_is_wrong(make: Callable[[], str], message: str) -> None:
+    raw = make()
     with pytest.raises(IdentityTokenError, match=message) as err:
         parse_identity_token(raw)
     assert "\n" not in str(err.value) and raw not in str(err.value)  # one line, and never the token itself
