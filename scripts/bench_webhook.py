@@ -10,13 +10,21 @@ and --seconds); ``--driver`` picks one. The CPU seconds the load generator, the 
 spent in each run are printed too (the machine has 2 cores: what the driver burns, the webhook cannot use).
 Scenarios:
 
-* ``cached``: one pod of --images images by tag, warmed; every review re-resolves each tag (HEAD at the
-  registry) and hits the decision cache;
+* ``cached``: ``/validate`` of one pod of --images images by tag, warmed; every review re-resolves each tag (HEAD
+  at the registry: a tag the validating webhook admits unpinned is pulled by name) and hits the decision cache;
 * ``cached-1image``: the same with a pod of one image (one tag resolution per review);
 * ``cached-digest``: the same images pinned by digest (no registry round trip at all);
+* ``mutate``: ``/mutate`` of the pod of --images tags, warmed: each tag's verified digest is reused within the
+  tag window (--tag-reuse-window, default 3 s: one coalesced look-up per tag per window), decisions cached, a
+  JSONPatch pinning every image returned;
+* ``validate-pinned``: ``/validate`` of that pod as the mutating webhook left it (``repo:tag@sha256:...``);
+* ``pinned-pod``: both, alternately (what the API server sends for each pod created: one mutating review,
+  then one validating review of the patched pod); reviews/s counts both, so pods/s is half;
 * ``uncached``: the webhook runs with the cache off, so every review verifies every image afresh.
 
-Targets (2 cores): cached >= 1,000 reviews/s with p99 <= 20 ms; uncached pod of 3 images p99 <= 100 ms.
+Targets (2 cores): with digest pinning, a cached pod of 3 tags (``mutate``, ``validate-pinned``, ``pinned-pod``)
+>= 2,500 reviews/s with p99 <= 20 ms; the unpinned tag path (``cached``) >= 1,000/s; uncached pod of 3 images
+p99 <= 100 ms.
 Usage: scripts/bench_webhook.py [--stack uvicorn] [--clients 16] [--requests 5000] [--seconds 15] [--json]
 """
 
@@ -42,6 +50,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 TARGETS = {"cached": (1000.0, 20.0), "cached-1image": (1000.0, 20.0), "cached-digest": (1000.0, 20.0),
+           "mutate": (2500.0, 20.0), "validate-pinned": (2500.0, 20.0), "pinned-pod": (2500.0, 20.0),
            "uncached": (None, 100.0)}
 
 
@@ -124,15 +133,15 @@ def child_main(args: argparse.Namespace) -> None:
 
 # ---- client side ------------------------------------------------------------------------------------
 
-async def _client(host: str, port: int, ctx: ssl.SSLContext, bodies: list[bytes], stop_at: float,
+async def _client(host: str, port: int, ctx: ssl.SSLContext, calls: list[tuple[str, bytes]], stop_at: float,
                   budget: list[int], latencies: list[float], errors: list[str]) -> None:
     reader, writer = await asyncio.open_connection(host, port, ssl=ctx)
     i = 0
     while budget[0] > 0 and time.monotonic() < stop_at:
         budget[0] -= 1
-        body = bodies[i % len(bodies)]
+        path, body = calls[i % len(calls)]
         i += 1
-        head = (f"POST /validate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         start = time.perf_counter()
         writer.write(head + body)
@@ -146,7 +155,7 @@ async def _client(host: str, port: int, ctx: ssl.SSLContext, bodies: list[bytes]
     writer.close()
 
 
-async def _drive(port: int, ca: str, bodies: list[bytes], clients: int, requests: int, seconds: float
+async def _drive(port: int, ca: str, bodies: list[tuple[str, bytes]], clients: int, requests: int, seconds: float
                  ) -> dict[str, Any]:
     ctx = ssl.create_default_context(cafile=ca)
     latencies: list[float] = []
@@ -166,7 +175,8 @@ async def _drive(port: int, ca: str, bodies: list[bytes], clients: int, requests
             "first_error": errors[0] if errors else None}
 
 
-def drive(port: int, ca: str, bodies: list[bytes], clients: int, requests: int, seconds: float) -> dict[str, Any]:
+def drive(port: int, ca: str, bodies: list[tuple[str, bytes]], clients: int, requests: int, seconds: float
+          ) -> dict[str, Any]:
     try:
         import uvloop
 
@@ -177,9 +187,13 @@ def drive(port: int, ca: str, bodies: list[bytes], clients: int, requests: int, 
 
 _WRK_LUA = """\
 wrk.method = "POST"
-wrk.path = "/validate"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [==[%s]==]
+local requests = {%s}
+local turn = 0
+function request()
+  turn = turn %% #requests + 1
+  return requests[turn]
+end
 local threads = {}
 bad = 0
 first = ""
@@ -204,10 +218,12 @@ end
 """
 
 
-def drive_wrk(port: int, body: bytes, clients: int, seconds: float, work: Path) -> dict[str, Any]:
-    """Drive with wrk (one thread, ``clients`` keep-alive TLS connections) for ``seconds``."""
+def drive_wrk(port: int, calls: list[tuple[str, bytes]], clients: int, seconds: float, work: Path) -> dict[str, Any]:
+    """Drive with wrk (one thread, ``clients`` keep-alive TLS connections) for ``seconds``, each connection
+    sending the ``(path, body)`` calls in turn."""
     script = work / "review.lua"
-    script.write_text(_WRK_LUA % body.decode())
+    script.write_text(_WRK_LUA % ", ".join(f'wrk.format(nil, "{path}", nil, [==[{body.decode()}]==])'
+                                           for path, body in calls))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
                            "-s", str(script), f"https://127.0.0.1:{port}/validate"],
@@ -285,6 +301,21 @@ def start_child(stack: str, trust: Path, tls: Any, no_cache: bool) -> tuple[subp
     raise SystemExit(f"{stack} webhook did not become ready")
 
 
+def check_patch(port: int, ca: str, pod: bytes, patched: bytes) -> None:
+    """The mutating webhook's patch pins every image of ``pod`` to the digests of ``patched`` (else stop)."""
+    import base64
+    import http.client
+
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ssl.create_default_context(cafile=ca), timeout=10)
+    conn.request("POST", "/mutate", body=pod, headers={"Content-Type": "application/json"})
+    answer = json.loads(conn.getresponse().read())["response"]
+    conn.close()
+    want = [c["image"] for c in json.loads(patched)["request"]["object"]["spec"]["containers"]]
+    got = [op["value"] for op in json.loads(base64.b64decode(answer.get("patch", "W10=")))]
+    if got != want:
+        raise SystemExit(f"the mutating webhook did not pin the pod: {answer}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stack", default="uvicorn", help="uvicorn | stdlib | granian (comma-separated for several)")
@@ -293,7 +324,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--images", type=int, default=3)
-    ap.add_argument("--scenarios", default="cached,cached-1image,cached-digest,uncached")
+    ap.add_argument("--scenarios", default="cached,cached-1image,cached-digest,mutate,validate-pinned,pinned-pod,"
+                                           "uncached")
     ap.add_argument("--driver", choices=("auto", "wrk", "asyncio"), default="auto",
                     help="load generator: wrk when on PATH (auto), else the asyncio client")
     ap.add_argument("--wrk-seconds", type=float, default=6.0, help="how long wrk drives each scenario")
@@ -325,16 +357,23 @@ def main() -> None:
                     proc, port = start_child(stack, trust, tls, no_cache=scenario == "uncached")
                     try:
                         images = {"cached-digest": pinned, "cached-1image": tags[:1]}.get(scenario, tags)
-                        body = review(images)
-                        drive(port, str(tls.ca_pem), [body], 1, 3, 10)  # warm: connection, caches, imports
+                        pod = review(images)
+                        patched = review([f"{tag}@{ref.rsplit('@', 1)[1]}" for tag, ref in zip(tags, pinned,
+                                                                                                strict=True)])
+                        calls = {"mutate": [("/mutate", pod)], "validate-pinned": [("/validate", patched)],
+                                 "pinned-pod": [("/mutate", pod), ("/validate", patched)]
+                                 }.get(scenario, [("/validate", pod)])
+                        drive(port, str(tls.ca_pem), calls, 1, 3, 10)  # warm: connection, caches, imports
+                        if scenario in ("mutate", "pinned-pod"):
+                            check_patch(port, str(tls.ca_pem), pod, patched)
                         clients = args.uncached_clients if scenario == "uncached" else args.clients
                         requests = args.requests if scenario != "uncached" else max(200, args.requests // 10)
                         cpu0 = cpu_seconds(proc.pid), cpu_seconds(reg.process.pid)
                         if driver == "wrk":
-                            out = drive_wrk(port, body, clients, args.wrk_seconds, work)
+                            out = drive_wrk(port, calls, clients, args.wrk_seconds, work)
                         else:
                             own = resource.getrusage(resource.RUSAGE_SELF)
-                            out = drive(port, str(tls.ca_pem), [body], clients, requests, args.seconds)
+                            out = drive(port, str(tls.ca_pem), calls, clients, requests, args.seconds)
                             end = resource.getrusage(resource.RUSAGE_SELF)
                             out["driver_cpu"] = round(end.ru_utime + end.ru_stime - own.ru_utime - own.ru_stime, 2)
                         out["webhook_cpu"] = round(cpu_seconds(proc.pid) - cpu0[0], 2)

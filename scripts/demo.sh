@@ -4,7 +4,9 @@
 #   (index and every platform) -> airgap pack (checks each image against its policy, signs the bundle) onto
 #   "removable media" -> inspect + verify-bundle -> airgap load into the "disconnected" registry at
 #   127.0.0.1:31999 (Zarf-style refs, translation map, trust directory) -> airgap verify there, offline;
-#   a re-load pushes nothing; an unsigned image is refused; an audit report is written.
+#   a re-load pushes nothing; an unsigned image is refused; an audit report is written; and, when etcd,
+#   kube-apiserver and kubectl are installed (scripts/install-peers.sh), airgap's webhooks in a real API server
+#   admit the signed image (pinned to its verified digest) and refuse the unsigned one, through kubectl.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 ensure_python_env
@@ -94,4 +96,16 @@ fi
 
 say "audit evidence of the disconnected registry: $WORK/audit/audit.{json,md,html}, policyreports.yaml"
 "$AIRGAP" audit --registry "$LOCAL" --trust "$WORK/trust" -o "$WORK/audit" --exit-zero >/dev/null
+
+say "in the cluster: a real kube-apiserver calls airgap's webhooks (mutating: pin the digest; validating: verify)"
+set +e
+"$PY" "$ROOT/scripts/demo_cluster.py" --trust "$WORK/trust" --signed "$LOCAL/demo/app:1.0" \
+  --unsigned "$LOCAL/demo/unsigned:1.0" --work "$WORK/cluster"
+rc=$?
+set -e
+case "$rc" in
+  0) ;;
+  3) say "skipped the cluster step: etcd, kube-apiserver or kubectl is not installed (scripts/install-peers.sh)" ;;
+  *) echo "demo: the cluster step failed (logs under $WORK/cluster)" >&2; exit 1 ;;
+esac
 say "demo complete: $ZARF_REF ($GOT) came across the gap in a signed bundle and verified offline"

@@ -2,7 +2,8 @@
 # Install the real peers the interop tests and benchmarks run against. Test tools only: the product is
 # pure Python. Idempotent: a peer already installed at the pinned version is skipped.
 #   Debian: docker-registry (distribution 2.8), skopeo, softhsm2, chromium, wrk (bench_webhook's load generator),
-#     etcd-server (storage for kube-apiserver)
+#     etcd-server (storage for kube-apiserver), podman, buildah, crun, mmdebstrap and binutils (scripts/build-image.sh
+#     builds airgap's image with them; tests/e2e runs the webhook from that image with podman)
 #   Go (module proxy): cosign v2 + v3, crane, distribution v3 `registry`, helm v3, and `referrers-registry`
 #   (tests/peers/referrers-registry: go-containerregistry's registry with the OCI Referrers API turned on;
 #   distribution v3.1 does not serve that API and the proxy refuses zot and olareg)
@@ -33,6 +34,8 @@ command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v etcd >/dev/null || need_apt+=(etcd-server)
+for tool in podman buildah crun mmdebstrap; do command -v "$tool" >/dev/null || need_apt+=("$tool"); done
+command -v strip >/dev/null || need_apt+=(binutils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   log "apt-get install ${need_apt[*]}"

@@ -1,10 +1,20 @@
 """A bounded, expiring cache of per-image decisions, safe to share between request threads.
 
-Keys are ``(image ref as written, image digest, policy digest, trust digest)``. The digest is always the
-one the tag resolves to *now* (the webhook re-resolves every tag on every request), so a re-tagged image
+Keys are ``(ref@digest, image digest, policy digest, trust digest)``, the ref normalized and pinned to the
+digest it was resolved to: exactly what the verifier is asked about, so ``repo:tag`` resolved to a digest and
+the ``repo:tag@digest`` the mutating webhook pinned it to share one decision. The digest is the one the tag
+resolves to *now* (the validating webhook re-resolves every tag on every request), so a re-tagged image
 misses the cache and is verified afresh; a new policy or trust directory changes the key, so a reload
 never serves a decision made under the old trust. The ref is part of the key because the same digest
 under another repository may match other policies (globs match the name, not the content).
+
+:class:`TagWindow` is the one place a tag resolution is reused: by the mutating webhook only, which pins the
+digest it hands out into the object (``repo:tag@sha256:...``), so what runs is exactly what was verified
+whichever digest the tag names by then. It holds only resolutions whose digest was then allowed, for a
+short window counted from when the look-up was asked for (never extended by use): a re-tag inside the
+window pins the previous, verified digest; after it, the tag is resolved (and its new digest verified)
+afresh. The validating webhook never uses it: a tag it admits unpinned is pulled by name, so it must
+resolve every tag on every review.
 """
 
 from __future__ import annotations
@@ -76,6 +86,51 @@ class DecisionCache(Generic[V]):
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+class TagWindow:
+    """``(host, repository, tag) -> digest`` for ``window`` seconds from ``since``; at most ``max_entries``
+    (least recently stored dropped first). Thread-safe. A window of 0 keeps nothing."""
+
+    def __init__(self, window: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        if window < 0 or max_entries < 0:
+            raise ValueError("tag window and size must not be negative")
+        self.window = window
+        self.max_entries = max_entries
+        self._clock = clock
+        self._items: OrderedDict[tuple[str, str, str], tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, key: tuple[str, str, str]) -> str | None:
+        """The digest stored for ``key`` if its window is still open, else None."""
+        item = self._items.get(key)  # a dict read is atomic; only writers take the lock
+        if item is None:
+            return None
+        if item[0] <= self._clock():
+            with self._lock:
+                if self._items.get(key) is item:
+                    del self._items[key]
+            return None
+        self.hits += 1
+        return item[1]
+
+    def put(self, key: tuple[str, str, str], digest: str, since: float) -> None:
+        """Remember ``digest`` for ``key`` until ``since + window`` (``since``: when its look-up was asked for)."""
+        expires = since + self.window
+        if self.max_entries == 0 or expires <= self._clock():
+            return
+        with self._lock:
+            current = self._items.get(key)
+            if current is not None and current[0] >= expires:
+                return  # a later look-up already stored its answer: keep the newer one
+            self._items[key] = (expires, digest)
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class _Flight(Generic[V]):

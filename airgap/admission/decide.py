@@ -64,10 +64,11 @@ class Decision:
     audit_annotations: dict[str, str] = field(default_factory=dict)
     verdicts: list[ImageVerdict] = field(default_factory=list)
     code: int | None = None
+    patch: list[dict[str, Any]] = field(default_factory=list)  # JSONPatch operations (the mutating webhook)
 
     def review(self) -> dict[str, Any]:
         return response(self.uid, allowed=self.allowed, message=self.message, code=self.code,
-                        warnings=self.warnings, audit_annotations=self.audit_annotations)
+                        warnings=self.warnings, audit_annotations=self.audit_annotations, patch=self.patch)
 
 
 def check_images(images: Sequence[str], check: Check, *, executor: Executor, deadline: float) -> list[ImageVerdict]:

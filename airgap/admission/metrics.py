@@ -42,6 +42,11 @@ class Metrics:
         self.reload_failures = 0
         self.deadline_exceeded = 0
         self.events: dict[str, int] = {}  # more counters by name (e.g. "busy"), rendered as <name>_total
+        # The mutating webhook (/mutate): reviews answered, with and without a patch, and images pinned.
+        self.mutation_counts = [0] * (len(BUCKETS) + 1)
+        self.mutation_total = 0.0
+        self.mutations: dict[str, int] = {"patched": 0, "unchanged": 0}
+        self.pinned_images = 0
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -55,6 +60,14 @@ class Metrics:
             self.counts[index] += 1
             self.total += seconds
             self.deadline_exceeded += deadline_hit
+
+    def observe_mutation(self, seconds: float, pinned: int) -> None:
+        index = next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
+        with self._lock:
+            self.mutations["patched" if pinned else "unchanged"] += 1
+            self.pinned_images += pinned
+            self.mutation_counts[index] += 1
+            self.mutation_total += seconds
 
     def render(self, cache: DecisionCache[Any], ready: bool, gauges: dict[str, float] | None = None,
                counters: dict[str, float] | None = None) -> str:
@@ -74,11 +87,25 @@ class Metrics:
             lines += [f'airgap_webhook_review_seconds_bucket{{le="+Inf"}} {running}',
                       f"airgap_webhook_review_seconds_sum {self.total:.6f}",
                       f"airgap_webhook_review_seconds_count {running}"]
+            lines += ["# HELP airgap_webhook_mutations_total Mutating reviews answered, with a patch or without.",
+                      "# TYPE airgap_webhook_mutations_total counter"]
+            lines += [f'airgap_webhook_mutations_total{{result="{r}"}} {n}' for r, n in self.mutations.items()]
+            lines += ["# HELP airgap_webhook_mutation_seconds Time to answer one mutating review.",
+                      "# TYPE airgap_webhook_mutation_seconds histogram"]
+            running = 0
+            for bound, n in zip(BUCKETS, self.mutation_counts, strict=False):
+                running += n
+                lines.append(f'airgap_webhook_mutation_seconds_bucket{{le="{bound}"}} {running}')
+            running += self.mutation_counts[-1]
+            lines += [f'airgap_webhook_mutation_seconds_bucket{{le="+Inf"}} {running}',
+                      f"airgap_webhook_mutation_seconds_sum {self.mutation_total:.6f}",
+                      f"airgap_webhook_mutation_seconds_count {running}"]
             totals: dict[str, float] = {
                 "cache_hits_total": cache.hits, "cache_misses_total": cache.misses,
                 "cache_evictions_total": cache.evictions, "trust_reloads_total": self.reloads,
                 "trust_reload_failures_total": self.reload_failures,
                 "deadline_exceeded_total": self.deadline_exceeded, "busy_total": self.events.get("busy", 0),
+                "pinned_images_total": self.pinned_images,
                 **{f"{name}_total": value for name, value in sorted(self.events.items()) if name != "busy"},
                 **{f"{name}_total": value for name, value in sorted((counters or {}).items())}}
             for name, value in totals.items():

@@ -27,6 +27,9 @@ object is not read); any other operation is denied. Dry-run requests (``dryRun: 
 ``kubectl apply --dry-run=server``) are decided exactly like real ones (the webhook has no side effects,
 ``sideEffects: None``), so a dry run previews the real verdict.
 
+Each image comes with its JSON Pointer in the object (what the mutating webhook's patch names), and on UPDATE
+the old object's images are read too, leniently (only to leave unchanged images unpinned).
+
 Hostile bodies: JSON nested deeper than Python's parser allows (a depth bomb, wherever it sits) is
 refused with a one-line reason in bounded time, and the uid is then recovered from the start of the
 body (:func:`uid_hint`) so the API server still shows that reason.
@@ -34,6 +37,8 @@ body (:func:`uid_hint`) so the API server still shows that reason.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +90,7 @@ class ContainerImage:
     field: str  # containers | initContainers | ephemeralContainers
     name: str
     image: str
+    pointer: str = ""  # JSON Pointer (RFC 6901) to this ``image`` in the request's object (what a patch names)
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,9 @@ class AdmissionRequest:
     operation: str
     images: tuple[ContainerImage, ...]
     dry_run: bool = False
+    # UPDATE: the images of ``oldObject`` where it has the same shape (else empty); the mutating webhook
+    # leaves an image the update did not change as it is.
+    old_images: tuple[ContainerImage, ...] = ()
 
     @property
     def unique_images(self) -> list[str]:
@@ -157,17 +166,14 @@ class AdmissionRequest:
             name = _text(_str(meta.get("name")) or _str(meta.get("generateName")), 253)
         if gvk in NO_IMAGES:
             return cls(uid, kind, namespace, name, operation, (), dry_run)
-        if gvk == LEGACY_EPHEMERAL:
-            images = _containers(uid, obj, ("ephemeralContainers",), "ephemeralContainers", "object")
-            return cls(uid, kind, namespace, name, operation, images, dry_run)
-        spec: Any = obj
-        for key in POD_SPEC_PATHS[gvk]:
-            spec = spec.get(key) if isinstance(spec, dict) else None
-        if not isinstance(spec, dict):
-            path = ".".join(POD_SPEC_PATHS[gvk])
-            raise ReviewError(f"request {uid}: {kind} has no pod spec at {path}", uid)
-        return cls(uid, kind, namespace, name, operation,
-                   _containers(uid, spec, CONTAINER_FIELDS, "containers", "pod spec"), dry_run)
+        images = _object_images(uid, gvk, obj)
+        old_images: tuple[ContainerImage, ...] = ()
+        if operation == "UPDATE" and isinstance(req.get("oldObject"), dict):
+            try:
+                old_images = _object_images(uid, gvk, req["oldObject"])
+            except ReviewError:
+                pass  # only ever used to leave unchanged images alone: an unreadable old object changes nothing
+        return cls(uid, kind, namespace, name, operation, images, dry_run, old_images)
 
 
 def uid_hint(body: bytes | None) -> str:
@@ -210,10 +216,24 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _object_images(uid: str, gvk: GVK, obj: dict[str, Any]) -> tuple[ContainerImage, ...]:
+    """The container images of an object of an understood kind (not ``NO_IMAGES``), with their pointers."""
+    if gvk == LEGACY_EPHEMERAL:
+        return _containers(uid, obj, ("ephemeralContainers",), "ephemeralContainers", "object", "")
+    spec: Any = obj
+    for key in POD_SPEC_PATHS[gvk]:
+        spec = spec.get(key) if isinstance(spec, dict) else None
+    if not isinstance(spec, dict):
+        path = ".".join(POD_SPEC_PATHS[gvk])
+        raise ReviewError(f"request {uid}: {gvk[2]} has no pod spec at {path}", uid)
+    base = "".join(f"/{key}" for key in POD_SPEC_PATHS[gvk])
+    return _containers(uid, spec, CONTAINER_FIELDS, "containers", "pod spec", base)
+
+
 def _containers(uid: str, spec: dict[str, Any], fields: tuple[str, ...], required: str,
-                where: str) -> tuple[ContainerImage, ...]:
-    """The images of ``fields`` of ``spec``; ``required`` must be a non-empty list (the API server never
-    sends a pod spec without containers), the others lists when present."""
+                where: str, base: str) -> tuple[ContainerImage, ...]:
+    """The images of ``fields`` of ``spec`` (found at JSON Pointer ``base`` in the object); ``required`` must be
+    a non-empty list (the API server never sends a pod spec without containers), the others lists when present."""
     out: list[ContainerImage] = []
     for field_name in fields:
         items = spec.get(field_name)
@@ -228,14 +248,20 @@ def _containers(uid: str, spec: dict[str, Any], fields: tuple[str, ...], require
             label = _str(item.get("name")) if isinstance(item, dict) else ""
             if not isinstance(image, str) or not image.strip():
                 raise ReviewError(f"request {uid}: {field_name}[{index}] {_show(label)} has no image", uid)
-            out.append(ContainerImage(field_name, label or f"#{index}", image.strip()))
+            out.append(ContainerImage(field_name, label or f"#{index}", image.strip(),
+                                      f"{base}/{field_name}/{index}/image"))
     return tuple(out)
 
 
 def response(uid: str, *, allowed: bool, message: str = "", code: int | None = None,
-             warnings: list[str] | None = None, audit_annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    """The AdmissionReview v1 the API server expects back (``uid`` echoed)."""
+             warnings: list[str] | None = None, audit_annotations: dict[str, str] | None = None,
+             patch: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The AdmissionReview v1 the API server expects back (``uid`` echoed); ``patch``: JSONPatch operations
+    (RFC 6902) for a mutating webhook, sent base64-encoded as ``patchType: JSONPatch``."""
     body: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if patch:
+        body["patchType"] = "JSONPatch"
+        body["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode("ascii")
     if message or code is not None:
         status: dict[str, Any] = {"code": code or (200 if allowed else 403), "message": message}
         if not allowed:

@@ -1,4 +1,5 @@
-"""The admission webhook server: ``POST /validate`` (AdmissionReview v1), ``/healthz``, ``/readyz``, ``/metrics``.
+"""The admission webhook server: ``POST /validate`` and ``POST /mutate`` (AdmissionReview v1), ``/healthz``,
+``/readyz``, ``/metrics``.
 
 Two layers. :class:`~airgap.admission.service.AdmissionService` is the whole webhook without HTTP:
 ``handle(method, path, body)`` returns ``(status, content type, bytes)``; it owns the trust, the verifier,

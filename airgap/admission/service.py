@@ -1,7 +1,10 @@
 """The admission webhook without HTTP: :class:`AdmissionService` answers ``handle(method, path, body)``.
 
 It owns the trust (reloaded when the directory changes), the shared :class:`airgap.verification.verifier.Verifier`, the
-decision cache, metrics and logs; :mod:`airgap.admission.server` puts it behind HTTP.
+decision cache, the tag window, metrics and logs; :mod:`airgap.admission.server` puts it behind HTTP. Two
+webhooks share it: ``POST /validate`` decides (validating webhook), ``POST /mutate`` pins verified digests
+(mutating webhook, :mod:`airgap.admission.pin`); both verify through the same code and cache, so a pod costs
+one verification per image however many times it is reviewed.
 
 Threat model and failure behaviour: request bodies are untrusted (size-capped before parsing, parsed
 strictly, see :mod:`airgap.admission.review`); the local registry is untrusted and may be slow, down or
@@ -32,8 +35,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from airgap.admission.cache import AsyncFreshLookup, CacheKey, DecisionCache, FreshLookup
-from airgap.admission.decide import Decision, ImageVerdict, Mode, check_images_async, decide, decide_request, malformed
+from airgap.admission import pin
+from airgap.admission.cache import AsyncFreshLookup, CacheKey, DecisionCache, FreshLookup, TagWindow
+from airgap.admission.decide import (
+    Decision,
+    ImageVerdict,
+    Mode,
+    check_images,
+    check_images_async,
+    decide,
+    decide_request,
+    malformed,
+)
 from airgap.admission.metrics import JsonLog, Metrics
 from airgap.admission.review import AdmissionRequest, ReviewError, uid_hint
 from airgap.errors import Error
@@ -74,6 +87,11 @@ class WebhookConfig:
     deadline: float = 8.0
     cache_ttl: float = 60.0
     cache_size: int = 10_000
+    # How long the mutating webhook may reuse a tag resolution whose digest was allowed (see cache.TagWindow):
+    # it pins that digest into the object, so a re-tag inside the window pins the previous, verified digest,
+    # never unverified content. A burst of pods naming one tag then costs one registry round trip, not one
+    # per pod; a re-tag is noticed within this many seconds. 0: every review resolves every tag.
+    tag_reuse_window: float = 3.0
     # The API server accepts at most 3 MiB per write and etcd stores at most 1.5 MiB per object; a review
     # carries the object (and the old one on UPDATE): anything larger is not from the API server.
     max_body: int = 3 * MiB
@@ -153,6 +171,7 @@ class AdmissionService:
                                                      cache_bytes=WEBHOOK_CACHE_BYTES)
         self.aliases: Aliases = Aliases.parse(list(config.aliases))
         self._tags: FreshLookup[str | None] = FreshLookup(self._resolve)
+        self.pins = TagWindow(config.tag_reuse_window, config.cache_size)
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="airgap-check")
         self.slots: Slots = Slots(config.max_verifications)
         # More metrics by name, registered by the HTTP layer (connections by phase, sheds, timeouts).
@@ -227,48 +246,79 @@ class AdmissionService:
             desc = self.client.head_manifest(*key)
         return desc.digest if desc is not None else None
 
-    def _check(self, state: _State, image: str, deadline_at: float) -> ImageVerdict:
-        """Resolve the tag now (never from cache), then the cached decision or a fresh verification."""
+    def _tag_key(self, ref: Reference) -> tuple[str, str, str]:
         from airgap import refs
 
+        return refs.api_host(self.aliases.access_host(ref.registry)), ref.repository, ref.identifier
+
+    @staticmethod
+    def _cache_key(state: _State, ref: Reference, digest: str) -> CacheKey:
+        # What the verifier is asked about is exactly ``ref@digest`` (normalized): ``repo:tag`` resolved to a
+        # digest and the ``repo:tag@digest`` the mutating webhook pinned it to share one decision.
+        return DecisionCache.key(str(ref.with_digest(digest)), digest, state.policy_digest, state.trust.digest)
+
+    def _windowed(self, verdict: ImageVerdict, digest: str, window: tuple[tuple[str, str, str], float] | None
+                  ) -> ImageVerdict:
+        """Open the tag window for a fresh resolution whose digest was allowed (mutating reviews only)."""
+        if window is not None and verdict.decision == "allow" and not verdict.error and verdict.digest == digest:
+            self.pins.put(window[0], digest, window[1])
+        return verdict
+
+    def _check(self, state: _State, image: str, deadline_at: float, *, reuse: bool = False) -> ImageVerdict:
+        """Resolve the tag now (or, with ``reuse``, from the tag window), then the cached decision or a fresh
+        verification. Only the mutating webhook passes ``reuse``: it pins the digest it is given."""
+        window = None
         try:
             ref = parse_ref(image)
             digest = ref.digest
             if digest is None:
-                host = refs.api_host(self.aliases.access_host(ref.registry))
-                digest = self._tags.get((host, ref.repository, ref.identifier))
+                tag = self._tag_key(ref)
+                digest = self.pins.get(tag) if reuse else None
                 if digest is None:
-                    return ImageVerdict(image, "deny", reasons=(f"{ref} is not in the local registry",))
+                    asked = time.monotonic()
+                    digest = self._tags.get(tag)
+                    if digest is None:
+                        return ImageVerdict(image, "deny", reasons=(f"{ref} is not in the local registry",))
+                    window = (tag, asked) if reuse else None
         except Error as exc:
             return ImageVerdict(image, "deny", error=True, reasons=(str(exc),))
-        key = DecisionCache.key(image, digest, state.policy_digest, state.trust.digest)
+        key = self._cache_key(state, ref, digest)
         hit = self.cache.get(key)
         if hit is not None:
-            return replace(hit, cached=True)
+            return self._windowed(replace(hit, image=image, cached=True), digest, window)
         if not self.slots.acquire_blocking(deadline_at - time.monotonic() - BUSY_MARGIN):
             return self._busy(image)
-        return self._verify_in_slot(state, image, ref, digest, key, deadline_at)
+        return self._windowed(self._verify_in_slot(state, image, ref, digest, key, deadline_at), digest, window)
 
-    async def _check_async(self, state: _State, image: str, deadline_at: float) -> ImageVerdict:
+    async def _check_async(self, state: _State, image: str, deadline_at: float, *,
+                           reuse: bool = False) -> ImageVerdict:
         """:meth:`_check` on the event loop: only the tag look-up and a verification use a thread."""
-        import asyncio
-
-        from airgap import refs
-
+        window = None
         try:
             ref = parse_ref(image)
             digest = ref.digest
             if digest is None:
-                host = refs.api_host(self.aliases.access_host(ref.registry))
-                digest = await self._async_tags().get((host, ref.repository, ref.identifier))
+                tag = self._tag_key(ref)
+                digest = self.pins.get(tag) if reuse else None
                 if digest is None:
-                    return ImageVerdict(image, "deny", reasons=(f"{ref} is not in the local registry",))
+                    asked = time.monotonic()
+                    digest = await self._async_tags().get(tag)
+                    if digest is None:
+                        return ImageVerdict(image, "deny", reasons=(f"{ref} is not in the local registry",))
+                    window = (tag, asked) if reuse else None
         except Error as exc:
             return ImageVerdict(image, "deny", error=True, reasons=(str(exc),))
-        key = DecisionCache.key(image, digest, state.policy_digest, state.trust.digest)
+        key = self._cache_key(state, ref, digest)
         hit = self.cache.get(key)
         if hit is not None:
-            return replace(hit, cached=True)
+            return self._windowed(replace(hit, image=image, cached=True), digest, window)
+        return self._windowed(await self._verify_shared(state, image, ref, digest, key, deadline_at), digest, window)
+
+    async def _verify_shared(self, state: _State, image: str, ref: Reference, digest: str, key: CacheKey,
+                             deadline_at: float) -> ImageVerdict:
+        """A fresh verification, shared by every review asking about the same key at the same time."""
+        import asyncio
+
         # Concurrent reviews of the same image (same digest, policy and trust: the same answer) share one
         # verification, so a storm of pods naming one hostile image costs one slot, not one per review.
         flights = self._flights()
@@ -357,9 +407,11 @@ class AdmissionService:
         """Answer one HTTP request; ``body`` is None when it was over ``max_body`` (not read; ``prefix``:
         its first bytes, if any were read, for the uid)."""
         path = path.split("?", 1)[0]
-        if path == "/validate":
+        if path in ("/validate", "/mutate"):
             if method != "POST":
                 return 405, JSON, b'{"error":"POST an AdmissionReview v1"}'
+            if path == "/mutate":
+                return self.mutate(body, prefix=prefix)
             return self.validate(body, prefix=prefix)
         if method not in ("GET", "HEAD"):
             return 405, JSON, b'{"error":"method not allowed"}'
@@ -368,22 +420,23 @@ class AdmissionService:
         if path == "/readyz":
             return (200, TEXT, b"ready\n") if self.ready else (503, TEXT, b"trust not loaded\n")
         if path == "/metrics":
-            counters = {name: value() for name, value in self.counters.items()}
+            counters = {"tag_window_hits": self.pins.hits, **{name: value() for name, value in self.counters.items()}}
             return 200, TEXT, self.metrics.render(self.cache, self.ready, self._gauges(), counters).encode()
         return 404, JSON, b'{"error":"not found"}'
 
     async def handle_async(self, method: str, path: str, body: bytes | None, *,
                            prefix: bytes = b"") -> tuple[int, str, bytes]:
         """:meth:`handle` for an asyncio server: reviews are decided on the loop, other paths as ``handle``."""
-        if method == "POST" and path.split("?", 1)[0] == "/validate":
-            call = self.validate_async(body, prefix=prefix)
-            del body  # validate_async owns it (and drops it once parsed)
+        route = path.split("?", 1)[0]
+        if method == "POST" and route in ("/validate", "/mutate"):
+            call = (self.mutate_async if route == "/mutate" else self.validate_async)(body, prefix=prefix)
+            del body  # the call owns it (and drops it once parsed)
             return await call
         return self.handle(method, path, body)
 
     def _gauges(self) -> dict[str, float]:
         return {"verifications_in_flight": self.slots.in_use, "verifications_queued": self.slots.queued,
-                **{name: value() for name, value in self.gauges.items()}}
+                "tag_window_entries": len(self.pins), **{name: value() for name, value in self.gauges.items()}}
 
     def validate(self, body: bytes | None, *, prefix: bytes = b"") -> tuple[int, str, bytes]:
         start = time.monotonic()
@@ -423,6 +476,92 @@ class AdmissionService:
         except Exception as exc:  # noqa: BLE001 - fail closed with a clear message, never a traceback
             decision = self._crashed(request, exc)
         return self._answer(request, decision, start)
+
+    # ---- the mutating webhook: pin verified digests (see airgap.admission.pin) ----------------------
+
+    def mutate(self, body: bytes | None, *, prefix: bytes = b"") -> tuple[int, str, bytes]:
+        """Answer ``POST /mutate``: always allowed, with a JSONPatch pinning every image verified by tag."""
+        start = time.monotonic()
+        deadline_at = start + self.config.deadline
+        request: AdmissionRequest | None = None
+        try:
+            request, skipped, state = self._parse(body, prefix)
+            verdicts: list[ImageVerdict] = []
+            if skipped is None and self.config.mode != "audit":
+                assert request is not None and state is not None  # noqa: S101 - _parse's contract
+                images = pin.candidates(request)
+                if images:
+                    verdicts = check_images(images, lambda image: self._check(state, image, deadline_at, reuse=True),
+                                            executor=self.executor, deadline=self.config.deadline)
+            decision = self._mutation(request, skipped, verdicts)
+        except Exception as exc:  # noqa: BLE001 - the object goes on unpatched; validation decides on it
+            decision = self._mutation_crashed(request, exc)
+        return self._answer_mutation(request, decision, start)
+
+    async def mutate_async(self, body: bytes | None, *, prefix: bytes = b"") -> tuple[int, str, bytes]:
+        """:meth:`mutate` on an event loop (owns ``body``, as :meth:`validate_async`)."""
+        start = time.monotonic()
+        deadline_at = start + self.config.deadline
+        request: AdmissionRequest | None = None
+        try:
+            if body is not None and len(body) > PARSE_INLINE_MAX:
+                request, skipped, state = await self._parse_off_loop(body, deadline_at)
+            else:
+                request, skipped, state = self._parse(body, prefix)
+            del body
+            verdicts: list[ImageVerdict] = []
+            if skipped is None and self.config.mode != "audit":
+                assert request is not None and state is not None  # noqa: S101 - _parse's contract
+                images = pin.candidates(request)
+                if images:
+                    verdicts = await check_images_async(
+                        images, lambda image: self._check_async(state, image, deadline_at, reuse=True),
+                        deadline=self.config.deadline)
+            decision = self._mutation(request, skipped, verdicts)
+        except Exception as exc:  # noqa: BLE001 - the object goes on unpatched; validation decides on it
+            decision = self._mutation_crashed(request, exc)
+        return self._answer_mutation(request, decision, start)
+
+    def _mutation(self, request: AdmissionRequest | None, skipped: Decision | None,
+                  verdicts: list[ImageVerdict]) -> Decision:
+        """Allowed, with a patch pinning each image whose verdict is ``allow`` (never anything else)."""
+        if skipped is not None or request is None:
+            # Unreadable, too many images, no trust: nothing is pinned; the validating webhook answers it.
+            uid = request.uid if request is not None else (skipped.uid if skipped is not None else "")
+            reason = (skipped.message or "; ".join(skipped.warnings) or skipped.audit_annotations.get("error", "")
+                      ) if skipped is not None else ""
+            return Decision(uid, True, "unchanged", message=reason.removeprefix("airgap: "))
+        pins = {v.image: v.digest for v in verdicts if v.decision == "allow" and not v.error and v.digest}
+        ops = pin.patch(request, pins)
+        return Decision(request.uid, True, "pinned" if ops else "unchanged", verdicts=verdicts, patch=ops)
+
+    def _mutation_crashed(self, request: AdmissionRequest | None, exc: Exception) -> Decision:
+        self.log("error", "internal error", error=f"{type(exc).__name__}: {exc}")
+        return Decision(request.uid if request else "", True, "unchanged",
+                        message=f"internal error: {type(exc).__name__}: {exc}")
+
+    def _answer_mutation(self, request: AdmissionRequest | None, decision: Decision,
+                         start: float) -> tuple[int, str, bytes]:
+        elapsed = time.monotonic() - start
+        self.metrics.observe_mutation(elapsed, len(decision.patch))
+        fields: dict[str, Any] = {"uid": decision.uid, "mode": self.config.mode, "result": decision.outcome,
+                                  "ms": round(elapsed * 1000, 2)}
+        if request is not None:
+            fields.update(kind=request.kind, namespace=request.namespace, name=request.name,
+                          operation=request.operation, dry_run=request.dry_run)
+        if decision.patch:
+            fields["pinned"] = [{"path": op["path"], "image": op["value"]} for op in decision.patch]
+        left = [{"image": v.image, "digest": v.digest, "decision": v.decision, "cached": v.cached,
+                 **({"reasons": list(v.reasons)} if v.reasons else {})}
+                for v in decision.verdicts if v.decision != "allow" or v.error]
+        if left:
+            fields["not_pinned"] = left
+        if decision.message:
+            fields["message"] = decision.message
+        self.log("info", "admission mutation", **fields)
+        # Never the validation message in the answer: a mutating webhook's answer only carries its patch.
+        answer = Decision(decision.uid, True, decision.outcome, patch=decision.patch)
+        return 200, JSON, json.dumps(answer.review(), separators=(",", ":")).encode()
 
     async def _parse_off_loop(self, body: bytes, deadline_at: float
                               ) -> tuple[AdmissionRequest | None, Decision | None, _State | None]:

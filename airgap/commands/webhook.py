@@ -1,8 +1,10 @@
-"""`airgap webhook serve|certs|manifests`: the Kubernetes validating admission webhook and its deployment."""
+"""`airgap webhook serve|certs|manifests|values`: the Kubernetes admission webhooks and their deployment."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -11,9 +13,13 @@ from airgap.commands.common import echo, make_options, registry_alias_option, re
 MODES = ("enforce", "warn", "audit")
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
 @click.group()
 def webhook() -> None:
-    """Kubernetes admission webhook: block images that fail verification (enforce), or warn, or audit."""
+    """Kubernetes admission webhooks: pin verified digests, and block images that fail verification (enforce),
+    or warn, or audit."""
 
 
 MiB = 1024 * 1024
@@ -22,8 +28,10 @@ MiB = 1024 * 1024
 LIMITS = {
     "max_body_bytes": 3 * MiB, "max_images": 256, "max_verifications": 4, "max_signature_bytes": 16 * MiB,
     "max_signature_layers": 1000, "header_timeout": 10.0, "body_timeout": 10.0, "keepalive_timeout": 75.0,
-    "max_connections": 1024, "max_buffered_bytes": 16 * MiB,
+    "max_connections": 1024, "max_buffered_bytes": 16 * MiB, "tag_reuse_window": 3.0,
 }
+TAG_WINDOW_HELP = ("Seconds the mutating webhook may reuse a tag's resolution to a digest it verified (it pins that "
+                   "digest, so a re-tag inside the window pins the previous, verified digest); 0: resolve every time.")
 
 
 @webhook.command()
@@ -64,14 +72,17 @@ LIMITS = {
               "unfinished bodies are dropped.")
 @click.option("--reload-interval", type=click.FloatRange(0.1), default=2.0, show_default=True,
               help="Seconds between checks of the trust directory for changes.")
+@click.option("--tag-reuse-window", type=click.FloatRange(0, 60), default=LIMITS["tag_reuse_window"],
+              show_default=True, help=TAG_WINDOW_HELP)
 @registry_alias_option
 @registry_options
 def serve(trust_dir: str, tls_cert: str, tls_key: str, host: str, port: int, mode: str, deadline: float,
           cache_ttl: float, cache_size: int, max_body_bytes: int, max_images: int, max_verifications: int,
           max_signature_bytes: int, max_signature_layers: int, header_timeout: float, body_timeout: float,
           keepalive_timeout: float, max_connections: int, max_buffered_bytes: int, reload_interval: float,
-          aliases: tuple[str, ...], insecure: tuple[str, ...], ca_file: str | None) -> None:
-    """Serve POST /validate (AdmissionReview v1) over HTTPS, with /healthz, /readyz and /metrics."""
+          tag_reuse_window: float, aliases: tuple[str, ...], insecure: tuple[str, ...], ca_file: str | None) -> None:
+    """Serve POST /validate (validating webhook) and POST /mutate (mutating webhook: pins verified digests),
+    AdmissionReview v1 over HTTPS, with /healthz, /readyz and /metrics."""
     from airgap.admission.server import WebhookConfig
     from airgap.admission.server import serve as run
     from airgap.refs.translate import Aliases
@@ -84,7 +95,7 @@ def serve(trust_dir: str, tls_cert: str, tls_key: str, host: str, port: int, mod
                            max_signature_bytes=max_signature_bytes, max_signature_layers=max_signature_layers,
                            header_timeout=header_timeout, body_timeout=body_timeout,
                            keepalive_timeout=keepalive_timeout, max_connections=max_connections,
-                           max_buffered_bytes=max_buffered_bytes)
+                           max_buffered_bytes=max_buffered_bytes, tag_reuse_window=tag_reuse_window)
     run(config, tls_cert, tls_key, host=host, port=port)
 
 
@@ -94,44 +105,88 @@ def serve(trust_dir: str, tls_cert: str, tls_key: str, host: str, port: int, mod
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
               help="Directory for ca.crt, tls.crt, tls.key.")
 @click.option("--days", type=click.IntRange(1, 3650), default=365, show_default=True)
-def certs(service: str, namespace: str, out: str, days: int) -> None:
+@click.option("--ip", "ips", multiple=True, metavar="ADDRESS",
+              help="Also an IP address the API server reaches the webhook at (clientConfig.url); repeatable.")
+def certs(service: str, namespace: str, out: str, days: int, ips: tuple[str, ...]) -> None:
     """Make a CA and a serving certificate for the Service's DNS names."""
     from airgap.admission.manifests import make_certs, service_names
 
-    files = make_certs(service, namespace, out, days=days)
-    echo(f"wrote {files.ca}, {files.cert}, {files.key} for {', '.join(service_names(service, namespace))}")
+    files = make_certs(service, namespace, out, days=days, ips=ips)
+    echo(f"wrote {files.ca}, {files.cert}, {files.key} for {', '.join([*service_names(service, namespace), *ips])}")
 
 
-@webhook.command()
-@click.option("--image", default=None, help="The airgap container image to run (from the local registry) "
-              "[the one `airgap load` recorded in --trust].")
-@click.option("--trust", "trust_dir", required=True, type=click.Path(file_okay=False, exists=True),
-              help="Trust directory to ship as a ConfigMap.")
-@click.option("--certs", "certs_dir", required=True, type=click.Path(file_okay=False, exists=True),
-              help="Directory written by `airgap webhook certs`.")
-@click.option("--name", default="airgap-webhook", show_default=True)
-@click.option("--namespace", default="airgap-system", show_default=True)
-@click.option("--mode", type=click.Choice(MODES), default="enforce", show_default=True)
-@click.option("--timeout-seconds", type=click.IntRange(1, 30), default=10, show_default=True,
-              help="The API server's timeout; the webhook's deadline is 2 s shorter.")
-@click.option("--replicas", type=click.IntRange(1, 20), default=2, show_default=True)
-@registry_alias_option
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="Write here [stdout].")
-def manifests(image: str | None, trust_dir: str, certs_dir: str, name: str, namespace: str, mode: str,
-              timeout_seconds: int, replicas: int, aliases: tuple[str, ...], out: str | None) -> None:
-    """Print Namespace, ConfigMap, Secret, Deployment, Service, PDB and ValidatingWebhookConfiguration."""
-    from airgap.admission.manifests import Settings, default_image, render_yaml
+def deployment_options(func: F) -> F:
+    """What `manifests` and `values` share: the settings of the deployment (airgap.admission.manifests.Settings)."""
+    options = [
+        click.option("--image", default=None, help="The airgap container image to run (from the local registry) "
+                     "[the one `airgap load` recorded in --trust]."),
+        click.option("--trust", "trust_dir", required=True, type=click.Path(file_okay=False, exists=True),
+                     help="Trust directory (or site directory) to ship as a ConfigMap."),
+        click.option("--certs", "certs_dir", required=True, type=click.Path(file_okay=False, exists=True),
+                     help="Directory written by `airgap webhook certs` (only ca.crt with --tls-secret)."),
+        click.option("--name", default="airgap-webhook", show_default=True),
+        click.option("--namespace", default="airgap-system", show_default=True),
+        click.option("--mode", type=click.Choice(MODES), default="enforce", show_default=True),
+        click.option("--timeout-seconds", type=click.IntRange(1, 30), default=10, show_default=True,
+                     help="The API server's timeout; the webhook's deadline is 2 s shorter."),
+        click.option("--replicas", type=click.IntRange(1, 20), default=2, show_default=True),
+        click.option("--tag-reuse-window", type=click.FloatRange(0, 60), default=LIMITS["tag_reuse_window"],
+                     show_default=True, help=TAG_WINDOW_HELP),
+        click.option("--opt-in", is_flag=True,
+                     help="Review only namespaces labelled airgap.dev/include=true (default: every namespace not "
+                          "labelled airgap.dev/exclude=true). kube-system and the webhook's namespace never are."),
+        click.option("--exclude-namespace", "exclude_namespaces", multiple=True, metavar="NAMESPACE",
+                     help="Never review this namespace (by name, besides kube-system and the webhook's own); "
+                          "repeatable."),
+        click.option("--namespace-object/--no-namespace-object", default=True, show_default=True,
+                     help="Render the Namespace (off when something else creates it, e.g. helm --create-namespace)."),
+        click.option("--tls-secret", default="", metavar="SECRET",
+                     help="Mount this existing kubernetes.io/tls Secret instead of rendering one from --certs."),
+        registry_alias_option,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
-    image = image or default_image(Path(trust_dir))
-    text = render_yaml(Settings(image=image, trust_dir=Path(trust_dir), certs_dir=Path(certs_dir), name=name,
-                                namespace=namespace, mode=mode, timeout_seconds=timeout_seconds, replicas=replicas,
-                                aliases=aliases))
+
+def _settings(**kwargs: Any) -> Any:
+    from airgap.admission.manifests import Settings, default_image
+
+    kwargs["trust_dir"], kwargs["certs_dir"] = Path(kwargs["trust_dir"]), Path(kwargs["certs_dir"])
+    kwargs["image"] = kwargs["image"] or default_image(kwargs["trust_dir"])
+    kwargs["exclude_namespaces"] = tuple(kwargs["exclude_namespaces"])
+    return Settings(**kwargs)
+
+
+def _write(text: str, out: str | None) -> None:
     if out:
         from airgap.fileio import write_atomic
 
-        write_atomic(Path(out), text.encode(), mode=0o644)
+        write_atomic(Path(out), text.encode(), mode=0o600)  # may hold the webhook's TLS key
     else:
         echo(text, nl=False)
+
+
+@webhook.command()
+@deployment_options
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="Write here [stdout].")
+def manifests(out: str | None, **settings: Any) -> None:
+    """Print Namespace, ServiceAccount, ConfigMap, Secret, Deployment, Service, PDB, and the Mutating and
+    Validating webhook configurations."""
+    from airgap.admission.manifests import render_yaml
+
+    _write(render_yaml(_settings(**settings)), out)
+
+
+@webhook.command()
+@deployment_options
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="Write here [stdout].")
+def values(out: str | None, **settings: Any) -> None:
+    """Print Helm values for charts/airgap-webhook: the chart then renders what `manifests` prints for the same
+    flags (pass --namespace to helm as to this command)."""
+    from airgap.admission.manifests import render_values_yaml
+
+    _write(render_values_yaml(_settings(**settings)), out)
 
 
 def register(cli: click.Group) -> None:
