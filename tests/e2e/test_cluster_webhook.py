@@ -48,6 +48,8 @@ from support.webhookcluster import (
     rendered,
 )
 
+from airgap.site.state import LOCK_FILE
+
 pytestmark = [pytest.mark.peer("kube-apiserver"), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -310,11 +312,15 @@ def test_the_cluster_holds_what_airgap_rendered(enforcing: Deployed) -> None:
     assert stored["MutatingWebhookConfiguration"]["webhooks"][0]["reinvocationPolicy"] == "IfNeeded"
     assert enforcing.hook.deployment is not None
     assert enforcing.hook.deployment.image == enforcing.image
-    # The trust the webhook serves is the site directory, tree and all, back from the ConfigMap's items.
+    # The trust the webhook serves is the site directory, tree and all, back from the ConfigMap's items;
+    # only the site's writer lock stays home (nothing the webhook reads).
     trust = enforcing.hook.deployment.mounts["/etc/airgap/trust"]
-    for path in enforcing.site.site.rglob("*"):
-        if path.is_file():
-            assert (trust / path.relative_to(enforcing.site.site)).read_bytes() == path.read_bytes()
+    site_files = {p.relative_to(enforcing.site.site).as_posix() for p in enforcing.site.site.rglob("*")
+                  if p.is_file()} - {LOCK_FILE}
+    served = {p.relative_to(trust).as_posix() for p in trust.rglob("*") if p.is_file()}
+    assert served == site_files
+    for rel in site_files:
+        assert (trust / rel).read_bytes() == (enforcing.site.site / rel).read_bytes()
 
 
 # ---- admitted, pinned ---------------------------------------------------------------------------------------
