@@ -19,7 +19,7 @@ from airgap.bundle.manifest import SIGNATURE_NAME, BundleManifest
 from airgap.bundle.reader import BundleReader
 from airgap.config import Limits
 from airgap.errors import BundleError, ConfigError
-from airgap.fileio import write_atomic
+from airgap.fileio import write_files
 
 if TYPE_CHECKING:
     from airgap.keys.public import PublicKey
@@ -254,8 +254,9 @@ def trust_export(path: BundlePaths, out_dir: str | os.PathLike[str], *,
 def write_trust(files: Mapping[str, bytes], out_dir: str | os.PathLike[str], *,
                 extra: Mapping[str, bytes] | None = None) -> list[str]:
     """Write the ``trust/...`` entries of a read bundle (plus ``extra``, e.g. ``{"map.json": ...}``) into
-    ``out_dir`` as a trust directory :meth:`airgap.verification.trust.Trust.load` reads. Each file is replaced
-    atomically. A directory holding other files is refused: a stale key there would be trusted too."""
+    ``out_dir`` as a trust directory :meth:`airgap.verification.trust.Trust.load` reads. The files are replaced
+    as one change (:func:`airgap.fileio.write_files`). A directory holding other files is refused: a stale key
+    there would be trusted too."""
     out = Path(out_dir)
     wanted = {n[len(TRUST_PREFIX):]: data for n, data in files.items() if n.startswith(TRUST_PREFIX)}
     wanted.update(extra or {})
@@ -270,8 +271,9 @@ def write_trust(files: Mapping[str, bytes], out_dir: str | os.PathLike[str], *,
         if stray:
             raise ConfigError(f"trust directory {out} holds files not from this bundle ({', '.join(stray[:3])}); "
                               "use an empty directory")
-    for rel, data in sorted(wanted.items()):
-        target = out / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, data, mode=0o644)
+    for rel in wanted:
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    # As one change: every file is complete before the first is renamed into place, so an interrupted load
+    # leaves the directory as it was (never new keys beside an old policy, or keys without their policy).
+    write_files(out, dict(sorted(wanted.items())), mode=0o644)
     return sorted(wanted)

@@ -57,7 +57,8 @@ def _render(result: VerificationResult) -> str:
 @click.command()
 @click.argument("images", nargs=-1, required=True, metavar="REF...")
 @click.option("--trust", "trust_dir", type=click.Path(file_okay=False), default=None,
-              help="Trust directory: keys/, trusted_root.json, policy.yaml, map.json.")
+              help="Trust directory: keys/, trusted_root.json, policy.yaml, map.json. With "
+                   "--certificate-identity only its roots and map.json are used: the identity is the policy.")
 @click.option("--key", "key_refs", multiple=True, metavar="KEYREF",
               help="Public key (file, env://VAR, k8s secret dir, pkcs11:); repeat for any-of.")
 @click.option("--certificate-identity", default=None, help="Keyless: the certificate SAN to require.")
@@ -98,7 +99,8 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
 
     With --trust DIR the directory's policy decides (refs are translated back to their upstream names
     through its map.json). With --key or --certificate-identity/--certificate-oidc-issuer, every image
-    must carry a signature from that key or identity. No network beyond the registry named in each REF
+    must carry a signature from that key or identity (with --trust too, the identity replaces the directory's
+    policy; its trusted roots and map.json still apply). No network beyond the registry named in each REF
     (its --registry-alias address, the token service it names, and redirects only to --allow-redirect hosts).
     """
     from airgap.errors import ConfigError
@@ -146,6 +148,9 @@ def verify(images: tuple[str, ...], trust_dir: str | None, key_refs: tuple[str, 
                         signature_dir=Path(signature_dir) if signature_dir else None, local_images=local_image,
                         annotations=annotations)
     warnings = _policy_warnings(trust, policy)
+    if keyless and trust_dir:
+        warnings.insert(0, f"--certificate-identity replaces the policy of --trust {trust_dir} (its trusted roots "
+                           "and map.json still apply)")
     for warning in warnings:
         echo(f"warning: {warning}", err=True)
     results = verifier.verify_many(list(images), jobs=jobs)

@@ -136,6 +136,11 @@ def test_keyless_legacy_signature_verifies_offline(registry: Any, make_image: An
     assert keyless_identity.identity in out.stdout
     wrong = _keyless_trust(tmp_path / "b", mini_sigstore_files, "someone@else.test", keyless_identity.issuer)
     assert run(["verify", "--trust", str(wrong), ref]).exit_code == 1
+    # With --trust, an identity on the command line replaces the directory's policy, and says so.
+    out = run(["verify", "--trust", str(wrong), "--certificate-identity", keyless_identity.identity,
+               "--certificate-oidc-issuer", keyless_identity.issuer, ref])
+    assert out.exit_code == 0, out.output
+    assert f"--certificate-identity replaces the policy of --trust {wrong}" in out.stderr
     out = run(["verify", "--trusted-root", str(mini_sigstore_files.trusted_root),
                "--certificate-identity", keyless_identity.identity,
                "--certificate-oidc-issuer", "https://wrong.issuer", ref])
