@@ -23,12 +23,14 @@ from airgap.commands.common import (
 from airgap.errors import Error
 
 INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
+TERMINATED = 143  # 128 + SIGTERM (kill, a CI job's timeout, systemd or Kubernetes stopping it)
 
 
 class AirgapGroup(click.Group):
     """Turns every airgap error into one line on stderr and a non-zero exit, never a traceback: 1 for a failure,
-    2 for a usage error, 130 when interrupted (Ctrl-C). With ``--json`` the error is also a JSON document,
-    ``{"error": MESSAGE, "exit_code": N}``, where the command's JSON would have gone (stdout)."""
+    2 for a usage error, 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM). With ``--json`` the error
+    is also a JSON document, ``{"error": MESSAGE, "exit_code": N}``, where the command's JSON would have gone
+    (stdout)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta.setdefault(ARGV_KEY, list(args))  # the outermost group's view: the whole command line
@@ -37,7 +39,7 @@ class AirgapGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         if ctx.parent is not None:  # a nested group (site, key, ...): the top one handles errors
             return super().invoke(ctx)
-        restore = _catch_interrupts()
+        signals = _catch_interrupts()
         try:
             return super().invoke(ctx)
         except Error as exc:
@@ -57,10 +59,15 @@ class AirgapGroup(click.Group):
                 _json_error(ctx, exc.format_message(), exc.exit_code)
             raise
         except KeyboardInterrupt:
+            import signal
+
+            if signals.received == signal.SIGTERM:
+                _fail(ctx, "terminated", TERMINATED)
+                ctx.exit(TERMINATED)
             _fail(ctx, "interrupted", INTERRUPTED)
             ctx.exit(INTERRUPTED)
         finally:
-            restore()
+            signals.restore()
 
 
 def _fail(ctx: click.Context, message: str, code: int) -> None:
@@ -109,30 +116,52 @@ def _stdout_is_data(ctx: click.Context) -> bool:
     return _command(ctx).name == "pack" and ("-" in given or "--output=-" in words or "-o-" in words)
 
 
-def _catch_interrupts() -> Any:
-    """Install the Ctrl-C handler for the command's run; returns what restores the previous one. The first SIGINT
-    stops every progress display and transfer loop (:func:`airgap.progress.interrupt`) and raises
-    KeyboardInterrupt, so the command cleans up what it was writing and exits 130; a second one exits at once."""
+class _Signals:
+    """The handlers :func:`_catch_interrupts` installed, the first signal they received, and how to restore them."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def restore(self) -> None:
+        import signal
+
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _catch_interrupts() -> _Signals:
+    """Install the Ctrl-C and SIGTERM handlers for the command's run. The first SIGINT or SIGTERM stops every
+    progress display and transfer loop (:func:`airgap.progress.interrupt`) and raises KeyboardInterrupt, so the
+    command cleans up what it was writing and exits 130 (SIGINT) or 143 (SIGTERM); a second one exits at once.
+    A signal whose handler is not Python's default (a program embedding airgap) is left alone."""
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        return lambda: None  # embedded in a program with its own handling: leave it alone
+    signals = _Signals()
+    if threading.current_thread() is not threading.main_thread():
+        return signals  # embedded in a program with its own handling: leave it alone
     from airgap.progress import interrupt, reset_interrupt
 
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    mine = [signum for signum, default in defaults.items() if signal.getsignal(signum) is default]
+    if not mine:
+        return signals
     reset_interrupt()
 
     def again(signum: int, frame: Any) -> None:
-        _exit_now(INTERRUPTED)
+        _exit_now(TERMINATED if signals.received == signal.SIGTERM else INTERRUPTED)
 
     def first(signum: int, frame: Any) -> None:
+        signals.received = signum
         interrupt()
-        signal.signal(signal.SIGINT, again)
+        for each in mine:
+            signal.signal(each, again)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, first)
-    return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in mine:
+        signals.previous[signum] = signal.signal(signum, first)
+    return signals
 
 
 def _exit_now(code: int) -> None:

@@ -232,12 +232,18 @@ def start(config: WebhookConfig, cert: str, key: str, *, host: str = "127.0.0.1"
 
 
 def serve(config: WebhookConfig, cert: str, key: str, *, host: str = "0.0.0.0", port: int = 8443) -> None:  # noqa: S104
-    """Serve until SIGTERM/SIGINT (the foreground ``airgap webhook serve``)."""
+    """Serve until SIGTERM/SIGINT (the foreground ``airgap webhook serve``), then return: uvicorn finishes the
+    reviews in flight, and a stop asked for (Kubernetes sends SIGTERM) is no failure, so the command exits 0.
+    (uvicorn passes the signal on to the CLI's handler once it has shut down: that is the KeyboardInterrupt.)"""
     service = AdmissionService(config)
     try:
         server, guard = _uvicorn(service, cert, key)
         service.log("info", "serving", address=f"{host}:{port}", mode=config.mode, deadline=config.deadline,
                     max_connections=guard.max_connections, max_verifications=config.max_verifications)
-        server.run(sockets=[_listen(host, port)])
+        try:
+            server.run(sockets=[_listen(host, port)])
+        except KeyboardInterrupt:
+            pass
+        service.log("info", "stopped")
     finally:
         service.close()

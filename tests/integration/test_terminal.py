@@ -212,6 +212,23 @@ def test_ctrl_c_during_load_exits_130_leaving_no_tag_and_no_temp_file(scene: Sce
     assert term.stdout == ""
 
 
+def test_sigterm_during_load_cleans_up_as_ctrl_c_does_and_exits_143(scene: Scene, proxies: list[FaultProxy],
+                                                                      tmp_path: Path) -> None:
+    dst = scene.registry()
+    proxy = slow(dst, proxies, method="PUT", match="/blobs/uploads/", seconds=0.8)
+    term = Terminal.start(["load", str(scene.bundle), "--registry", proxy.host, "--key",
+                           str(scene.tmp / "release.pub"), "-j", "1", "--trust-out", str(tmp_path / "trust"),
+                           "--map-out", str(tmp_path / "map.json")], env=env(tmp_path), stdout=tmp_path / "stdout")
+    assert term.until(lambda: acknowledged(proxy, float("inf")) > 0, 60), term.text
+    sent = term.terminate()
+    assert term.wait(60) == 143, term.text
+    assert term.text.rstrip().splitlines()[-1].strip() == "error: terminated", term.text
+    assert not [line for at, line in term.frames() if at > sent + 0.5 and " pushed " in line]
+    assert catalog_tags(dst) == {}
+    assert leftovers(tmp_path / "tmpdir") == []
+    assert not (tmp_path / "trust").exists() and not (tmp_path / "map.json").exists()
+
+
 def test_ctrl_c_during_pack_leaves_the_previous_output_untouched(scene: Scene, proxies: list[FaultProxy],
                                                                   tmp_path: Path) -> None:
     proxy = slow(scene.src, proxies, method="GET", match="/blobs/sha256:", seconds=0.8)

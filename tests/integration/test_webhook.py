@@ -332,7 +332,10 @@ def test_cli_serve_answers_over_https(site: Site, tmp_path: Path) -> None:
         conn.close()
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        code = proc.wait(timeout=10)
+    # SIGTERM (what Kubernetes sends) is a stop asked for: reviews in flight finish, the log says so, exit 0.
+    assert code == 0, log.read_text()
+    assert '"stopped"' in log.read_text().splitlines()[-1], log.read_text()
     records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     review = next(r for r in records if r["msg"] == "admission review")
     assert review["uid"] == "c" and review["mode"] == "warn" and review["images"][0]["image"] == site.unsigned

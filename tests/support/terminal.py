@@ -11,6 +11,7 @@ import fcntl
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -77,6 +78,11 @@ class Terminal:
     def ctrl_c(self) -> float:
         """Type ^C; returns when."""
         os.write(self.master, b"\x03")
+        return time.monotonic()
+
+    def terminate(self) -> float:
+        """Send SIGTERM (``kill``, a CI job's timeout, systemd stopping a unit); returns when."""
+        self.process.send_signal(signal.SIGTERM)
         return time.monotonic()
 
     def wait(self, timeout: float = 60) -> int:
