@@ -18,6 +18,7 @@ import http.client
 import io
 import select
 import socket
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +47,12 @@ class Stalled(TimeoutError):
     """A started response delivered less than the stall detector's minimum (see Limits.stall_bytes)."""
 
 
+class LookupTimeout(TimeoutError):
+    """The name lookup of a registry host took longer than the connect timeout (see :func:`lookup`)."""
+
+
 def why(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, Stalled) else type(exc).__name__
+    return str(exc) if isinstance(exc, (Stalled, LookupTimeout)) else type(exc).__name__
 
 
 def hostport(host: str, port: int) -> str:
@@ -172,6 +177,36 @@ class _Prepared:
         return self._reader
 
 
+def lookup(host: str, port: int, timeout: float) -> list[tuple[Any, ...]]:
+    """getaddrinfo within ``timeout`` (else TimeoutError): the system resolver has no timeout of ours, and an
+    unreachable DNS server at a disconnected site holds it for resolv.conf's timeouts times its attempts times
+    the search domains. An IP literal is parsed at once; a name is resolved in a daemon thread that is left to
+    finish on its own when the time is up (:class:`LookupTimeout`). An ASCII name goes to getaddrinfo as
+    bytes: the same lookup, without loading the idna codec (~1 ms of every command's start-up)."""
+    name: Any = host.encode() if host.isascii() else host
+    try:
+        return socket.getaddrinfo(name, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        pass  # a name, not an address
+    answer: list[Any] = []
+    done = threading.Event()
+
+    def resolve() -> None:
+        try:
+            answer.append(socket.getaddrinfo(name, port, 0, socket.SOCK_STREAM))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            answer.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=resolve, name=f"resolve {host}", daemon=True).start()
+    if not done.wait(timeout):
+        raise LookupTimeout(f"resolving {host} took longer than {timeout:g}s")
+    if isinstance(answer[0], BaseException):
+        raise answer[0]
+    return list(answer[0])
+
+
 class Connection(http.client.HTTPConnection):
     """One connection to an origin (or through a proxy) whose connect, sends and receives obey ``watch``."""
 
@@ -199,13 +234,11 @@ class Connection(http.client.HTTPConnection):
         return _Response(sock, self.watch, method)
 
     def _open(self, address: tuple[str, int], timeout: float, source: Any = None) -> socket.socket:
-        """socket.create_connection, but each address tried gets its own timeout capped by the deadline (not
-        one timeout per address, which could add up past it); an ASCII host name goes to getaddrinfo as bytes:
-        the same lookup, without loading the idna codec (~1 ms of every command's start-up)."""
+        """socket.create_connection, but the name lookup (:func:`lookup`) and each address tried get their own
+        timeout capped by the deadline (not one timeout per address, which could add up past it)."""
         host, port = address
-        name: Any = host.encode() if host.isascii() else host
         error: OSError | None = None
-        for family, kind, proto, _, addr in socket.getaddrinfo(name, port, 0, socket.SOCK_STREAM):
+        for family, kind, proto, _, addr in lookup(host, port, self.watch.timeout(self.limits.connect_timeout)):
             sock = socket.socket(family, kind, proto)
             try:
                 sock.settimeout(self.watch.timeout(self.limits.connect_timeout))

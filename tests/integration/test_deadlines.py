@@ -155,3 +155,47 @@ def test_a_deadline_caps_retry_waits() -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture()
+def unanswered_dns(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A registry name whose lookup never answers (a site whose DNS server is unreachable). The system resolver
+    cannot be pointed at a silent DNS server from a test without changing /etc/resolv.conf for the whole
+    machine, so getaddrinfo is wrapped: the one name blocks until the test ends, every other lookup is real."""
+    import socket
+    import threading
+
+    name = "registry.unanswered.test"
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in (name, name.encode()):
+            return real(host, *args, **kwargs)
+        if kwargs.get("flags", args[4] if len(args) > 4 else 0) & socket.AI_NUMERICHOST:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")  # not an address
+        release.wait(60)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield f"{name}:5000"
+    release.set()
+
+
+def test_a_name_lookup_that_never_answers_ends_at_the_deadline(unanswered_dns: str, key: KeyPair) -> None:
+    code, out, _, seconds = run("verify", "--key", str(key.public_path), "--insecure-ignore-tlog", "-t", "2s",
+                                f"{unanswered_dns}/team/app:1.0")
+    assert seconds < DEADLINE + SLACK, f"took {seconds:.1f}s"
+    reason = next(line for line in out.splitlines() if "reason:" in line)
+    assert code == 1 and f"deadline of 2s exceeded while GET {unanswered_dns}/v2/" in reason, reason
+
+
+def test_a_name_lookup_that_never_answers_ends_at_the_connect_timeout(unanswered_dns: str) -> None:
+    limits = replace(Limits(), connect_timeout=1.0, retries=0)
+    started = time.monotonic()
+    with pytest.raises(TransportError) as caught:
+        RegistryClient(RegistryOptions(limits=limits)).get_manifest(unanswered_dns, "team/app", "1.0")
+    seconds = time.monotonic() - started
+    assert seconds < 1.0 + SLACK, f"took {seconds:.1f}s"
+    assert str(caught.value) == (f"GET https://{unanswered_dns}/v2/team/app/manifests/1.0 failed after 1 attempt(s): "
+                                 "resolving registry.unanswered.test took longer than 1s")
