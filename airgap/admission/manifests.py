@@ -4,7 +4,8 @@
 API server uses (``NAME.NS.svc`` and friends). ``render`` prints, as multi-document YAML: Namespace,
 ServiceAccount, the trust ConfigMap (keys, trusted roots, policy, map, a whole site directory: public
 material, mapped back to its tree by the volume's items), the TLS Secret (or a Secret of yours),
-Deployment (2 replicas, non-root, read-only root FS, resources, probes), Service, PodDisruptionBudget, then
+Deployment (2 replicas, non-root, read-only root FS, resources, probes), Service, PodDisruptionBudget (with
+2 replicas or more: minAvailable 1 of 1 would block node drains), then
 the MutatingWebhookConfiguration (``/mutate``: pins verified digests) and the ValidatingWebhookConfiguration
 (``/validate``), both with caBundle, failurePolicy Fail, sideEffects None, admissionReviewVersions [v1],
 timeoutSeconds and the same namespaceSelector: never kube-system, the webhook's own namespace, or a namespace
@@ -369,8 +370,11 @@ def render(s: Settings) -> list[dict[str, Any]]:
         {"apiVersion": "v1", "kind": "Service", "metadata": meta,
          "spec": {"selector": labels, "ports": [{"name": "https", "port": 443, "targetPort": "https",
                                                  "protocol": "TCP"}]}},
-        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
-         "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}},
+    ]
+    if s.replicas > 1:  # minAvailable 1 of 1 replica would block every node drain for good
+        objects.append({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
+                        "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}})
+    objects += [
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
          "metadata": {"name": s.name, "labels": labels}, "webhooks": [mutating]},
         {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",

@@ -206,7 +206,8 @@ def render(info: Mapping[str, Any]) -> str:
     parts = info.get("parts")
     if parts:
         signed = f", signed, verified with key {parts['signed_by']}" if parts["signed_by"] else ""
-        lines.append(f"parts    {len(parts['parts'])} x {_size(parts['part_size'])} ({_size(parts['size'])} in all), "
+        lines.append(f"parts    {len(parts['parts'])} x {_size(parts['part_size'])} ({parts['part_size']} bytes; "
+                     f"{_size(parts['size'])} in all), "
                      f"{q(parts['manifest'])}{signed}")
     lines.append("images:")
     for img in info["images"]:
@@ -234,12 +235,10 @@ def render(info: Mapping[str, Any]) -> str:
 
 
 def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+    """Decimal units, as the progress meters and the load/pack summaries print them (one size unit)."""
+    from airgap.progress import human_bytes
+
+    return human_bytes(n)
 
 
 def trust_export(path: BundlePaths, out_dir: str | os.PathLike[str], *,

@@ -160,7 +160,7 @@ def test_verify_bundle_and_inspect_take_parts(sc: Scenario, tmp_path: Path) -> N
     assert out.stdout.count("OK  ") == 3 and "every part's sha256 matched" in out.stdout
     out = run(["inspect", *map(str, sc.parts[::-1]), "--key", str(sc.key.public_path)])
     assert out.exit_code == 0, out.output
-    assert f"parts    {len(sc.parts)} x 64.0 KiB" in out.stdout and sc.key.key_id in out.stdout
+    assert f"parts    {len(sc.parts)} x 65.5 kB (65536 bytes; " in out.stdout and sc.key.key_id in out.stdout
     info = json.loads(run(["inspect", str(sc.parts_dir / "b.tar.parts.json"), "--json"]).stdout)
     assert info["digest"] == json.loads(run(["inspect", str(sc.single), "--json"]).stdout)["digest"]
     assert run(["trust", "export", str(sc.parts_dir), "-o", str(tmp_path / "t"), "--key",

@@ -97,7 +97,8 @@ SETTINGS = {
                               "--tag-reuse-window", "1.5", "--opt-in", "--exclude-namespace", "monitoring",
                               "--exclude-namespace", "kube-system", "--registry-alias",
                               "127.0.0.1:31999=zarf-docker-registry.zarf.svc:5000"],
-    "audit, own secret, no namespace": ["--mode", "audit", "--tls-secret", "gate-serving", "--no-namespace-object",
+    "audit, own secret, no namespace, 1 replica": ["--mode", "audit", "--replicas", "1", "--tls-secret",
+                                                   "gate-serving", "--no-namespace-object",
                                         "--timeout-seconds", "2", "--tag-reuse-window", "0", "--name", "gate"],
 }
 
@@ -118,6 +119,8 @@ def test_helm_template_renders_what_manifests_renders(helm: Any, site_dir: Path,
         assert theirs[key] == obj, f"{key} differs"
     kinds = [key[1] for key in ours]
     assert kinds[-2:] == ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
+    # A disruption budget of minAvailable 1 only beside a second replica: with one, it would block node drains.
+    assert ("PodDisruptionBudget" in kinds) == ("1 replica" not in case)
 
 
 def test_the_chart_defaults_are_the_manifests_defaults(site_dir: Path, certs: dict[str, Path]) -> None:
