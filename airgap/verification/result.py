@@ -3,6 +3,7 @@ which signature, which key id or identity). The CLI, the Python API, the webhook
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,9 +66,23 @@ class VerificationResult:
     # Every upstream identity the image has (``upstream`` is the first): a digest shipped under several tags
     # has one per tag, and the policies of all of them applied.
     upstreams: list[str] = field(default_factory=list)
+    # ``key: value`` pairs every accepted signature had to carry (``verify -a``): part of what was required, so
+    # also part of ``policy_digest`` (the same policy with other pairs is another digest).
+    required_annotations: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return self.allowed
+
+    def require_annotations(self, annotations: Mapping[str, str]) -> None:
+        """Record the ``-a`` pairs the verdict required, and fold them into :attr:`policy_digest`."""
+        import hashlib
+        import json
+
+        self.required_annotations = dict(sorted(annotations.items()))
+        if self.policy_digest is not None:
+            canonical = json.dumps([self.policy_digest, self.required_annotations], sort_keys=True,
+                                   separators=(",", ":"))
+            self.policy_digest = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
     @property
     def evidence(self) -> dict[str, Any]:

@@ -112,7 +112,10 @@ class Verifier:
         site, those of the bundles that loaded it). Fails closed: anything that cannot be fetched, parsed or
         checked is a denial with its reason, never an exception."""
         with deadline.deadline(self.timeout):
-            return self._verify(ref)
+            result = self._verify(ref)
+        if self.annotations:
+            result.require_annotations(self.annotations)
+        return result
 
     def _verify(self, ref: str) -> VerificationResult:
         from airgap.checks import cosign

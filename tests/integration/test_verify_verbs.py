@@ -60,7 +60,16 @@ def test_annotations_must_all_be_signed(fmt: str, registry_factory: Callable[...
     (result,) = json.loads(ok.stdout)["results"]
     checks = [c for e in result["policies"][0]["authorities"][0]["evidence"] for c in e["checks"]]
     assert {"name": "annotations", "ok": True, "detail": "env=prod, team=web"} in checks
-    assert verify_key(key, ref).exit_code == 0  # no -a: annotations are not required
+    # The evidence says what was required, and the policy digest covers it: the same key with other pairs
+    # (or none) is another policy.
+    assert result["required_annotations"] == {"env": "prod", "team": "web"}
+    plain = verify_key(key, "--json", ref)
+    assert plain.exit_code == 0  # no -a: annotations are not required
+    (unannotated,) = json.loads(plain.stdout)["results"]
+    assert unannotated["required_annotations"] == {}
+    assert unannotated["policy_digest"] != result["policy_digest"]
+    (again,) = json.loads(verify_key(key, "-a", "team=web", "-a", "env=prod", "--json", ref).stdout)["results"]
+    assert again["policy_digest"] == result["policy_digest"]  # the pairs' order does not matter
     wrong = verify_key(key, "-a", "env=dev", ref)
     assert wrong.exit_code == 1
     assert "annotations: missing or different env=dev (signed: env=prod, team=web)" in wrong.stdout
