@@ -15,7 +15,8 @@ or plain on stderr when nothing is drawn, unless the meter is silenced (``--json
 Interruption: the CLI's SIGINT handler calls :func:`interrupt`: every meter stops drawing at once (its drawing
 thread erases the line), later notes are dropped, and every transfer loop that calls :func:`check_interrupted`
 between chunks (uploads, downloads, the pack writers) raises KeyboardInterrupt there, so worker threads stop at
-their next chunk and the cleanup of partial outputs runs without waiting for whole blobs.
+their next chunk and the cleanup of partial outputs runs without waiting for whole blobs; the transport shuts
+down its open sockets (:func:`on_interrupt`), so a worker waiting on a registry that does not answer wakes too.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -33,14 +34,27 @@ from airgap.terminal import printable
 _INTERRUPTED = threading.Event()
 _ACTIVE: set[Progress] = set()
 _ACTIVE_LOCK = threading.Lock()
+_ON_INTERRUPT: list[Callable[[], None]] = []
+
+
+def on_interrupt(hook: Callable[[], None]) -> None:
+    """Call ``hook`` on :func:`interrupt` (from the signal handler: it must not block or take locks). The
+    transport registers one that shuts down open sockets, so a worker waiting for a silent registry wakes now
+    instead of at its read timeout."""
+    _ON_INTERRUPT.append(hook)
 
 
 def interrupt() -> None:
-    """Ctrl-C: every meter stops drawing now, and :func:`check_interrupted` raises from here on (safe to call
-    from a signal handler: it only sets events)."""
+    """Ctrl-C: every meter stops drawing now, :func:`check_interrupted` raises from here on, and the
+    :func:`on_interrupt` hooks run (safe to call from a signal handler: it sets events and shuts sockets)."""
     _INTERRUPTED.set()
     for meter in list(_ACTIVE):
         meter._stop.set()
+    for hook in list(_ON_INTERRUPT):
+        try:
+            hook()
+        except Exception:  # noqa: BLE001, S110 - an interruption must go on whatever one hook does
+            pass
 
 
 def interrupted() -> bool:

@@ -20,11 +20,13 @@ import select
 import socket
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from airgap.config import Limits
 from airgap.errors import TransportError
 from airgap.oci import deadline
+from airgap.progress import check_interrupted, on_interrupt
 
 if TYPE_CHECKING:
     import ssl
@@ -207,6 +209,25 @@ def lookup(host: str, port: int, timeout: float) -> list[tuple[Any, ...]]:
     return list(answer[0])
 
 
+_LIVE: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+
+def _shut_down_live_connections() -> None:
+    """On Ctrl-C/SIGTERM (:func:`airgap.progress.on_interrupt`): shut down every open connection's socket, so a
+    thread blocked in a send or recv returns now rather than at its timeout (a registry that stopped answering
+    is when a user presses Ctrl-C). The base socket's shutdown, even under TLS: it only wakes the waiter."""
+    for conn in list(_LIVE):
+        sock = conn.sock
+        if sock is not None:
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+on_interrupt(_shut_down_live_connections)
+
+
 class Connection(http.client.HTTPConnection):
     """One connection to an origin (or through a proxy) whose connect, sends and receives obey ``watch``."""
 
@@ -255,7 +276,9 @@ class Connection(http.client.HTTPConnection):
     def connect(self) -> None:
         """TCP (and the CONNECT tunnel through a proxy) within the connect timeout, then the TLS handshake
         within another, all capped by the deadline."""
+        check_interrupted()  # no new connection once the user interrupted
         watch = self.watch
+        _LIVE.add(self)
         try:
             super().connect()
         except TimeoutError:

@@ -20,6 +20,7 @@ from airgap.jsondoc import load_json
 from airgap.oci import deadline
 from airgap.oci.auth import Authenticator
 from airgap.oci.transport import FINAL, NetworkError, Response, Transport
+from airgap.progress import check_interrupted
 from airgap.refs import is_loopback_host
 
 if TYPE_CHECKING:
@@ -143,6 +144,7 @@ class RegistrySession:
                 resp = self.transport.request(method, url, headers=hdrs, body=data, length=length,
                                               insecure=insecure)
             except NetworkError as exc:
+                check_interrupted()  # a connection broken by the interruption is not retried
                 attempt += 1
                 if attempt >= attempts:
                     raise TransportError(f"{method} {url} failed after {attempt} attempt(s): {exc.reason}") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -210,6 +211,23 @@ def test_ctrl_c_during_load_exits_130_leaving_no_tag_and_no_temp_file(scene: Sce
     assert leftovers(tmp_path / "tmpdir") == []  # the spool of blobs read from the bundle is gone
     assert not (tmp_path / "trust").exists() and not (tmp_path / "map.json").exists()
     assert term.stdout == ""
+
+
+def test_ctrl_c_does_not_wait_for_a_registry_that_stopped_answering(scene: Scene, proxies: list[FaultProxy],
+                                                                     tmp_path: Path) -> None:
+    """A worker waiting for an answer that will not come (here: held back 60 s) wakes at ^C: the transport shuts
+    its sockets down, and a connection broken by the interruption is not retried."""
+    dst = scene.registry()
+    proxy = slow(dst, proxies, method="PUT", match="/blobs/uploads/", seconds=60)
+    term = Terminal.start(["load", str(scene.bundle), "--registry", proxy.host, "--key",
+                           str(scene.tmp / "release.pub"), "-j", "4"], env=env(tmp_path), stdout=tmp_path / "stdout")
+    assert term.until(lambda: any(m == "PUT" and "/blobs/uploads/" in p for m, p, _ in proxy.log), 60), term.text
+    pressed = term.ctrl_c()
+    assert term.wait(60) == 130, term.text
+    assert time.monotonic() - pressed < 5, f"exit {time.monotonic() - pressed:.1f}s after ^C"
+    assert term.text.rstrip().splitlines()[-1].strip().removeprefix("^C") == "error: interrupted", term.text
+    assert catalog_tags(dst) == {}
+    assert leftovers(tmp_path / "tmpdir") == []
 
 
 def test_sigterm_during_load_cleans_up_as_ctrl_c_does_and_exits_143(scene: Scene, proxies: list[FaultProxy],
