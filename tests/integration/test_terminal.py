@@ -189,24 +189,32 @@ def interrupt_when(term: Terminal, condition: Any, what: str) -> float:
     return term.ctrl_c()
 
 
-def check_interrupted(term: Terminal, pressed: float, drawing: str) -> None:
-    """Exit 130 with one line; the progress line stops being drawn at once (no frame read 0.5 s after ^C)."""
-    assert term.wait(60) == 130, term.text
+def check_interrupted(term: Terminal, pressed: float, drawing: str, *, code: int = 130,
+                      line: str = "error: interrupted") -> None:
+    """Exit 130 (143 after SIGTERM) with one line; the progress line stops being drawn at once (no frame read
+    0.5 s after the signal)."""
+    assert term.wait(60) == code, term.text
     last = term.text.rstrip().splitlines()[-1].strip()
-    assert last.removeprefix("^C") == "error: interrupted", term.text  # ^C: the terminal's own echo
+    assert last.removeprefix("^C") == line, term.text  # ^C: the terminal's own echo
     late = [line for at, line in term.frames() if at > pressed + 0.5 and drawing in line]
     assert not late, late
 
 
-def test_ctrl_c_during_load_exits_130_leaving_no_tag_and_no_temp_file(scene: Scene, proxies: list[FaultProxy],
-                                                                       tmp_path: Path) -> None:
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_during_load_exits_leaving_no_tag_and_no_temp_file(
+        scene: Scene, proxies: list[FaultProxy], tmp_path: Path, signal_name: str) -> None:
+    """^C exits 130; SIGTERM (kill, systemd, a CI job's timeout) 143, after the same cleanup."""
     dst = scene.registry()
     proxy = slow(dst, proxies, method="PUT", match="/blobs/uploads/", seconds=0.8)
     term = Terminal.start(["load", str(scene.bundle), "--registry", proxy.host, "--key",
                            str(scene.tmp / "release.pub"), "-j", "1", "--trust-out", str(tmp_path / "trust"),
                            "--map-out", str(tmp_path / "map.json")], env=env(tmp_path), stdout=tmp_path / "stdout")
-    pressed = interrupt_when(term, lambda: acknowledged(proxy, float("inf")) > 0, "an upload acknowledged")
-    check_interrupted(term, pressed, " pushed ")
+    if signal_name == "SIGINT":
+        check_interrupted(term, interrupt_when(term, lambda: acknowledged(proxy, float("inf")) > 0,
+                                               "an upload acknowledged"), " pushed ")
+    else:
+        assert term.until(lambda: acknowledged(proxy, float("inf")) > 0, 60), term.text
+        check_interrupted(term, term.terminate(), " pushed ", code=143, line="error: terminated")
     assert catalog_tags(dst) == {}  # tags go last: none was written
     assert leftovers(tmp_path / "tmpdir") == []  # the spool of blobs read from the bundle is gone
     assert not (tmp_path / "trust").exists() and not (tmp_path / "map.json").exists()
@@ -228,23 +236,6 @@ def test_ctrl_c_does_not_wait_for_a_registry_that_stopped_answering(scene: Scene
     assert term.text.rstrip().splitlines()[-1].strip().removeprefix("^C") == "error: interrupted", term.text
     assert catalog_tags(dst) == {}
     assert leftovers(tmp_path / "tmpdir") == []
-
-
-def test_sigterm_during_load_cleans_up_as_ctrl_c_does_and_exits_143(scene: Scene, proxies: list[FaultProxy],
-                                                                      tmp_path: Path) -> None:
-    dst = scene.registry()
-    proxy = slow(dst, proxies, method="PUT", match="/blobs/uploads/", seconds=0.8)
-    term = Terminal.start(["load", str(scene.bundle), "--registry", proxy.host, "--key",
-                           str(scene.tmp / "release.pub"), "-j", "1", "--trust-out", str(tmp_path / "trust"),
-                           "--map-out", str(tmp_path / "map.json")], env=env(tmp_path), stdout=tmp_path / "stdout")
-    assert term.until(lambda: acknowledged(proxy, float("inf")) > 0, 60), term.text
-    sent = term.terminate()
-    assert term.wait(60) == 143, term.text
-    assert term.text.rstrip().splitlines()[-1].strip() == "error: terminated", term.text
-    assert not [line for at, line in term.frames() if at > sent + 0.5 and " pushed " in line]
-    assert catalog_tags(dst) == {}
-    assert leftovers(tmp_path / "tmpdir") == []
-    assert not (tmp_path / "trust").exists() and not (tmp_path / "map.json").exists()
 
 
 def test_ctrl_c_during_pack_leaves_the_previous_output_untouched(scene: Scene, proxies: list[FaultProxy],
