@@ -189,6 +189,13 @@ def interrupt_when(term: Terminal, condition: Any, what: str) -> float:
     return term.ctrl_c()
 
 
+def downloading(term: Terminal, proxy: FaultProxy, drawing: str) -> Any:
+    """This process is drawing its progress (so its handlers are installed) and a blob download was answered.
+    The drawing matters: an earlier, interrupted process's held-back answers may still land after
+    ``proxy.answered.clear()``, and a ^C typed before the new process set up its terminal is lost."""
+    return lambda: drawing in term.text and any(m == "GET" and "/blobs/" in p for _, m, p, *_ in proxy.answered)
+
+
 def check_interrupted(term: Terminal, pressed: float, drawing: str, *, code: int = 130,
                       line: str = "error: interrupted") -> None:
     """Exit 130 (143 after SIGTERM) with one line; the progress line stops being drawn at once (no frame read
@@ -251,8 +258,7 @@ def test_ctrl_c_during_pack_leaves_the_previous_output_untouched(scene: Scene, p
                  ["-o", str(out_dir / "demo.tar"), "--split-size", "1M"]):
         proxy.answered.clear()
         term = Terminal.start(["pack", str(spec), *args, "--no-verify"], env=env(tmp_path), stdout=tmp_path / "stdout")
-        pressed = interrupt_when(term, lambda: any(m == "GET" and "/blobs/" in p for _, m, p, *_ in proxy.answered),
-                                 "a blob download")
+        pressed = interrupt_when(term, downloading(term, proxy, " fetched "), "a blob download")
         check_interrupted(term, pressed, " fetched ")
         assert leftovers(out_dir) == ["demo.tar"], args  # no temp file, no part
         assert (out_dir / "demo.tar").read_bytes() == b"the previous bundle"
@@ -274,8 +280,7 @@ def test_ctrl_c_during_copy_removes_what_it_wrote_and_nothing_else(scene: Scene,
         proxy.answered.clear()
         term = Terminal.start(["copy", f"{proxy.host}/team/a:1.0", target], env=env(tmp_path),
                               stdout=tmp_path / "stdout")
-        pressed = interrupt_when(term, lambda: any(m == "GET" and "/blobs/" in p for _, m, p, *_ in proxy.answered),
-                                 "a blob download")
+        pressed = interrupt_when(term, downloading(term, proxy, " copied "), "a blob download")
         check_interrupted(term, pressed, " copied ")
         assert not (tmp_path / "new").exists(), target  # a layout this copy created is gone
         assert {p: p.read_bytes() for p in existing.rglob("*") if p.is_file()} == before, target
