@@ -31,16 +31,17 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import benchlib
+from benchlib import cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -54,36 +55,13 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer %(token)s"
 wrk.body = [==[%(body)s]==]
-local threads = {}
-bad = 0
-first = ""
-function setup(thread) table.insert(threads, thread) end
 function response(status, headers, body)
   if status ~= 201 or (%(pinned)s and not string.find(body, "@sha256:", 1, true)) then
     bad = bad + 1
     if first == "" then first = status .. " " .. string.sub(body, 1, 300) end
   end
 end
-function done(summary, latency, requests)
-  local errors, sample = 0, ""
-  for _, t in ipairs(threads) do
-    errors = errors + t:get("bad")
-    if sample == "" then sample = t:get("first") end
-  end
-  local e = summary.errors
-  io.write(string.format("AIRGAP %%d %%d %%d %%d %%d %%d %%s\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), latency.max,
-    errors + e.connect + e.read + e.write + e.status + e.timeout, sample))
-end
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu(pid: int) -> float:
@@ -137,19 +115,8 @@ def setup_site(work: Path, count: int) -> tuple[Any, list[str], Path]:
 
 
 def drive(url: str, body: str, clients: int, seconds: float, work: Path, *, pinned: bool) -> dict[str, Any]:
-    script = work / "create.lua"
-    script.write_text(_WRK_LUA % {"token": TOKEN, "body": body, "pinned": "true" if pinned else "false"})
-    proc = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "20s",
-                           "-s", str(script), url], capture_output=True, text=True, check=False)
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("AIRGAP ")), None)
-    if line is None:
-        raise SystemExit(f"wrk failed: {proc.stdout}{proc.stderr}")
-    fields = line.split(" ", 7)
-    requests, duration, p50, p99, top, errors = (int(x) for x in fields[1:7])
-    wall = duration / 1e6
-    return {"requests": requests, "seconds": round(wall, 2), "rps": round(requests / wall, 1),
-            "p50_ms": round(p50 / 1000, 2), "p99_ms": round(p99 / 1000, 2), "max_ms": round(top / 1000, 2),
-            "errors": errors, "first_error": fields[7] if len(fields) > 7 and fields[7] else None}
+    lua = _WRK_LUA % {"token": TOKEN, "body": body, "pinned": "true" if pinned else "false"}
+    return benchlib.run_wrk(lua, url, clients=clients, seconds=seconds, timeout="20s", script=work / "create.lua")
 
 
 HOOK_METRIC = "apiserver_admission_webhook_admission_duration_seconds"

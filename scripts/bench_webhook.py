@@ -45,6 +45,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import benchlib
+from benchlib import cpu_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
@@ -194,26 +197,11 @@ function request()
   turn = turn %% #requests + 1
   return requests[turn]
 end
-local threads = {}
-bad = 0
-first = ""
-function setup(thread) table.insert(threads, thread) end
 function response(status, headers, body)
   if not string.find(body, '"allowed":true', 1, true) then
     bad = bad + 1
     if first == "" then first = string.sub(body, 1, 300) end
   end
-end
-function done(summary, latency, requests)
-  local errors, sample = 0, ""
-  for _, t in ipairs(threads) do
-    errors = errors + t:get("bad")
-    if sample == "" then sample = t:get("first") end
-  end
-  local e = summary.errors
-  io.write(string.format("AIRGAP %%d %%d %%d %%d %%d %%d %%s\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), latency.max,
-    errors + e.connect + e.read + e.write + e.status + e.timeout, sample))
 end
 """
 
@@ -221,33 +209,9 @@ end
 def drive_wrk(port: int, calls: list[tuple[str, bytes]], clients: int, seconds: float, work: Path) -> dict[str, Any]:
     """Drive with wrk (one thread, ``clients`` keep-alive TLS connections) for ``seconds``, each connection
     sending the ``(path, body)`` calls in turn."""
-    script = work / "review.lua"
-    script.write_text(_WRK_LUA % ", ".join(f'wrk.format(nil, "{path}", nil, [==[{body.decode()}]==])'
-                                           for path, body in calls))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-                           "-s", str(script), f"https://127.0.0.1:{port}/validate"],
-                          capture_output=True, text=True, check=False)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("AIRGAP ")), None)
-    if line is None:
-        raise SystemExit(f"wrk failed: {proc.stdout}{proc.stderr}")
-    fields = line.split(" ", 7)
-    requests, duration, p50, p99, top, errors = (int(x) for x in fields[1:7])
-    wall = duration / 1e6
-    return {"requests": requests, "seconds": round(wall, 2), "rps": round(requests / wall, 1),
-            "p50_ms": round(p50 / 1000, 2), "p99_ms": round(p99 / 1000, 2), "max_ms": round(top / 1000, 2),
-            "errors": errors, "first_error": fields[7] if len(fields) > 7 and fields[7] else None,
-            "driver_cpu": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process (all its threads), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    lua = _WRK_LUA % ", ".join(f'wrk.format(nil, "{path}", nil, [==[{body.decode()}]==])' for path, body in calls)
+    return benchlib.run_wrk(lua, f"https://127.0.0.1:{port}/validate", clients=clients, seconds=seconds,
+                            timeout="10s", script=work / "review.lua")
 
 
 # ---- setup ------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What the scripts/bench_*.py benchmarks share: the airgap CLI they time, a peak-RSS-measuring launcher,
 byte-compiling the checkout, clearing airgap's and skopeo's caches, the copy/bundle workload, streamed big
-images, and the cleanup and "MISSED: ..." verdict at the end of a run.
+images, wrk runs and per-process CPU seconds (the webhook benches), and the cleanup and "MISSED: ..." verdict at
+the end of a run.
 
 Importing it puts tests/ on sys.path, so the benches can use tests/support (registries, images, signing).
 """
@@ -11,6 +12,7 @@ import glob
 import hashlib
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -126,6 +128,58 @@ def push_streamed_image(host: str, repo: str, tag: str, seeds: Sequence[int], si
                        "layers": [la.to_json() for la in layers]}).encode()
     client.put_manifest(host, repo, tag, Manifest.from_bytes(data, mt.OCI_MANIFEST))
     return size * len(seeds)
+
+
+# The end of every wrk script: a request's own part sets the globals ``bad`` (count) and ``first`` (the first
+# bad answer) in its ``response``; ``done`` sums them over the threads and prints one AIRGAP line that
+# :func:`run_wrk` parses (requests, duration us, p50/p99/max us, errors, first bad answer).
+WRK_REPORT_LUA = """\
+local threads = {}
+bad = 0
+first = ""
+function setup(thread) table.insert(threads, thread) end
+function done(summary, latency, requests)
+  local errors, sample = 0, ""
+  for _, t in ipairs(threads) do
+    errors = errors + t:get("bad")
+    if sample == "" then sample = t:get("first") end
+  end
+  local e = summary.errors
+  io.write(string.format("AIRGAP %d %d %d %d %d %d %s\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency.max,
+    errors + e.connect + e.read + e.write + e.status + e.timeout, sample))
+end
+"""
+
+
+def run_wrk(lua: str, url: str, *, clients: int, seconds: float, timeout: str, script: Path) -> dict[str, Any]:
+    """wrk with one thread and ``clients`` keep-alive connections for ``seconds``, running ``lua`` (the
+    requests and a ``response`` that counts bad answers) followed by :data:`WRK_REPORT_LUA`; requests/s,
+    latency percentiles, errors and the CPU seconds wrk itself used."""
+    script.write_text(lua + WRK_REPORT_LUA)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--timeout", timeout,
+                           "-s", str(script), url], capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("AIRGAP ")), None)
+    if line is None:
+        raise SystemExit(f"wrk failed: {proc.stdout}{proc.stderr}")
+    fields = line.split(" ", 7)
+    requests, duration, p50, p99, top, errors = (int(x) for x in fields[1:7])
+    wall = duration / 1e6
+    return {"requests": requests, "seconds": round(wall, 2), "rps": round(requests / wall, 1),
+            "p50_ms": round(p50 / 1000, 2), "p99_ms": round(p99 / 1000, 2), "max_ms": round(top / 1000, 2),
+            "errors": errors, "first_error": fields[7] if len(fields) > 7 and fields[7] else None,
+            "driver_cpu": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cleanup(work: Path, regs: Sequence[Any]) -> None:
