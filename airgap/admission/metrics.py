@@ -30,21 +30,42 @@ class JsonLog:
                 pass  # a closed log stream never fails a review
 
 
+class _Histogram:
+    """A latency histogram over :data:`BUCKETS` (the caller holds the lock)."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))] += 1
+        self.total += seconds
+
+    def lines(self, name: str, help_text: str) -> list[str]:
+        """HELP, TYPE, the cumulative buckets, sum and count in the exposition format."""
+        out = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        running = 0
+        for bound, n in zip(BUCKETS, self.counts, strict=False):
+            running += n
+            out.append(f'{name}_bucket{{le="{bound}"}} {running}')
+        running += self.counts[-1]
+        return out + [f'{name}_bucket{{le="+Inf"}} {running}', f"{name}_sum {self.total:.6f}",
+                      f"{name}_count {running}"]
+
+
 class Metrics:
-    """Prometheus counters and a latency histogram, rendered in the text exposition format."""
+    """Prometheus counters and latency histograms, rendered in the text exposition format."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.decisions: dict[tuple[str, str], int] = {}
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.total = 0.0
+        self.reviews = _Histogram()
         self.reloads = 0
         self.reload_failures = 0
         self.deadline_exceeded = 0
         self.events: dict[str, int] = {}  # more counters by name (e.g. "busy"), rendered as <name>_total
         # The mutating webhook (/mutate): reviews answered, with and without a patch, and images pinned.
-        self.mutation_counts = [0] * (len(BUCKETS) + 1)
-        self.mutation_total = 0.0
+        self.mutation_seconds = _Histogram()
         self.mutations: dict[str, int] = {"patched": 0, "unchanged": 0}
         self.pinned_images = 0
 
@@ -53,21 +74,17 @@ class Metrics:
             self.events[name] = self.events.get(name, 0) + n
 
     def observe(self, outcome: str, allowed: bool, seconds: float, deadline_hit: bool) -> None:
-        index = next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
         with self._lock:
             key = (outcome, "true" if allowed else "false")
             self.decisions[key] = self.decisions.get(key, 0) + 1
-            self.counts[index] += 1
-            self.total += seconds
+            self.reviews.observe(seconds)
             self.deadline_exceeded += deadline_hit
 
     def observe_mutation(self, seconds: float, pinned: int) -> None:
-        index = next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
         with self._lock:
             self.mutations["patched" if pinned else "unchanged"] += 1
             self.pinned_images += pinned
-            self.mutation_counts[index] += 1
-            self.mutation_total += seconds
+            self.mutation_seconds.observe(seconds)
 
     def render(self, cache: DecisionCache[Any], ready: bool, gauges: dict[str, float] | None = None,
                counters: dict[str, float] | None = None) -> str:
@@ -77,29 +94,12 @@ class Metrics:
                      "# TYPE airgap_webhook_decisions_total counter"]
             lines += [f'airgap_webhook_decisions_total{{result="{r}",allowed="{a}"}} {n}'
                       for (r, a), n in sorted(self.decisions.items())]
-            lines += ["# HELP airgap_webhook_review_seconds Time to answer one admission review.",
-                      "# TYPE airgap_webhook_review_seconds histogram"]
-            running = 0
-            for bound, n in zip(BUCKETS, self.counts, strict=False):
-                running += n
-                lines.append(f'airgap_webhook_review_seconds_bucket{{le="{bound}"}} {running}')
-            running += self.counts[-1]
-            lines += [f'airgap_webhook_review_seconds_bucket{{le="+Inf"}} {running}',
-                      f"airgap_webhook_review_seconds_sum {self.total:.6f}",
-                      f"airgap_webhook_review_seconds_count {running}"]
+            lines += self.reviews.lines("airgap_webhook_review_seconds", "Time to answer one admission review.")
             lines += ["# HELP airgap_webhook_mutations_total Mutating reviews answered, with a patch or without.",
                       "# TYPE airgap_webhook_mutations_total counter"]
             lines += [f'airgap_webhook_mutations_total{{result="{r}"}} {n}' for r, n in self.mutations.items()]
-            lines += ["# HELP airgap_webhook_mutation_seconds Time to answer one mutating review.",
-                      "# TYPE airgap_webhook_mutation_seconds histogram"]
-            running = 0
-            for bound, n in zip(BUCKETS, self.mutation_counts, strict=False):
-                running += n
-                lines.append(f'airgap_webhook_mutation_seconds_bucket{{le="{bound}"}} {running}')
-            running += self.mutation_counts[-1]
-            lines += [f'airgap_webhook_mutation_seconds_bucket{{le="+Inf"}} {running}',
-                      f"airgap_webhook_mutation_seconds_sum {self.mutation_total:.6f}",
-                      f"airgap_webhook_mutation_seconds_count {running}"]
+            lines += self.mutation_seconds.lines("airgap_webhook_mutation_seconds",
+                                                 "Time to answer one mutating review.")
             totals: dict[str, float] = {
                 "cache_hits_total": cache.hits, "cache_misses_total": cache.misses,
                 "cache_evictions_total": cache.evictions, "trust_reloads_total": self.reloads,
