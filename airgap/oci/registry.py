@@ -242,40 +242,36 @@ class RegistryClient(BlobUploads):
 
     def list_repositories(self, host: str) -> list[str]:
         """Every repository the registry lists in ``/v2/_catalog`` (paginated with ``Link``), sorted."""
-        repos: list[str] = []
-        url: str | None = "/v2/_catalog?n=1000"
-        for _ in range(self.limits.max_tag_pages):
-            if url is None:
-                return sorted(set(repos))
-            resp = self.request("GET", host, url, scope="registry:catalog:*")
-            if resp.status_code != 200:
-                raise self._fail(resp, f"listing the repositories of {host} (/v2/_catalog)")
-            body = self._get_json(resp, f"catalog of {host}")
-            page = body.get("repositories") if isinstance(body, dict) else None
-            repos.extend(r for r in (page or []) if isinstance(r, str))
-            nxt = resp.links.get("next", {}).get("url")
-            url = urljoin(resp.url, nxt) if nxt else None
-        raise RegistryError(f"listing the repositories of {host}: more than {self.limits.max_tag_pages} pages")
+        return sorted(set(self._list_pages(host, "/v2/_catalog?n=1000", "registry:catalog:*", "repositories",
+                                           f"listing the repositories of {host} (/v2/_catalog)",
+                                           f"catalog of {host}")))
 
     def list_tags(self, host: str, repo: str) -> list[str]:
         """All tags of ``repo`` (paginated with ``Link``); empty when the repository does not exist."""
-        tags: list[str] = []
-        url: str | None = f"/v2/{repo}/tags/list?n=1000"
+        return self._list_pages(host, f"/v2/{repo}/tags/list?n=1000", self._pull(repo), "tags",
+                                f"listing tags of {host}/{repo}", f"tag list of {host}/{repo}", absent_ok=True)
+
+    def _list_pages(self, host: str, path: str, scope: str, field: str, listing: str, doc: str, *,
+                    absent_ok: bool = False) -> list[str]:
+        """The strings in ``field`` over every page of a paginated list (``Link: <...>; rel="next"``), at most
+        ``Limits.max_tag_pages`` pages; a 404 is an empty list when ``absent_ok``."""
+        items: list[str] = []
+        url: str | None = path
         for _ in range(self.limits.max_tag_pages):
             if url is None:
-                return tags
-            resp = self.request("GET", host, url, scope=self._pull(repo))
-            if resp.status_code == 404:
+                return items
+            resp = self.request("GET", host, url, scope=scope)
+            if absent_ok and resp.status_code == 404:
                 resp.close()
-                return tags
+                return items
             if resp.status_code != 200:
-                raise self._fail(resp, f"listing tags of {host}/{repo}")
-            body = self._get_json(resp, f"tag list of {host}/{repo}")
-            page = body.get("tags") if isinstance(body, dict) else None
-            tags.extend(t for t in (page or []) if isinstance(t, str))
+                raise self._fail(resp, listing)
+            body = self._get_json(resp, doc)
+            page = body.get(field) if isinstance(body, dict) else None
+            items.extend(x for x in (page or []) if isinstance(x, str))
             nxt = resp.links.get("next", {}).get("url")
             url = urljoin(resp.url, nxt) if nxt else None
-        raise RegistryError(f"listing tags of {host}/{repo}: more than {self.limits.max_tag_pages} pages")
+        raise RegistryError(f"{listing}: more than {self.limits.max_tag_pages} pages")
 
     def referrers(self, host: str, repo: str, digest: str, *, max_items: int | None = None) -> list[Descriptor]:
         """Referrers of ``digest``: the Referrers API when served, else the ``sha256-<hex>`` fallback tag.
