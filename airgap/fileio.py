@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from airgap.errors import ConfigError
+from airgap.errors import ConfigError, Error
 
 
 def is_special(path: Path) -> bool:
@@ -34,6 +34,20 @@ def is_special(path: Path) -> bool:
 
 def _chunks(data: bytes | Iterable[bytes]) -> Iterable[bytes]:
     return (data,) if isinstance(data, bytes) else data
+
+
+def read_capped(path: str | os.PathLike[str], limit: int, what: str, *,
+                too_large: type[Error] = ConfigError) -> bytes:
+    """The bytes of the file at ``path``, never reading more than ``limit`` + 1 of them: a larger file is refused
+    with ``too_large`` (``WHAT PATH: more than LIMIT bytes``), one that cannot be read is a ConfigError."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise too_large(f"{what} {path}: more than {limit} bytes")
+    return data
 
 
 def write_atomic(path: Path, data: bytes | Iterable[bytes], *, mode: int | None = None) -> None:

@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING
 
 from airgap.bundle.parts import PART_NAME, PARTS_SUFFIX, PartsManifest
 from airgap.errors import BundleError, ConfigError
+from airgap.fileio import read_capped
 
 if TYPE_CHECKING:
     from airgap.keys.public import PublicKey
@@ -148,14 +149,7 @@ def _same(path: Path) -> object:
 
 
 def _read_small(path: Path, what: str) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_PARTS_MANIFEST + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_PARTS_MANIFEST:
-        raise BundleError(f"{what} {path}: more than {MAX_PARTS_MANIFEST} bytes")
-    return data
+    return read_capped(path, MAX_PARTS_MANIFEST, what, too_large=BundleError)
 
 
 def _check_trust(manifest: PartsManifest, path: Path, data: bytes, key: PublicKey | Sequence[PublicKey] | None,

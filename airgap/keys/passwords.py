@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from airgap.errors import ConfigError
+from airgap.fileio import read_capped
 
 
 class WrongPasswordError(ConfigError):
@@ -27,13 +28,7 @@ MAX_KEY_FILE_BYTES = 1024 * 1024
 
 def read_secret_file(path: str | Path, what: str, *, strip_newline: bool = True) -> bytes:
     """A password or PIN file's bytes, without one trailing newline (``echo pw > file`` adds one)."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise ConfigError(f"{what} {path} is too large")
+    data = read_capped(path, MAX_KEY_FILE_BYTES, what)
     if strip_newline:
         data = data.removesuffix(b"\n").removesuffix(b"\r")
     return data

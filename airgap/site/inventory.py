@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airgap.errors import ConfigError, Error, IntegrityError, VerificationError
+from airgap.fileio import read_capped
 
 if TYPE_CHECKING:
     from airgap.bundle.delta import DeltaBase
@@ -285,13 +286,7 @@ def read_inventory(path: str | os.PathLike[str], *, key: PublicKey | Sequence[Pu
     from airgap.bundle.detached import verify_detached
 
     target = Path(path)
-    try:
-        with target.open("rb") as f:
-            data = f.read(MAX_INVENTORY_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read inventory {target}: {exc.strerror or exc}") from None
-    if len(data) > MAX_INVENTORY_BYTES:
-        raise IntegrityError(f"inventory {target}: more than {MAX_INVENTORY_BYTES} bytes")
+    data = read_capped(target, MAX_INVENTORY_BYTES, "inventory", too_large=IntegrityError)
     signed_by = None
     keys = [] if key is None else list(key) if isinstance(key, Sequence) else [key]
     if keys:
