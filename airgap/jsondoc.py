@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import accumulate
 from typing import Any, NoReturn
 
@@ -209,3 +209,16 @@ def json_object(data: bytes | str, what: str, error: ErrorFactory = IntegrityErr
     if not isinstance(doc, dict):
         raise error(f"{what}: not a JSON object")
     return doc
+
+
+def check_document(doc: dict[str, Any], fields: Sequence[str], api_version: str, kind: str, noun: str,
+                   err: ErrorFactory) -> None:
+    """A versioned document of ours: exactly ``fields`` (the first unknown one, else the first missing one, is
+    the error) and the expected ``apiVersion`` and ``kind`` (else it is "not a NOUN")."""
+    unknown = sorted(set(doc) - set(fields))
+    missing = [f for f in fields if f not in doc]
+    if unknown or missing:
+        raise err(f"unknown field {unknown[0]!r}" if unknown else f"required field {missing[0]!r} missing")
+    if doc["apiVersion"] != api_version or doc["kind"] != kind:
+        raise err(f"not a {noun} (apiVersion {doc['apiVersion']!r}, kind {doc['kind']!r}; expected "
+                  f"{api_version} {kind})")

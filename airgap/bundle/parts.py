@@ -99,21 +99,15 @@ class PartsManifest:
     def from_bytes(cls, data: bytes, what: str = "parts manifest") -> PartsManifest:
         """Parse and validate strictly (canonical form only); every error is one line naming ``what``."""
         from airgap.bundle.manifest import canonical_json
-        from airgap.jsondoc import json_object
+        from airgap.jsondoc import check_document, json_object
 
         doc = json_object(data, what, BundleError)
 
         def err(msg: str) -> BundleError:
             return BundleError(f"{what}: {msg}")
 
-        fields = ("apiVersion", "kind", "name", "version", "bundleDigest", "size", "partSize", "parts")
-        unknown = sorted(set(doc) - set(fields))
-        missing = [f for f in fields if f not in doc]
-        if unknown or missing:
-            raise err(f"unknown field {unknown[0]!r}" if unknown else f"required field {missing[0]!r} missing")
-        if doc["apiVersion"] != API_VERSION or doc["kind"] != KIND:
-            raise err(f"not a parts manifest (apiVersion {doc['apiVersion']!r}, kind {doc['kind']!r}; "
-                      f"expected {API_VERSION} {KIND})")
+        check_document(doc, ("apiVersion", "kind", "name", "version", "bundleDigest", "size", "partSize", "parts"),
+                       API_VERSION, KIND, "parts manifest", err)
         for key in ("name", "version"):
             if not isinstance(doc[key], str) or not doc[key]:
                 raise err(f"{key}: expected a non-empty string")

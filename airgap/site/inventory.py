@@ -96,20 +96,14 @@ class Inventory:
     def from_bytes(cls, data: bytes, what: str = "inventory") -> Inventory:
         """Parse and validate strictly (canonical form only); every error is one line naming ``what``."""
         from airgap.bundle.manifest import canonical_json
-        from airgap.jsondoc import json_object
+        from airgap.jsondoc import check_document, json_object
 
         doc = json_object(data, what, IntegrityError)
 
         def err(msg: str) -> IntegrityError:
             return IntegrityError(f"{what}: {msg}")
 
-        unknown = sorted(set(doc) - set(_FIELDS))
-        missing = [f for f in _FIELDS if f not in doc]
-        if unknown or missing:
-            raise err(f"unknown field {unknown[0]!r}" if unknown else f"required field {missing[0]!r} missing")
-        if doc["apiVersion"] != API_VERSION or doc["kind"] != KIND:
-            raise err(f"not a site inventory (apiVersion {doc['apiVersion']!r}, kind {doc['kind']!r}; expected "
-                      f"{API_VERSION} {KIND})")
+        check_document(doc, _FIELDS, API_VERSION, KIND, "site inventory", err)
         if not isinstance(doc["registry"], str) or not doc["registry"]:
             raise err("registry: expected a non-empty string")
         if not isinstance(doc["created"], str) or not _RFC3339.match(doc["created"]):
