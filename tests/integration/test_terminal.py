@@ -94,6 +94,15 @@ def slow(reg: Registry, proxies: list[FaultProxy], *, method: str, match: str, s
     return proxy
 
 
+def slow_pack_spec(scene: Scene, proxies: list[FaultProxy], tmp: Path, *, seconds: float) -> tuple[FaultProxy, Path]:
+    """A pack spec (and its key) for the scene's images behind a proxy holding back each blob ``seconds``."""
+    proxy = slow(scene.src, proxies, method="GET", match="/blobs/sha256:", seconds=seconds)
+    spec = tmp / "spec.yaml"
+    spec.write_text(key_spec_text(proxy.host, REPOS))
+    (tmp / "release.pub").write_bytes(scene.key.public_pem)
+    return proxy, spec
+
+
 def env(tmp: Path) -> dict[str, str]:
     """The child's environment: its own temp directory (to check nothing is left in it) and blob cache."""
     (tmp / "tmpdir").mkdir(exist_ok=True)
@@ -147,10 +156,7 @@ def test_load_draws_only_what_the_registry_acknowledged(scene: Scene, proxies: l
 
 def test_pack_and_copy_draw_progress_and_one_line_per_image(scene: Scene, proxies: list[FaultProxy],
                                                              tmp_path: Path) -> None:
-    proxy = slow(scene.src, proxies, method="GET", match="/blobs/sha256:", seconds=0.3)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(key_spec_text(proxy.host, REPOS))
-    (tmp_path / "release.pub").write_bytes(scene.key.public_pem)
+    proxy, spec = slow_pack_spec(scene, proxies, tmp_path, seconds=0.3)
     term = Terminal.start(["pack", str(spec), "-o", str(tmp_path / "out.tar"), "-j", "2"], env=env(tmp_path),
                           stdout=tmp_path / "stdout")
     assert term.wait(120) == 0, term.text
@@ -247,10 +253,7 @@ def test_ctrl_c_does_not_wait_for_a_registry_that_stopped_answering(scene: Scene
 
 def test_ctrl_c_during_pack_leaves_the_previous_output_untouched(scene: Scene, proxies: list[FaultProxy],
                                                                   tmp_path: Path) -> None:
-    proxy = slow(scene.src, proxies, method="GET", match="/blobs/sha256:", seconds=0.8)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(key_spec_text(proxy.host, REPOS))
-    (tmp_path / "release.pub").write_bytes(scene.key.public_pem)
+    proxy, spec = slow_pack_spec(scene, proxies, tmp_path, seconds=0.8)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "demo.tar").write_bytes(b"the previous bundle")
